@@ -1,0 +1,66 @@
+"""The ``accel-sim`` command: a thin layer over the Python API.
+
+Every error a user can cause ends as one line on stderr and exit code 2; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from accel_sim import __version__
+from accel_sim.cli import models_commands
+
+logger = logging.getLogger("accel_sim")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line (the message) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="accel-sim",
+        description="Fault injection on an emulated fixed-point systolic-array DNN accelerator.",
+    )
+    parser.add_argument("--version", action="version", version=f"accel-sim {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    parser.add_argument("--verbose", action="store_true", help="log progress (always on for train)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    models_commands.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 success, 2 user error)."""
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+    except _UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    verbose = args.verbose or args.command == "train"
+    level = logging.DEBUG if args.debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    try:
+        return int(args.handler(args) or 0)
+    except (ValueError, TypeError, OSError) as exc:
+        if debug:
+            raise
+        message = " ".join(str(exc).split())  # one line, whatever the exception held
+        print(f"accel-sim {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"accel-sim {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,10 @@
+"""The PyTorch side: architectures, training, evaluation and the trained model zoo.
+
+Installed as ``accel_sim.models`` (see ``setup.cfg``), kept in the top-level ``models/`` folder
+beside the zoo it describes.
+"""
+
+from accel_sim.models.architectures import ARCHITECTURES, build_model
+from accel_sim.models.zoo import load_weights, save_weights, zoo_weights_path
+
+__all__ = ["ARCHITECTURES", "build_model", "load_weights", "save_weights", "zoo_weights_path"]

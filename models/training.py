@@ -1,0 +1,265 @@
+"""Seeded, resumable training of the zoo's networks on CIFAR-10.
+
+Recipe: SGD with Nesterov momentum, weight decay, a one-cycle learning-rate schedule, label
+smoothing, random crop (padding 4) + horizontal flip done on whole batches on the training device,
+channels-last memory format. Every epoch ends with an atomic checkpoint; ``resume=True`` continues
+from it with the same data order and augmentation as an uninterrupted run (each epoch's shuffling
+and augmentation come from a generator seeded by ``(seed, epoch)``).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from accel_sim.data import ImageSet
+from accel_sim.models.architectures import ARCHITECTURES, build_model
+from accel_sim.models.evaluation import predict, to_input
+from accel_sim.models.zoo import save_weights
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+HISTORY_NAME = "history.csv"
+WEIGHTS_NAME = "weights.pt"
+_EPOCH_SEED_STRIDE = 1_000_003  # a prime: (seed, epoch) pairs never share a generator seed
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run; validated on construction.
+
+    Attributes
+    ----------
+    arch : str
+        ``alexnet`` or ``vgg16``.
+    epochs : int
+        Number of passes over the training set.
+    batch_size : int
+        Images per SGD step.
+    lr : float
+        Peak learning rate of the one-cycle schedule.
+    momentum, weight_decay, label_smoothing : float
+        SGD (Nesterov) momentum, L2 weight decay, and cross-entropy label smoothing.
+    warmup : float
+        Fraction of the steps spent rising to the peak learning rate.
+    seed : int
+        Seeds weight initialisation, data order, augmentation and dropout.
+    device : str
+        ``cpu``, ``cuda`` or ``cuda:N``.
+    amp : bool
+        bfloat16 autocast for the forward pass (CUDA only).
+    """
+
+    arch: str
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    warmup: float = 0.25
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = False
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"arch must be one of {', '.join(sorted(ARCHITECTURES))}, got {self.arch!r}")
+        for name in ("epochs", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        for name in ("momentum", "label_smoothing", "warmup"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.amp and not self.device.startswith("cuda"):
+            raise ValueError("amp (bfloat16 autocast) needs a CUDA device")
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random 32×32 crop of the zero-padded (4 px) image and a horizontal flip with p = 0.5.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        ``uint8`` tensor of shape ``(B, 3, 32, 32)`` on any device.
+    generator : torch.Generator
+        CPU generator that draws the offsets and flips (so they do not depend on the device).
+    """
+    batch, _, size, _ = images.shape
+    pad = 4
+    offsets = torch.randint(0, 2 * pad + 1, (2, batch), generator=generator).to(images.device)
+    flips = (torch.rand(batch, generator=generator) < 0.5).to(images.device)
+    padded = nn.functional.pad(images, (pad, pad, pad, pad))
+    span = torch.arange(size, device=images.device)
+    rows = offsets[0, :, None] + span  # (B, 32)
+    cols = torch.where(flips[:, None], offsets[1, :, None] + size - 1 - span, offsets[1, :, None] + span)
+    b = torch.arange(batch, device=images.device)[:, None, None, None]
+    c = torch.arange(3, device=images.device)[None, :, None, None]
+    return padded[b, c, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def one_cycle(total_steps: int, warmup: float, start: float = 0.04, end: float = 1e-4):
+    """Learning-rate factor per step: cosine rise from ``start`` to 1 over the first ``warmup``
+    fraction of ``total_steps``, then cosine decay to ``end`` (factors of the peak rate)."""
+    rise = max(1, round(warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < rise:
+            return start + (1 - start) * (1 - math.cos(math.pi * step / rise)) / 2
+        frac = min(1.0, (step - rise) / max(1, total_steps - rise))
+        return end + (1 - end) * (1 + math.cos(math.pi * frac)) / 2
+
+    return factor
+
+
+def train(
+    config: TrainConfig,
+    train_set: ImageSet,
+    out_dir: str | os.PathLike,
+    eval_set: ImageSet | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+) -> Path:
+    """Train ``config.arch`` on ``train_set``; returns the path of the final zoo-format weights.
+
+    ``out_dir`` receives ``checkpoint.pt`` (after every epoch), ``history.csv`` (loss, training
+    and evaluation accuracy per epoch) and, at the end, ``weights.pt`` (float16, zoo format).
+    With ``resume=True`` an existing checkpoint is continued; its config must equal ``config``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / CHECKPOINT_NAME
+    if ckpt_path.exists() and not resume:
+        raise ValueError(f"{str(ckpt_path)!r} exists: pass --resume to continue it or choose another --out")
+    device = torch.device(config.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {config.device!r} asked for, but CUDA is not available")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.arch).to(device, memory_format=torch.channels_last)
+    steps_per_epoch = -(-len(train_set) // config.batch_size)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim == 1 else decay).append(p)  # no weight decay on biases and BN scales
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, one_cycle(config.epochs * steps_per_epoch, config.warmup)
+    )
+    start_epoch, elapsed, history = 0, 0.0, []
+    if resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt["config"] != dataclasses.asdict(config):
+            raise ValueError(
+                f"checkpoint {str(ckpt_path)!r} was made with another configuration "
+                f"({ckpt['config']}); resume with the same options"
+            )
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng_cpu"])
+        if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
+        start_epoch, elapsed, history = ckpt["epoch"], ckpt["elapsed"], ckpt["history"]
+        logger.info("resuming %s at epoch %d of %d", config.arch, start_epoch + 1, config.epochs)
+
+    images = torch.from_numpy(np.array(train_set.images)).to(device)
+    labels = torch.from_numpy(np.array(train_set.labels)).to(device)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        gen = torch.Generator().manual_seed(config.seed * _EPOCH_SEED_STRIDE + epoch)
+        order = torch.randperm(len(train_set), generator=gen).to(device)
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        bar = tqdm(range(steps_per_epoch), desc=f"{config.arch} epoch {epoch + 1}/{config.epochs}",
+                   disable=None if progress is None else not progress, leave=False)
+        for step in bar:
+            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+            x = to_input(augment(images[idx], gen))
+            y = labels[idx]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
+                logits = model(x)
+                loss = loss_fn(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.argmax(1) == y).sum()
+            if not bar.disable and step % 20 == 0:
+                seen = min((step + 1) * config.batch_size, len(train_set))
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}%")
+        row = {
+            "epoch": epoch + 1,
+            "lr_end": scheduler.get_last_lr()[0],
+            "train_loss": loss_sum.item() / len(train_set),
+            "train_accuracy": 100.0 * correct.item() / len(train_set),
+        }
+        if eval_set is not None:
+            preds = predict(model, eval_set.images, device=config.device)
+            row["eval_accuracy"] = 100.0 * float(np.mean(preds == eval_set.labels))
+        elapsed += time.perf_counter() - started
+        row["elapsed_s"] = elapsed
+        history.append(row)
+        _save_checkpoint(ckpt_path, model, optimizer, scheduler, config, epoch + 1, elapsed, history, device)
+        _write_history(out / HISTORY_NAME, history)
+        logger.info(
+            "%s epoch %d/%d: loss %.4f, train %.2f %%%s, %.0f s so far", config.arch, epoch + 1,
+            config.epochs, row["train_loss"], row["train_accuracy"],
+            f", eval {row['eval_accuracy']:.2f} %" if "eval_accuracy" in row else "", elapsed,
+        )
+    model.eval()
+    return save_weights(model, config.arch, out / WEIGHTS_NAME)
+
+
+def _save_checkpoint(path, model, optimizer, scheduler, config, epoch, elapsed, history, device) -> None:
+    state = {
+        "config": dataclasses.asdict(config),
+        "epoch": epoch,
+        "elapsed": elapsed,
+        "history": history,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    fields = list(dict.fromkeys(k for row in history for k in row))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)

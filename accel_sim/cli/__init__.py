@@ -11,7 +11,7 @@ import logging
 import sys
 
 from accel_sim import __version__
-from accel_sim.cli import models_commands
+from accel_sim.cli import eval_command, image_commands, train_command
 
 logger = logging.getLogger("accel_sim")
 
@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="log progress (always on for train)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    models_commands.register(sub)
+    train_command.register(sub)
+    eval_command.register(sub)
+    image_commands.register(sub)
     return parser
 
 

@@ -42,8 +42,12 @@ _PY_FILES = {
 _BIN_SUBDIRS = ("", "cifar-10-batches-bin")
 _PY_SUBDIRS = ("", "cifar-10-batches-py")
 
-BUNDLED_SAMPLE_FILE = "cifar10_test_0-999_lossless.bin"
+BUNDLED_SAMPLE_FILES = {
+    "test": "cifar10_test_0-999_lossless.bin",
+    "train": "cifar10_train_0-999_lossless.bin",
+}
 BUNDLED_SAMPLE_NAME = "CIFAR-10 test images 0-999 (lossless, bundled)"
+BUNDLED_TRAIN_SAMPLE_NAME = "CIFAR-10 training images 0-999 (lossless, bundled)"
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,14 @@ class ImageSet:
         return ImageSet(self.images[offset:stop], self.labels[offset:stop], name, self.class_names)
 
 
+def draw_sample(data: ImageSet, count: int, rng: np.random.Generator) -> ImageSet:
+    """``count`` distinct images of ``data`` drawn with ``rng``, kept in their original order."""
+    if not 1 <= count <= len(data):
+        raise ValueError(f"sample count must lie in 1..{len(data)}, got {count}")
+    idx = np.sort(rng.choice(len(data), size=count, replace=False))
+    return ImageSet(data.images[idx], data.labels[idx], f"{data.name}, {count} drawn", data.class_names)
+
+
 def normalize(images: np.ndarray) -> np.ndarray:
     """Scale ``uint8`` pixels to the networks' input: ``(x / 255 - mean) / std`` per channel.
 
@@ -123,12 +135,18 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     return Path(env) if env else None
 
 
-def load_bundled_sample() -> ImageSet:
-    """The 1,000 lossless CIFAR-10 test images 0-999 shipped inside the package."""
-    ref = resources.files("accel_sim.data").joinpath(BUNDLED_SAMPLE_FILE)
+def load_bundled_sample(split: str = "test") -> ImageSet:
+    """Lossless CIFAR-10 images shipped inside the package: test images 0-999 (``split="test"``,
+    the evaluation sample) or training images 0-999 (``split="train"``, for calibration and
+    activation profiling)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    ref = resources.files("accel_sim.data").joinpath(BUNDLED_SAMPLE_FILES[split])
     with resources.as_file(ref) as path:
         images, labels = _read_bin_file(Path(path), expected_records=1000)
-    return ImageSet(images, labels, BUNDLED_SAMPLE_NAME)
+    images.flags.writeable = False
+    labels.flags.writeable = False
+    return ImageSet(images, labels, BUNDLED_SAMPLE_NAME if split == "test" else BUNDLED_TRAIN_SAMPLE_NAME)
 
 
 def load_cifar10(

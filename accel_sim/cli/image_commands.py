@@ -1,0 +1,101 @@
+"""``accel-sim export`` and ``accel-sim inspect``: accelerator images."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+
+from accel_sim.cli.common import add_data_options, load_data_or_sample, print_table
+from accel_sim.data import draw_sample
+from accel_sim.models import ARCHITECTURES
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ex = sub.add_parser("export", help="export a trained model to an accelerator image (HDF5)")
+    ex.add_argument("--model", required=True, choices=sorted(ARCHITECTURES))
+    ex.add_argument("--weights", type=Path, help="weights file (default: the zoo's)")
+    ex.add_argument("--format", required=True, help="fp32 or fixedW (e.g. fixed16, fixed8)")
+    ex.add_argument("--act-bits", type=int, help="activation word width (default: the weight width)")
+    ex.add_argument("--weight-percentile", type=float, help="size weight formats for this percentile of |w|")
+    ex.add_argument("--calibration", type=int, default=512, help="training images that set activation formats")
+    ex.add_argument("--seed", type=int, default=0, help="seed of the calibration draw")
+    add_data_options(ex)
+    ex.add_argument("-o", "--output", required=True, type=Path, help="image file to write")
+    ex.set_defaults(handler=run_export)
+
+    ins = sub.add_parser("inspect", help="table of an image's layers, formats and weight bits")
+    ins.add_argument("image", type=Path)
+    ins.set_defaults(handler=run_inspect)
+
+
+def parse_image_format(text: str) -> int | None:
+    """``fp32`` → None, ``fixedW`` → W."""
+    if text == "fp32":
+        return None
+    match = re.fullmatch(r"fixed(\d+)", text)
+    if not match:
+        raise ValueError(f"--format must be fp32 or fixedW (e.g. fixed16), got {text!r}")
+    return int(match.group(1))
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from accel_sim.image.export import export_model
+    from accel_sim.image.hdf5 import write_image
+    from accel_sim.models import load_weights, zoo_weights_path
+    from accel_sim.models.zoo import file_sha256
+
+    weight_bits = parse_image_format(args.format)
+    weights = args.weights if args.weights is not None else zoo_weights_path(args.model)
+    model = load_weights(args.model, weights)
+    train = load_data_or_sample(args.data_dir, "train", args.download)
+    calibration = draw_sample(train, args.calibration, np.random.default_rng(args.seed))
+    image = export_model(model, calibration.images, weight_bits, args.act_bits, model_name=args.model,
+                         class_names=train.class_names, source_sha256=file_sha256(weights),
+                         weight_percentile=args.weight_percentile)
+    write_image(image, args.output)
+    print(f"wrote {args.output}: {image.model} {image.format_name}, {len(image.layers)} layers, "
+          f"{image.weight_bits:,} weight bits; calibrated on {calibration.name}")
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from accel_sim.image import WeightedLayer
+    from accel_sim.image.hdf5 import read_image
+
+    image = read_image(args.image)
+    print(f"{args.image}: model {image.model}, format {image.format_name}, input {image.input_shape} "
+          f"as {image.input_format.name}, {len(image.class_names)} classes, schema tool {image.tool_version}")
+    rows = []
+    for i, layer in enumerate(image.layers):
+        row = {"#": i, "op": layer.op, "name": layer.name, "in": "x".join(map(str, layer.in_shape)),
+               "out": "x".join(map(str, layer.out_shape))}
+        if isinstance(layer, WeightedLayer):
+            w = layer.weight
+            row.update({
+                "weight": layer.weight_format.name, "bias": layer.bias_format.name, "act in": layer.in_format.name,
+                "act out": layer.out_format.name if layer.out_format else "logits",
+                "activation": layer.activation + (f" T={layer.threshold:g}" if layer.threshold is not None else ""),
+                "params": f"{w.size + layer.bias.size:,}", "weight range": _real_range(layer),
+                "weight bits": f"{layer.weight_bits:,}",
+            })
+        else:
+            row["act in"] = layer.format.name
+        rows.append(row)
+    print_table(rows, ["#", "op", "name", "in", "out", "weight", "bias", "act in", "act out", "activation",
+                       "params", "weight range", "weight bits"])
+    params = sum(layer.weight.size + layer.bias.size for layer in image.weighted_layers)
+    print(f"total: {params:,} parameters, {image.weight_bits:,} weight bits (the weight_memory fault site)")
+    return 0
+
+
+def _real_range(layer) -> str:
+    from accel_sim.numerics import dequantize
+
+    values = dequantize(layer.weight_format, np.array([layer.weight.min(), layer.weight.max()]))
+    return f"{values[0]:.4g}..{values[1]:.4g}"

@@ -1,0 +1,280 @@
+"""Immutable layer records of an accelerator image, and the image itself.
+
+Shapes are per image, channel-major: a feature map is ``(C, H, W)``, a vector ``(F,)``. Weight and
+bias arrays hold raw words (``int64`` for fixed point, ``float32`` for ``fp32``) and are read-only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from accel_sim.numerics import ACTIVATIONS, Format, parse_format
+
+SCHEMA_NAME = "accel-sim-image"
+SCHEMA_VERSION = 1
+
+
+def conv_output_hw(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int],
+                   padding: tuple[int, int]) -> tuple[int, int]:
+    """Output height and width of a convolution or pooling window (floor mode)."""
+    return ((h + 2 * padding[0] - kernel[0]) // stride[0] + 1,
+            (w + 2 * padding[1] - kernel[1]) // stride[1] + 1)
+
+
+def _frozen_array(values: np.ndarray, dtype) -> np.ndarray:
+    arr = np.array(values, dtype=dtype)  # a private copy: the caller cannot mutate the record
+    arr.flags.writeable = False
+    return arr
+
+
+@dataclass(frozen=True)
+class WeightedLayer:
+    """A convolution or fully connected layer with its activation unit.
+
+    Attributes
+    ----------
+    name : str
+        The layer's name in the source model.
+    in_shape, out_shape : tuple of int
+        ``(C, H, W)`` for conv2d, ``(F,)`` for linear.
+    weight : numpy.ndarray
+        Raw words, ``(O, C, kh, kw)`` for conv2d, ``(O, F)`` for linear.
+    bias : numpy.ndarray
+        Raw words at the accumulator scale (``weight_format.frac_bits + in_format.frac_bits``), ``(O,)``.
+    weight_format, bias_format, in_format : Format
+        Formats of the stored weights, the bias, and the input activations.
+    out_format : Format or None
+        Format of the output activations; None for the last layer, whose accumulator values are
+        the logits.
+    activation : {"none", "relu", "clipact", "clamp"}
+    threshold : float or None
+        Real-valued threshold ``T`` of ``clipact`` / ``clamp``; None otherwise.
+    """
+
+    op: ClassVar[str] = ""
+    name: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    weight: np.ndarray
+    bias: np.ndarray
+    weight_format: Format
+    bias_format: Format
+    in_format: Format
+    out_format: Format | None
+    activation: str = "none"
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight", _frozen_array(self.weight, np.float32 if self.weight_format.is_float else np.int64))
+        object.__setattr__(self, "bias", _frozen_array(self.bias, np.float32 if self.bias_format.is_float else np.int64))
+        object.__setattr__(self, "in_shape", tuple(int(v) for v in self.in_shape))
+        object.__setattr__(self, "out_shape", tuple(int(v) for v in self.out_shape))
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"layer {self.name}: activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        needs_threshold = self.activation in ("clipact", "clamp")
+        if needs_threshold and (self.threshold is None or not np.isfinite(self.threshold) or self.threshold < 0):
+            raise ValueError(f"layer {self.name}: activation {self.activation} needs a finite threshold >= 0, got {self.threshold!r}")
+        if not needs_threshold and self.threshold is not None:
+            raise ValueError(f"layer {self.name}: activation {self.activation} takes no threshold")
+        if self.bias.shape != (self.out_channels,):
+            raise ValueError(f"layer {self.name}: bias has shape {self.bias.shape}, expected ({self.out_channels},)")
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def acc_frac_bits(self) -> int:
+        """Fractional bits of the accumulator (fixed point only)."""
+        return self.weight_format.frac_bits + self.in_format.frac_bits
+
+    @property
+    def weight_bits(self) -> int:
+        """Bits of stored weights and biases (the layer's share of the weight-memory fault site)."""
+        return self.weight.size * self.weight_format.word_bits + self.bias.size * self.bias_format.word_bits
+
+    def with_activation(self, activation: str, threshold: float | None) -> "WeightedLayer":
+        """A copy with another activation unit setting."""
+        return dataclasses.replace(self, activation=activation, threshold=threshold)
+
+
+@dataclass(frozen=True)
+class Conv2d(WeightedLayer):
+    """2-D convolution (groups = 1). BatchNorm is already folded into weight and bias."""
+
+    op: ClassVar[str] = "conv2d"
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.weight.ndim != 4:
+            raise ValueError(f"layer {self.name}: conv2d weight must be (O, C, kh, kw), got shape {self.weight.shape}")
+        c, h, w = self.in_shape
+        if self.weight.shape[1] != c:
+            raise ValueError(f"layer {self.name}: weight has {self.weight.shape[1]} input channels, input has {c}")
+        oh, ow = conv_output_hw(h, w, self.kernel, self.stride, self.padding)
+        if self.out_shape != (self.out_channels, oh, ow):
+            raise ValueError(f"layer {self.name}: out_shape {self.out_shape} does not follow from the geometry "
+                             f"(expected {(self.out_channels, oh, ow)})")
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        return (int(self.weight.shape[2]), int(self.weight.shape[3]))
+
+
+@dataclass(frozen=True)
+class Linear(WeightedLayer):
+    """Fully connected layer ``y = W x + b``."""
+
+    op: ClassVar[str] = "linear"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.weight.ndim != 2 or self.in_shape != (self.weight.shape[1],):
+            raise ValueError(f"layer {self.name}: linear weight {self.weight.shape} does not fit input {self.in_shape}")
+        if self.out_shape != (self.out_channels,):
+            raise ValueError(f"layer {self.name}: out_shape {self.out_shape}, expected ({self.out_channels},)")
+
+
+@dataclass(frozen=True)
+class MaxPool2d:
+    """Max-pooling over activation words (padding counts as the smallest word)."""
+
+    op: ClassVar[str] = "maxpool2d"
+    name: str
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    format: Format
+
+    def __post_init__(self) -> None:
+        c, h, w = self.in_shape
+        oh, ow = conv_output_hw(h, w, self.kernel, self.stride, self.padding)
+        if tuple(self.out_shape) != (c, oh, ow):
+            raise ValueError(f"layer {self.name}: out_shape {self.out_shape} does not follow from the geometry "
+                             f"(expected {(c, oh, ow)})")
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """``(C, H, W)`` → ``(C·H·W,)`` in channel-major order, as ``torch.flatten``."""
+
+    op: ClassVar[str] = "flatten"
+    name: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int]
+    format: Format
+
+    def __post_init__(self) -> None:
+        if tuple(self.out_shape) != (int(np.prod(self.in_shape)),):
+            raise ValueError(f"layer {self.name}: flatten of {self.in_shape} cannot give {self.out_shape}")
+
+
+Layer = Conv2d | Linear | MaxPool2d | Flatten
+
+
+@dataclass(frozen=True)
+class Image:
+    """An accelerator image: the layers of a network in execution order with their stored tensors.
+
+    Attributes
+    ----------
+    model : str
+        Name of the source model (e.g. ``vgg16``).
+    format_name : str
+        The image's nominal number format, e.g. ``fixed16``, ``fixed16a8`` or ``fp32``.
+    input_shape : tuple of int
+        ``(C, H, W)`` of one input image.
+    input_format : Format
+        Format the normalised input pixels are quantised to.
+    class_names : tuple of str
+    layers : tuple of Layer
+    source_sha256 : str
+        SHA-256 of the weights file the image was exported from ("" if unknown).
+    tool_version : str
+        accel-sim version that wrote the image.
+    """
+
+    model: str
+    format_name: str
+    input_shape: tuple[int, ...]
+    input_format: Format
+    class_names: tuple[str, ...]
+    layers: tuple[Layer, ...]
+    source_sha256: str = ""
+    tool_version: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        check_chain(self)
+
+    @property
+    def weighted_layers(self) -> tuple[WeightedLayer, ...]:
+        return tuple(layer for layer in self.layers if isinstance(layer, WeightedLayer))
+
+    @property
+    def weight_bits(self) -> int:
+        """Total bits of stored weights and biases: the size of the ``weight_memory`` fault site."""
+        return sum(layer.weight_bits for layer in self.weighted_layers)
+
+    def content_hash(self) -> str:
+        """SHA-256 over everything that defines the computation (not the file's bytes)."""
+        digest = hashlib.sha256()
+        digest.update(repr((SCHEMA_VERSION, self.model, self.format_name, self.input_shape,
+                            self.input_format.name, self.class_names)).encode())
+        for layer in self.layers:
+            fields = {f.name: getattr(layer, f.name) for f in dataclasses.fields(layer)}
+            arrays = {k: v for k, v in fields.items() if isinstance(v, np.ndarray)}
+            rest = {k: (v.name if hasattr(v, "name") and not isinstance(v, str) else v)
+                    for k, v in fields.items() if k not in arrays}
+            digest.update(repr((layer.op, sorted(rest.items()))).encode())
+            for key in sorted(arrays):
+                digest.update(np.ascontiguousarray(arrays[key]).tobytes())
+        return digest.hexdigest()
+
+
+def check_chain(image: Image) -> None:
+    """Check that the layers form a chain of matching shapes and formats ending in logits."""
+    if not image.layers:
+        raise ValueError("an image needs at least one layer")
+    shape, fmt = image.input_shape, image.input_format
+    for i, layer in enumerate(image.layers):
+        if tuple(layer.in_shape) != tuple(shape):
+            raise ValueError(f"layer {i} ({layer.name}, {layer.op}) expects input {tuple(layer.in_shape)}, "
+                             f"the previous layer gives {tuple(shape)}")
+        in_fmt = layer.in_format if isinstance(layer, WeightedLayer) else layer.format
+        if in_fmt != fmt:
+            raise ValueError(f"layer {i} ({layer.name}, {layer.op}) reads {in_fmt.name}, "
+                             f"the previous layer writes {fmt.name}")
+        last = i == len(image.layers) - 1
+        if isinstance(layer, WeightedLayer):
+            if last != (layer.out_format is None):
+                raise ValueError(f"layer {i} ({layer.name}): only the last layer, and it always, "
+                                 "leaves its output in the accumulator (out_format None)")
+            if last and layer.activation != "none":
+                raise ValueError(f"layer {i} ({layer.name}): the last layer's accumulator values are the "
+                                 f"logits; it cannot have activation {layer.activation}")
+            fmt = layer.out_format
+        elif last:
+            raise ValueError(f"the last layer must be conv2d or linear, got {layer.op} ({layer.name})")
+        shape = layer.out_shape
+    if len(image.class_names) != shape[0] or len(shape) != 1:
+        raise ValueError(f"the network's output {tuple(shape)} does not match {len(image.class_names)} class names")
+
+
+def format_from_text(text: str, where: str) -> Format:
+    """Parse a format naming where it came from in the error."""
+    try:
+        return parse_format(text)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{where}: {exc}") from None

@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split())  # one line, whatever the exception held
         print(f"accel-sim {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `| head`)
+        sys.stdout = None
+        return 0
     except KeyboardInterrupt:
         print(f"accel-sim {args.command}: interrupted", file=sys.stderr)
         return 130

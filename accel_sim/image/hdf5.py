@@ -31,7 +31,7 @@ from accel_sim.image.records import (
 logger = logging.getLogger(__name__)
 
 _LAYER_TYPES = {cls.op: cls for cls in (Conv2d, Linear, MaxPool2d, Flatten)}
-_COMPRESS_MIN_ELEMENTS = 4096  # smaller datasets are not worth a chunked, filtered layout
+_COMPRESS_MIN_ELEMENTS = 1024  # smaller datasets are not worth a chunked, filtered layout
 
 
 def write_image(image: Image, path: str | os.PathLike) -> Path:

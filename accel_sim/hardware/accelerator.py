@@ -1,0 +1,78 @@
+"""The run API: an emulated accelerator running an image on a batch of images."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from accel_sim.hardware.compute import PeFaults, PreparedLayer, prepare_layer, run_layer
+from accel_sim.hardware.config import HardwareConfig
+from accel_sim.image import Image, WeightedLayer
+from accel_sim.image.reference import RunOutput, make_output, quantize_input, run_reference
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("fast", "faithful", "reference")
+
+
+class Accelerator:
+    """An emulated systolic-array accelerator.
+
+    Parameters
+    ----------
+    hw : HardwareConfig
+    engine : {"fast", "faithful", "reference"}
+        ``fast``: exact BLAS path, falling back to the faithful kernel where its bounds fail or a
+        PE is faulty; ``faithful``: every MAC through the faithful kernel; ``reference``: the
+        golden reference (slow, for debugging).
+    batch_size : int
+        Images per batch.
+    progress : bool
+        Show a progress bar over batches.
+    """
+
+    def __init__(self, hw: HardwareConfig, engine: str = "fast", batch_size: int = 50, progress: bool = False):
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.hw = hw
+        self.engine = engine
+        self.batch_size = batch_size
+        self.progress = progress
+
+    def check_image(self, image: Image) -> None:
+        """Refuse an image whose words are wider than this hardware's multipliers."""
+        for layer in image.weighted_layers:
+            if not layer.weight_format.is_float:
+                self.hw.check_image_fits(layer.weight_format.word_bits, layer.in_format.word_bits)
+
+    def prepare(self, image: Image, weights: dict[int, np.ndarray] | None = None) -> list[PreparedLayer | None]:
+        """Per-layer tensors for :meth:`run`; ``weights`` maps layer index → replacement words."""
+        weights = weights or {}
+        return [prepare_layer(layer, weights.get(i)) if isinstance(layer, WeightedLayer) else None
+                for i, layer in enumerate(image.layers)]
+
+    def run(self, image: Image, images: np.ndarray, prepared: list[PreparedLayer | None] | None = None,
+            pe_faults: PeFaults | None = None) -> RunOutput:
+        """Run ``image`` on ``uint8`` images ``(N, C, H, W)``; returns logits and predictions."""
+        self.check_image(image)
+        if self.engine == "reference":
+            if pe_faults is not None or prepared is not None:
+                raise ValueError("the reference engine runs fault-free images only")
+            return run_reference(image, images, self.hw.datapath, self.batch_size)
+        prepared = prepared if prepared is not None else self.prepare(image)
+        dtype = torch.float32 if image.input_format.is_float else torch.float64
+        outputs = []
+        starts = range(0, len(images), self.batch_size)
+        for start in tqdm(starts, desc=f"{image.model} {image.format_name}", disable=not self.progress, leave=False):
+            x = torch.from_numpy(quantize_input(image, images[start:start + self.batch_size])).to(dtype)
+            for layer, prep in zip(image.layers, prepared):
+                x = run_layer(layer, prep, x, self.hw, self.engine, pe_faults)
+            outputs.append(x.numpy())
+        raw = np.concatenate(outputs) if outputs else np.zeros((0, len(image.class_names)))
+        raw = raw.astype(np.float32) if image.input_format.is_float else raw.astype(np.int64)
+        return make_output(image, raw)

@@ -1,0 +1,234 @@
+"""Executing one layer on the emulated array: the fast exact path and the faithful path.
+
+Feature maps travel between layers as ``torch.float64`` tensors holding exact integers (raw
+words) for fixed-point images, or ``torch.float32`` tensors for ``fp32`` images.
+
+**Fast exact path.** A float64 GEMM (im2col + matmul through BLAS) is exact when every partial
+sum is an integer of magnitude below 2**53: then every addition is exact, whatever order the BLAS
+library uses. :func:`exact_bound` proves this per layer from ``max|a| · max_n Σ_k |B[k, n]|``;
+with a saturating accumulator the bound must also stay below the accumulator's range (then no
+addition saturates, so the order of additions cannot matter). Outputs for which the layer-wide
+bound fails get a per-output bound ``|A| @ |B|``; those that fail it too are computed by the
+faithful path. A wrapping accumulator needs only exactness: wrap(exact sum) = the wrapped
+accumulation.
+
+**Faithful path.** :func:`accel_sim.hardware.kernels.gemm_faithful`, MAC by MAC in window order,
+with the accumulator's overflow applied after every addition and PE faults applied where the
+dataflow places each MAC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from accel_sim.hardware import kernels
+from accel_sim.hardware.config import HardwareConfig
+from accel_sim.image import Conv2d, Flatten, Layer, Linear, MaxPool2d, WeightedLayer
+from accel_sim.numerics import threshold_to_acc
+
+EXACT_LIMIT = 2.0**53
+_MARGIN = 1 - 2.0**-40  # float64 bounds are computed with rounding; stay clear of the edge
+
+
+@dataclass(frozen=True)
+class PeFaults:
+    """PE faults in the CSR layout the faithful kernel reads (see :mod:`accel_sim.hardware.kernels`).
+
+    ``pe_start`` has ``rows·cols + 1`` entries; the other arrays one entry per fault, sorted by PE.
+    """
+
+    pe_start: np.ndarray
+    register: np.ndarray
+    bit: np.ndarray
+    model: np.ndarray
+
+    @staticmethod
+    def none(rows: int, cols: int) -> "PeFaults":
+        empty = np.zeros(0, dtype=np.int64)
+        return PeFaults(np.zeros(rows * cols + 1, dtype=np.int64), empty, empty, empty)
+
+    @property
+    def count(self) -> int:
+        return int(self.register.size)
+
+
+@dataclass(frozen=True)
+class PreparedLayer:
+    """A weighted layer's tensors in the forms the compute paths need (built once per run)."""
+
+    layer: WeightedLayer
+    weight_2d: torch.Tensor  # (N, C·kh·kw) in unfold order (channel, kernel row, kernel col); float
+    weight_t_hwc: np.ndarray  # (N, K) int64 in im2col order (kernel row, kernel col, channel)
+    bias: torch.Tensor
+    abs_col_sum_max: float  # max over filters of Σ_k |B[k, n]|
+    threshold_acc: float | None
+
+
+def prepare_layer(layer: WeightedLayer, weight: np.ndarray | None = None) -> PreparedLayer:
+    """Precompute what the layer's GEMMs need; ``weight`` overrides the stored words (faulty copy)."""
+    w = layer.weight if weight is None else weight
+    is_float = layer.weight_format.is_float
+    dtype = torch.float32 if is_float else torch.float64
+    if isinstance(layer, Conv2d):
+        w_unfold = w.reshape(w.shape[0], -1)
+        w_hwc = w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+    else:
+        w_unfold = w_hwc = w
+    t_acc = None
+    if layer.threshold is not None:
+        t_acc = float(layer.threshold) if is_float else float(threshold_to_acc(layer.threshold, layer.acc_frac_bits))
+    return PreparedLayer(
+        layer=layer,
+        weight_2d=torch.from_numpy(np.array(w_unfold)).to(dtype),
+        weight_t_hwc=np.ascontiguousarray(w_hwc).astype(np.int64) if not is_float else np.zeros((0, 0), np.int64),
+        bias=torch.from_numpy(np.array(layer.bias)).to(dtype),
+        abs_col_sum_max=float(np.abs(w_unfold.astype(np.float64)).sum(axis=1).max()) if not is_float else 0.0,
+        threshold_acc=t_acc,
+    )
+
+
+def run_layer(layer: Layer, prepared: PreparedLayer | None, x: torch.Tensor, hw: HardwareConfig,
+              engine: str, pe_faults: PeFaults | None = None) -> torch.Tensor:
+    """One layer on a batch ``x``; returns the next feature map (or the logits' accumulators)."""
+    if isinstance(layer, Flatten):
+        return x.reshape(x.shape[0], -1)
+    if isinstance(layer, MaxPool2d):
+        return F.max_pool2d(x, layer.kernel, layer.stride, layer.padding)
+    acc = weighted_accumulators(prepared, x, hw, engine, pe_faults)
+    return activation_unit(prepared, acc, hw)
+
+
+def _gemm_operands(layer: WeightedLayer, x: torch.Tensor) -> torch.Tensor:
+    """The activations as (N, K, pixels) columns, K in unfold order (channel, kernel row, col)."""
+    if isinstance(layer, Linear):
+        return x.unsqueeze(2)
+    return F.unfold(x, layer.kernel, padding=layer.padding, stride=layer.stride)
+
+
+def weighted_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, engine: str,
+                          pe_faults: PeFaults | None = None) -> torch.Tensor:
+    """Accumulator values ``Σ w·a`` (bias not added) as (N, O, pixels), exact."""
+    layer = prepared.layer
+    if layer.weight_format.is_float:
+        return torch.matmul(prepared.weight_2d, _gemm_operands(layer, x))
+    dp = hw.datapath
+    if engine == "faithful" or (pe_faults is not None and pe_faults.count):
+        return faithful_accumulators(prepared, x, hw, pe_faults)
+    cols = _gemm_operands(layer, x)
+    acc = torch.matmul(prepared.weight_2d, cols)
+    limit = min(EXACT_LIMIT, float(dp.acc_max)) if dp.overflow == "saturate" else EXACT_LIMIT
+    if float(x.abs().max()) * prepared.abs_col_sum_max < limit * _MARGIN:
+        return acc if dp.overflow == "saturate" else _wrap(acc, dp.acc_bits)
+    # Per-output bounds; im2col rows holding an output that might round or saturate are
+    # recomputed by the faithful kernel.
+    risky = torch.matmul(prepared.weight_2d.abs(), cols.abs()) >= limit * _MARGIN
+    if dp.overflow == "wrap":
+        acc = _wrap(torch.where(risky, torch.zeros_like(acc), acc), dp.acc_bits)
+    if risky.any():
+        batch, filters, pixels = acc.shape
+        img, _, pix = torch.nonzero(risky, as_tuple=True)
+        rows = np.unique((img * pixels + pix).numpy())
+        exact = faithful_accumulators(prepared, x, hw, None, rows)
+        by_row = acc.permute(0, 2, 1).contiguous()  # (N, pixels, O)
+        by_row.view(-1, filters)[torch.from_numpy(rows)] = torch.from_numpy(exact).to(acc.dtype)
+        acc = by_row.permute(0, 2, 1)
+    return acc
+
+
+def faithful_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig,
+                          pe_faults: PeFaults | None, rows: np.ndarray | None = None):
+    """The faithful kernel on all outputs (returns (N, O, pixels) float64), or on the im2col
+    rows ``rows`` only (returns int64 (len(rows), O))."""
+    layer = prepared.layer
+    xi = x.to(torch.int64).numpy()
+    if isinstance(layer, Conv2d):
+        _, oh, ow = layer.out_shape
+        a = kernels.im2col_hwc(xi, *layer.kernel, *layer.stride, *layer.padding, oh, ow)
+        pixels = oh * ow
+    else:
+        a = xi
+        pixels = 1
+    faults = pe_faults if pe_faults is not None else PeFaults.none(hw.rows, hw.cols)
+    dp = hw.datapath
+    row_idx = np.arange(a.shape[0], dtype=np.int64) if rows is None else rows.astype(np.int64)
+    col_idx = np.arange(layer.out_channels, dtype=np.int64)
+    out = kernels.gemm_faithful(
+        a, prepared.weight_t_hwc, row_idx, col_idx, pixels, dp.acc_min, dp.acc_max, dp.acc_bits,
+        int(dp.overflow == "wrap"), int(hw.dataflow == "os"), hw.rows, hw.cols, faults.pe_start,
+        faults.register, faults.bit, faults.model, layer.weight_format.word_bits,
+        layer.weight_format.word_bits + layer.in_format.word_bits,
+    )
+    if rows is not None:
+        return out
+    batch = x.shape[0]
+    return torch.from_numpy(out.reshape(batch, pixels, -1).transpose(0, 2, 1).astype(np.float64))
+
+
+def _wrap(values: torch.Tensor, bits: int) -> torch.Tensor:
+    """Exact integers (float64, |v| < 2**53) reduced to a ``bits``-bit two's complement range."""
+    if bits >= 53:
+        return values  # |v| < 2**53 already lies in the range
+    as_int = values.to(torch.int64)
+    half = 1 << (bits - 1)
+    return (torch.remainder(as_int + half, 1 << bits) - half).to(values.dtype)
+
+
+def activation_unit(prepared: PreparedLayer, acc: torch.Tensor, hw: HardwareConfig) -> torch.Tensor:
+    """Bias (the accumulator's last addition), activation in the accumulator domain, rescaling
+    with rounding, saturation to the next activation word. Returns (N, O, H, W) or (N, O)."""
+    layer = prepared.layer
+    bias = prepared.bias.view(1, -1, 1)
+    if layer.weight_format.is_float:
+        out = _activation(acc + bias, layer.activation, prepared.threshold_acc)
+        return _reshape_output(layer, out)
+    dp = hw.datapath
+    acc = acc + bias  # exact: the accumulator lies well inside ±2**53 and |bias| < 2**32
+    if dp.overflow == "saturate":
+        acc = torch.clamp(acc, float(dp.acc_min), float(dp.acc_max))
+    else:
+        acc = _wrap(acc, dp.acc_bits)
+    if layer.out_format is None:
+        return _reshape_output(layer, acc)
+    acc = _activation(acc, layer.activation, prepared.threshold_acc)
+    out = _requantize(acc, layer.acc_frac_bits - layer.out_format.frac_bits, dp.rounding,
+                      layer.out_format.raw_min, layer.out_format.raw_max)
+    return _reshape_output(layer, out)
+
+
+def _activation(x: torch.Tensor, kind: str, threshold: float | None) -> torch.Tensor:
+    """The activation unit; in float32, relu and clamp pass NaN on (as torch does)."""
+    zero = torch.zeros((), dtype=x.dtype)
+    if kind == "none":
+        return x
+    if kind == "relu":
+        return torch.clamp_min(x, 0)
+    if kind == "clipact":  # NaN fails both comparisons and becomes 0
+        return torch.where((x >= 0) & (x <= threshold), x, zero)
+    if kind == "clamp":
+        return torch.clamp(x, 0, threshold)
+    raise ValueError(f"layer activation {kind!r} is not one of none, relu, clipact, clamp")
+
+
+def _requantize(acc: torch.Tensor, shift: int, rounding: str, lo: int, hi: int) -> torch.Tensor:
+    """Exact ``acc / 2**shift`` rounded, then saturated; ``acc`` holds exact integers (float64)."""
+    if shift <= 0:
+        return torch.clamp(acc * 2.0 ** (-shift), float(lo), float(hi))
+    scaled = acc * 2.0 ** (-shift)  # exact: a power-of-two scale of an integer below 2**53
+    if rounding == "floor":
+        rounded = torch.floor(scaled)
+    elif rounding == "nearest_even":
+        rounded = torch.round(scaled)  # ties to even
+    else:
+        down = torch.floor(scaled)
+        rounded = down + ((scaled - down) >= 0.5).to(scaled.dtype)
+    return torch.clamp(rounded, float(lo), float(hi))
+
+
+def _reshape_output(layer: WeightedLayer, out: torch.Tensor) -> torch.Tensor:
+    if isinstance(layer, Linear):
+        return out.reshape(out.shape[0], -1)
+    return out.reshape(out.shape[0], *layer.out_shape)

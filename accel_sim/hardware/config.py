@@ -1,0 +1,142 @@
+"""The emulated accelerator's configuration, and loading it from TOML presets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from accel_sim.numerics import OVERFLOW_MODES, ROUNDING_MODES, Datapath
+from accel_sim.numerics.formats import check_mode
+
+DATAFLOWS = ("ws", "os")
+MAX_ARRAY_SIDE = 4096
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    """A systolic-array accelerator.
+
+    Attributes
+    ----------
+    name : str
+        A short name for reports.
+    rows, cols : int
+        Processing elements (PEs) of the array, 1..4096 each.
+    dataflow : {"ws", "os"}
+        Weight-stationary (window × filters on rows × cols, output pixels stream) or
+        output-stationary (output pixels × filters on rows × cols, the window streams).
+    weight_bits, act_bits : int
+        Widest weight and activation words the multipliers take (bits); images with narrower
+        words run unchanged.
+    acc_bits : int
+        Accumulator (and in-array partial-sum) width in bits; at least ``weight_bits + act_bits``.
+    overflow : {"saturate", "wrap"}
+        Accumulator overflow mode.
+    rounding : {"nearest_even", "nearest_up", "floor"}
+        Rounding of the activation unit's rescaling shift.
+    weight_buffer_kib, activation_buffer_kib : float
+        On-chip SRAM sizes in KiB; each must hold at least one array tile (rows × cols words).
+    description : str
+        What the preset imitates.
+    """
+
+    name: str
+    rows: int
+    cols: int
+    dataflow: str = "ws"
+    weight_bits: int = 16
+    act_bits: int = 16
+    acc_bits: int = 48
+    overflow: str = "saturate"
+    rounding: str = "nearest_even"
+    weight_buffer_kib: float = 64.0
+    activation_buffer_kib: float = 64.0
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            expected = {"str": str, "int": int, "float": (int, float)}[f.type]
+            if not isinstance(value, expected) or isinstance(value, bool):
+                raise TypeError(f"hardware field {f.name} must be {f.type}, got {type(value).__name__} {value!r}")
+        for side in ("rows", "cols"):
+            if not 1 <= getattr(self, side) <= MAX_ARRAY_SIDE:
+                raise ValueError(f"hardware field {side} must lie in 1..{MAX_ARRAY_SIDE}, got {getattr(self, side)}")
+        check_mode("hardware field dataflow", self.dataflow, DATAFLOWS)
+        check_mode("hardware field overflow", self.overflow, OVERFLOW_MODES)
+        check_mode("hardware field rounding", self.rounding, ROUNDING_MODES)
+        for width in ("weight_bits", "act_bits"):
+            if not 2 <= getattr(self, width) <= 32:
+                raise ValueError(f"hardware field {width} must lie in 2..32, got {getattr(self, width)}")
+        if not self.weight_bits + self.act_bits <= self.acc_bits <= 64:
+            raise ValueError(
+                f"hardware field acc_bits ({self.acc_bits}) must lie in {self.weight_bits + self.act_bits}..64: "
+                f"an accumulator narrower than a product of {self.weight_bits}-bit weights and "
+                f"{self.act_bits}-bit activations cannot hold it"
+            )
+        for buf, bits in (("weight_buffer_kib", self.weight_bits), ("activation_buffer_kib", self.act_bits)):
+            size = getattr(self, buf)
+            if not size > 0 or self.buffer_words(size, bits) < self.rows * self.cols:
+                raise ValueError(
+                    f"hardware field {buf} ({size} KiB) is smaller than one {self.rows}x{self.cols} array tile "
+                    f"of {bits}-bit words ({self.rows * self.cols * bits / 8192:g} KiB)"
+                )
+
+    @staticmethod
+    def buffer_words(kib: float, word_bits: int) -> int:
+        """Words of ``word_bits`` bits in a buffer of ``kib`` KiB."""
+        return int(kib * 1024 * 8) // word_bits
+
+    @property
+    def datapath(self) -> Datapath:
+        return Datapath(self.acc_bits, self.overflow, self.rounding)
+
+    def config_hash(self) -> str:
+        """SHA-256 of everything but the name and description (what changes results)."""
+        relevant = {k: v for k, v in asdict(self).items() if k not in ("name", "description")}
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+    def check_image_fits(self, weight_bits: int, act_bits: int) -> None:
+        """Refuse an image whose words are wider than the multipliers."""
+        if weight_bits > self.weight_bits or act_bits > self.act_bits:
+            raise ValueError(
+                f"the image has {weight_bits}-bit weights and {act_bits}-bit activations; hardware {self.name} "
+                f"multiplies at most {self.weight_bits}-bit weights and {self.act_bits}-bit activations"
+            )
+
+
+def load_hardware(path: str | os.PathLike) -> HardwareConfig:
+    """Read a hardware preset (TOML, one table ``[hardware]``); unknown keys are refused."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"hardware file {str(path)!r} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"hardware file {str(path)!r} is not valid TOML: {exc}") from None
+    return hardware_from_dict(data, str(path))
+
+
+def hardware_from_dict(data: dict, where: str) -> HardwareConfig:
+    """Build a config from a parsed TOML document ``{"hardware": {...}}``."""
+    extra = sorted(set(data) - {"hardware"})
+    if extra or not isinstance(data.get("hardware"), dict):
+        raise ValueError(f"{where}: expected a single [hardware] table, found {', '.join(extra) or 'none'}")
+    table = dict(data["hardware"])
+    known = {f.name for f in fields(HardwareConfig)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r} in [hardware]; known keys: {', '.join(sorted(known))}")
+    table.setdefault("name", Path(where).stem)
+    try:
+        return HardwareConfig(**table)
+    except TypeError as exc:
+        if "missing" in str(exc):
+            raise ValueError(f"{where}: [hardware] lacks a required key ({exc})") from None
+        raise TypeError(f"{where}: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None

@@ -1,0 +1,142 @@
+"""Numba kernels of the faithful path: the array computed MAC by MAC.
+
+Kernels take only arrays and scalars. The Python in :mod:`accel_sim.hardware.compute` checks the
+inputs, allocates and documents; nothing here reads a global setting.
+
+Integer conventions: operands and accumulators are ``int64``; the accumulator has ``acc_bits``
+bits and either saturates (``wrap == 0``) or wraps (``wrap == 1``) after every addition.
+
+PE faults (for the fault layer) arrive as a table in CSR form: faults of PE ``(r, c)`` are entries
+``pe_start[r·cols + c] .. pe_start[r·cols + c + 1] - 1`` of ``fault_register`` (0 = weight
+register, 1 = product, 2 = partial-sum output), ``fault_bit`` and ``fault_model`` (0 = flip,
+1 = stuck-at-0, 2 = stuck-at-1). A fault acts on the two's complement pattern of the register:
+``weight_bits``, ``product_bits`` or ``acc_bits`` wide.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+REGISTER_WEIGHT, REGISTER_PRODUCT, REGISTER_PSUM = 0, 1, 2
+MODEL_FLIP, MODEL_STUCK_AT_0, MODEL_STUCK_AT_1 = 0, 1, 2
+
+
+@njit(cache=True, inline="always")
+def _sign_extend(value, bits):
+    shift = 64 - bits
+    return (value << shift) >> shift
+
+
+@njit(cache=True, inline="always")
+def _corrupt(value, bits, bit, model):
+    mask = np.int64(1) << bit
+    if model == MODEL_FLIP:
+        value = value ^ mask
+    elif model == MODEL_STUCK_AT_0:
+        value = value & ~mask
+    else:
+        value = value | mask
+    return _sign_extend(value, bits)
+
+
+@njit(cache=True, inline="always")
+def _acc_add(acc, term, acc_min, acc_max, acc_bits, wrap):
+    total = acc + term  # int64 addition wraps modulo 2**64
+    if wrap:
+        return _sign_extend(total, acc_bits)
+    if term > 0 and total < acc:  # int64 overflow upwards
+        return acc_max
+    if term < 0 and total > acc:
+        return acc_min
+    if total > acc_max:
+        return acc_max
+    if total < acc_min:
+        return acc_min
+    return total
+
+
+@njit(cache=True, parallel=True)
+def gemm_faithful(a, b_t, row_idx, col_idx, pixels_per_image, acc_min, acc_max, acc_bits, wrap,
+                  output_stationary, rows, cols, pe_start, fault_register, fault_bit, fault_model,
+                  weight_bits, product_bits):
+    """``out[i, j] = Σ_k a[row_idx[i], k] · b_t[col_idx[j], k]`` MAC by MAC in window order.
+
+    Parameters
+    ----------
+    a : int64 (M_total, K)
+        Activations, im2col rows of all images of the batch (``pixels_per_image`` rows each).
+    b_t : int64 (N, K)
+        Weights, one row per filter.
+    row_idx, col_idx : int64 (I,), (J,)
+        The outputs to compute.
+    output_stationary : int
+        1 for OS (PE row = output pixel mod rows), 0 for WS (PE row = window element mod rows).
+    pe_start : int64 (rows·cols + 1,)
+        CSR offsets of the PE faults; all zeros when no PE is faulty.
+
+    Returns
+    -------
+    int64 (I, J)
+        The accumulator values (bias not added).
+    """
+    n_rows = row_idx.shape[0]
+    n_cols = col_idx.shape[0]
+    depth = a.shape[1]
+    out = np.zeros((n_rows, n_cols), dtype=np.int64)
+    any_fault = pe_start[pe_start.shape[0] - 1] > 0
+    for i in prange(n_rows):
+        m = row_idx[i]
+        pixel = m % pixels_per_image
+        for j in range(n_cols):
+            n = col_idx[j]
+            acc = np.int64(0)
+            if not any_fault:
+                for k in range(depth):
+                    acc = _acc_add(acc, a[m, k] * b_t[n, k], acc_min, acc_max, acc_bits, wrap)
+            else:
+                c = n % cols
+                for k in range(depth):
+                    r = pixel % rows if output_stationary else k % rows
+                    pe = r * cols + c
+                    w = b_t[n, k]
+                    first = pe_start[pe]
+                    last = pe_start[pe + 1]
+                    for f in range(first, last):
+                        if fault_register[f] == REGISTER_WEIGHT:
+                            w = _corrupt(w, weight_bits, fault_bit[f], fault_model[f])
+                    product = a[m, k] * w
+                    for f in range(first, last):
+                        if fault_register[f] == REGISTER_PRODUCT:
+                            product = _corrupt(product, product_bits, fault_bit[f], fault_model[f])
+                    acc = _acc_add(acc, product, acc_min, acc_max, acc_bits, wrap)
+                    for f in range(first, last):
+                        if fault_register[f] == REGISTER_PSUM:
+                            acc = _corrupt(acc, acc_bits, fault_bit[f], fault_model[f])
+            out[i, j] = acc
+    return out
+
+
+@njit(cache=True, parallel=True)
+def im2col_hwc(x, kh, kw, sh, sw, ph, pw, oh, ow):
+    """im2col of int64 feature maps ``x`` (N, C, H, W): rows (image, out row, out col), columns
+    (kernel row, kernel col, channel); zero padding."""
+    n_img, ch, h, w = x.shape
+    out = np.zeros((n_img * oh * ow, kh * kw * ch), dtype=np.int64)
+    for row in prange(n_img * oh * ow):
+        img = row // (oh * ow)
+        p = row % (oh * ow)
+        oy = p // ow
+        ox = p % ow
+        for i in range(kh):
+            y = oy * sh + i - ph
+            if y < 0 or y >= h:
+                continue
+            for j in range(kw):
+                xx = ox * sw + j - pw
+                if xx < 0 or xx >= w:
+                    continue
+                base = (i * kw + j) * ch
+                for c in range(ch):
+                    out[row, base + c] = x[img, c, y, xx]
+    return out

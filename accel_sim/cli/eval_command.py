@@ -11,7 +11,7 @@ import numpy as np
 from accel_sim.cli.common import add_data_options, load_data_or_sample
 from accel_sim.data import DATA_DIR_ENV
 from accel_sim.models import ARCHITECTURES
-from accel_sim.numerics import OVERFLOW_MODES, ROUNDING_MODES, Datapath
+from accel_sim.hardware import ENGINES
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--offset", type=int, default=0, help="index of the first image")
     ev.add_argument("--batch-size", type=int, default=500)
     ev.add_argument("--device", default="cpu", help="with --model: torch device")
-    ev.add_argument("--engine", choices=("reference",), default="reference",
-                    help="with --image: the golden reference implementation of the numeric contract")
-    ev.add_argument("--acc-bits", type=int, default=48, help="with --image: accumulator width in bits")
-    ev.add_argument("--overflow", choices=OVERFLOW_MODES, default="saturate", help="accumulator overflow mode")
-    ev.add_argument("--rounding", choices=ROUNDING_MODES, default="nearest_even", help="rescaling rounding mode")
+    ev.add_argument("--hw", type=Path, help="with --image: hardware preset TOML (default: the built-in edge16, "
+                    "a 16x16 WS array with 16-bit operands and 48-bit accumulators)")
+    ev.add_argument("--engine", choices=ENGINES, default="fast",
+                    help="with --image: fast (exact BLAS path), faithful (MAC by MAC) or reference (golden model)")
+    ev.add_argument("--report", nargs="?", const="", metavar="CSV",
+                    help="with --image: print the per-layer cycle/utilisation table and write it as CSV "
+                    "(default name: <image>_<hw>_cycles.csv)")
+    ev.add_argument("--progress", action="store_true", help="progress bar over batches")
     ev.set_defaults(handler=run_eval)
 
 
@@ -57,18 +60,44 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"model:    {args.model} ({weights}, sha256 {file_sha256(weights)[:12]})")
         nan_count = 0
     else:
+        from accel_sim.hardware import Accelerator, HardwareConfig, load_hardware
         from accel_sim.image.hdf5 import read_image
-        from accel_sim.image.reference import run_reference
 
         image = read_image(args.image)
-        datapath = Datapath(args.acc_bits, args.overflow, args.rounding)
-        out = run_reference(image, data.images, datapath, batch_size=min(args.batch_size, 64))
+        hw = load_hardware(args.hw) if args.hw is not None else HardwareConfig("edge16", 16, 16)
+        accelerator = Accelerator(hw, args.engine, batch_size=min(args.batch_size, 100), progress=args.progress)
+        out = accelerator.run(image, data.images)
         preds, nan_count = out.predictions, out.nan_count
         print(f"image:    {image.model} {image.format_name} ({args.image})")
-        print(f"engine:   reference, {args.acc_bits}-bit {args.overflow} accumulator, {args.rounding} rescaling")
+        print(f"hardware: {hw.name}: {hw.rows}x{hw.cols} {hw.dataflow}, {hw.acc_bits}-bit {hw.overflow} accumulator, "
+              f"{hw.rounding} rescaling; engine {args.engine}")
+        if args.report is not None:
+            _report(image, hw, args)
     correct = int(np.sum(preds == data.labels))
     print(f"data:     {data.name}")
     print(f"top-1:    {100.0 * correct / len(data):.2f} % ({correct}/{len(data)})")
     if nan_count:
         print(f"non-finite logits: {nan_count} images")
     return 0
+
+
+def _report(image, hw, args) -> None:
+    import csv
+
+    from accel_sim.cli.common import print_table
+    from accel_sim.hardware.cycles import image_cycles
+
+    rows = [c.as_row() for c in image_cycles(image, hw)]
+    path = Path(args.report) if args.report else Path(f"{args.image.stem}_{hw.name}_cycles.csv")
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    shown = [dict(r, utilisation=f"{100 * r['utilisation']:.1f}%", mapping_efficiency=f"{100 * r['mapping_efficiency']:.1f}%")
+             for r in rows]
+    print_table(shown, ["name", "op", "m", "k", "n", "fold_rows", "fold_cols", "cycles", "macs", "utilisation",
+                        "mapping_efficiency", "weight_reads", "activation_reads", "output_writes"])
+    total_cycles = sum(r["cycles"] for r in rows)
+    total_macs = sum(r["macs"] for r in rows)
+    print(f"total: {total_cycles:,} cycles per image, {total_macs:,} MACs, utilisation "
+          f"{100 * total_macs / (total_cycles * hw.rows * hw.cols):.1f}%; table written to {path}")

@@ -63,6 +63,8 @@ class HardwareConfig:
             expected = {"str": str, "int": int, "float": (int, float)}[f.type]
             if not isinstance(value, expected) or isinstance(value, bool):
                 raise TypeError(f"hardware field {f.name} must be {f.type}, got {type(value).__name__} {value!r}")
+            if f.type == "float":
+                object.__setattr__(self, f.name, float(value))  # 64 and 64.0 are the same size
         for side in ("rows", "cols"):
             if not 1 <= getattr(self, side) <= MAX_ARRAY_SIDE:
                 raise ValueError(f"hardware field {side} must lie in 1..{MAX_ARRAY_SIDE}, got {getattr(self, side)}")

@@ -1,0 +1,224 @@
+"""The emulated array against the golden reference; configs; mapping; cycle model."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from accel_sim.cli import main
+from accel_sim.data import draw_sample, load_bundled_sample
+from accel_sim.hardware import Accelerator, HardwareConfig, hardware_from_dict, load_hardware
+from accel_sim.hardware.compute import prepare_layer, run_layer
+from accel_sim.hardware.cycles import layer_cycles
+from accel_sim.hardware.dataflows import activation_stream, get_dataflow
+from accel_sim.hardware.lowering import GemmShape, gemm_shape
+from accel_sim.image import Conv2d, Linear
+from accel_sim.image.export import export_model
+from accel_sim.image.hdf5 import write_image
+from accel_sim.image.records import conv_output_hw
+from accel_sim.image.reference import reference_layer, run_reference
+from accel_sim.models import load_weights
+from pathlib import Path
+
+PRESETS = Path(__file__).resolve().parents[1] / "campaigns" / "hardware"
+ARRAYS = [(16, 16), (3, 5), (7, 2), (1, 1), (32, 8)]
+
+
+@st.composite
+def random_layer(draw):
+    """A random conv2d or linear layer with random formats, activation and raw words."""
+    w_bits, a_bits = draw(st.integers(4, 16)), draw(st.integers(4, 16))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    from accel_sim.numerics import Fixed
+
+    w_fmt = Fixed(w_bits, draw(st.integers(0, w_bits)))
+    in_fmt = Fixed(a_bits, draw(st.integers(0, a_bits)))
+    acc_frac = w_fmt.frac_bits + in_fmt.frac_bits
+    last = draw(st.booleans())
+    out_fmt = None if last else Fixed(a_bits, draw(st.integers(0, a_bits + 4)))
+    activation = "none" if last else draw(st.sampled_from(["none", "relu", "clipact", "clamp"]))
+    threshold = draw(st.floats(0, 8)) if activation in ("clipact", "clamp") else None
+    bias_fmt = Fixed(min(32, w_bits + a_bits), acc_frac)
+    out_ch = draw(st.integers(1, 9))
+    if draw(st.booleans()):
+        features = draw(st.integers(1, 40))
+        weight = rng.integers(w_fmt.raw_min, w_fmt.raw_max + 1, (out_ch, features))
+        bias = rng.integers(bias_fmt.raw_min // 4, bias_fmt.raw_max // 4, out_ch)
+        layer = Linear("fc", (features,), (out_ch,), weight, bias, w_fmt, bias_fmt, in_fmt, out_fmt, activation, threshold)
+    else:
+        c, h, w = draw(st.integers(1, 5)), draw(st.integers(1, 9)), draw(st.integers(1, 9))
+        kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+        padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+        oh, ow = conv_output_hw(h, w, (kh, kw), stride, padding)
+        if oh < 1 or ow < 1:
+            padding = (kh, kw)
+            oh, ow = conv_output_hw(h, w, (kh, kw), stride, padding)
+        weight = rng.integers(w_fmt.raw_min, w_fmt.raw_max + 1, (out_ch, c, kh, kw))
+        bias = rng.integers(bias_fmt.raw_min // 4, bias_fmt.raw_max // 4, out_ch)
+        layer = Conv2d("conv", (c, h, w), (out_ch, oh, ow), weight, bias, w_fmt, bias_fmt, in_fmt, out_fmt,
+                       activation, threshold, stride=stride, padding=padding)
+    x = rng.integers(in_fmt.raw_min, in_fmt.raw_max + 1, (draw(st.integers(1, 3)), *layer.in_shape))
+    return layer, x
+
+
+@settings(max_examples=250, deadline=None)
+@given(random_layer(), st.sampled_from(["ws", "os"]), st.sampled_from(ARRAYS), st.sampled_from(["saturate", "wrap"]),
+       st.sampled_from([32, 40, 64]), st.sampled_from(["nearest_even", "nearest_up", "floor"]))
+def test_random_layers_equal_reference(case, dataflow, array, overflow, acc_bits, rounding):
+    layer, x = case
+    hw = HardwareConfig("t", *array, dataflow=dataflow, acc_bits=acc_bits, overflow=overflow, rounding=rounding,
+                        weight_buffer_kib=2048, activation_buffer_kib=2048)
+    expected = reference_layer(layer, x, hw.datapath)
+    prepared = prepare_layer(layer)
+    for engine in ("fast", "faithful"):
+        got = run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine)
+        np.testing.assert_array_equal(got.numpy().astype(np.int64), expected, err_msg=engine)
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    return draw_sample(load_bundled_sample("train"), 64, np.random.default_rng(0)).images
+
+
+@pytest.mark.parametrize("arch", ["alexnet", "vgg16"])
+@pytest.mark.parametrize("bits", [16, 8])
+def test_whole_networks_equal_reference(arch, bits, calibration):
+    """Predictions and logits identical to the golden reference, both dataflows, two array sizes
+    (a subset in CI; benchmarks/network_equivalence.py runs all 1,000 bundled images)."""
+    image = export_model(load_weights(arch), calibration, bits, model_name=arch)
+    images = load_bundled_sample("test").images[:12]
+    expected = run_reference(image, images, HardwareConfig("x", 16, 16).datapath)
+    for preset in ("edge16.toml", "edge16-os.toml", "array32.toml"):
+        out = Accelerator(load_hardware(PRESETS / preset)).run(image, images)
+        np.testing.assert_array_equal(out.raw_logits, expected.raw_logits, err_msg=preset)
+        np.testing.assert_array_equal(out.predictions, expected.predictions)
+    faithful = Accelerator(load_hardware(PRESETS / "edge16-os.toml"), engine="faithful").run(image, images[:2])
+    np.testing.assert_array_equal(faithful.raw_logits, expected.raw_logits[:2])
+
+
+def test_fp32_emulation_matches_reference(calibration):
+    image = export_model(load_weights("alexnet"), calibration, None, model_name="alexnet")
+    images = load_bundled_sample("test").images[:50]
+    ref = run_reference(image, images, HardwareConfig("x", 16, 16).datapath)
+    out = Accelerator(HardwareConfig("x", 16, 16)).run(image, images)
+    np.testing.assert_allclose(out.logits, ref.logits, atol=1e-4)
+    np.testing.assert_array_equal(out.predictions, ref.predictions)
+
+
+def test_narrow_saturating_accumulator_uses_faithful_fallback(calibration):
+    """With a 32-bit accumulator, fixed16 sums saturate: the fast path must still equal the
+    reference (it hands the outputs its bounds cannot clear to the faithful kernel)."""
+    image = export_model(load_weights("alexnet"), calibration, 16, model_name="alexnet")
+    images = load_bundled_sample("test").images[:3]
+    hw = HardwareConfig("acc32", 16, 16, acc_bits=32)
+    expected = run_reference(image, images, hw.datapath)
+    np.testing.assert_array_equal(Accelerator(hw).run(image, images).raw_logits, expected.raw_logits)
+
+
+def test_presets_load_and_edge16_is_the_default():
+    presets = {p.stem: load_hardware(p) for p in PRESETS.glob("*.toml")}
+    assert {"edge16", "edge16-os", "array32", "tpu128", "edge16-int8"} <= set(presets)
+    default = HardwareConfig("edge16", 16, 16)
+    assert presets["edge16"].config_hash() == default.config_hash()
+    assert presets["tpu128"].rows == 128 and presets["edge16-os"].dataflow == "os"
+
+
+@pytest.mark.parametrize("table, match", [
+    ({"rows": 0, "cols": 16}, "rows must lie in 1..4096"),
+    ({"rows": 16, "cols": 16, "dataflow": "is"}, "dataflow must be one of ws, os"),
+    ({"rows": 16, "cols": 16, "acc_bits": 24}, "narrower than a product"),
+    ({"rows": 16, "cols": 16, "weight_buffer_kib": 0.25}, "smaller than one 16x16 array tile"),
+    ({"rows": 16, "cols": 16, "activation_buffer_kib": -1}, "activation_buffer_kib"),
+    ({"rows": 16, "cols": 16, "colour": "red"}, "unknown key 'colour'"),
+    ({"rows": 16, "cols": 16, "overflow": "clip"}, "overflow must be one of"),
+    ({"cols": 16}, "lacks a required key"),
+])
+def test_bad_hardware_configs_are_refused(table, match):
+    with pytest.raises(ValueError, match=match):
+        hardware_from_dict({"hardware": dict(table, name="bad")}, "bad.toml")
+
+
+def test_wrong_types_and_bad_files(tmp_path):
+    with pytest.raises(TypeError, match="rows must be int"):
+        hardware_from_dict({"hardware": {"name": "x", "rows": "16", "cols": 16}}, "x.toml")
+    (tmp_path / "broken.toml").write_text("[hardware\nrows = 1")
+    with pytest.raises(ValueError, match="broken.toml.*not valid TOML"):
+        load_hardware(tmp_path / "broken.toml")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_hardware(tmp_path / "none.toml")
+    with pytest.raises(ValueError, match="single \\[hardware\\] table"):
+        hardware_from_dict({"hardware": {"rows": 1, "cols": 1}, "extra": {}}, "x.toml")
+
+
+def test_image_wider_than_multipliers_is_refused(calibration):
+    image = export_model(load_weights("alexnet"), calibration, 16, model_name="alexnet")
+    with pytest.raises(ValueError, match="16-bit weights.*at most 8-bit"):
+        Accelerator(load_hardware(PRESETS / "edge16-int8.toml")).run(image, load_bundled_sample().images[:1])
+
+
+def test_pe_mapping_of_each_dataflow():
+    ws, os_ = get_dataflow("ws"), get_dataflow("os")
+    m, k, n = np.array([0, 5, 17]), np.array([3, 9, 40]), np.array([2, 7, 33])
+    assert [a.tolist() for a in ws.pe_of(m, k, n, 8, 4)] == [[3, 1, 0], [2, 3, 1]]
+    assert [a.tolist() for a in ws.fold_of(m, k, n, 8, 4)] == [[0, 1, 5], [0, 1, 8]]
+    assert [a.tolist() for a in os_.pe_of(m, k, n, 8, 4)] == [[0, 5, 1], [2, 3, 1]]
+    assert [a.tolist() for a in os_.fold_of(m, k, n, 8, 4)] == [[0, 0, 2], [0, 1, 8]]
+    with pytest.raises(ValueError, match="unknown dataflow"):
+        get_dataflow("is")
+
+
+@pytest.mark.parametrize("name", ["ws", "os"])
+def test_weight_stream_is_a_permutation_in_fold_order(name):
+    shape = GemmShape(m=10, k=7, n=5)
+    k, n = get_dataflow(name).weight_stream(shape, 3, 2)
+    assert sorted(zip(k.tolist(), n.tolist())) == [(a, b) for a in range(7) for b in range(5)]
+    assert n[:3].tolist() == ([0, 1, 0] if name == "ws" else [0, 1, 0])
+    if name == "ws":  # first tile: k 0..2 × n 0..1, row-major; the next tile continues down k
+        assert list(zip(k[:8].tolist(), n[:8].tolist())) == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)]
+    else:  # filter fold 0: k-major over its two filters
+        assert list(zip(k[:4].tolist(), n[:4].tolist())) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+def test_activation_stream_is_row_column_channel_order():
+    order = activation_stream((2, 2, 3))  # C=2, H=2, W=3
+    assert order.tolist() == [0, 6, 1, 7, 2, 8, 3, 9, 4, 10, 5, 11]
+    assert activation_stream((5,)).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_cycle_model_by_hand():
+    """conv 3→4, 3×3, pad 1 on 4×4: M = 16 pixels, K = 27, N = 4, on an 8×4 array."""
+    from accel_sim.numerics import Fixed
+
+    f = Fixed(8, 4)
+    layer = Conv2d("c", (3, 4, 4), (4, 4, 4), np.zeros((4, 3, 3, 3)), np.zeros(4), f, Fixed(16, 8), f, f,
+                   padding=(1, 1))
+    assert gemm_shape(layer) == GemmShape(16, 27, 4)
+    ws = layer_cycles(layer, HardwareConfig("a", 8, 4, dataflow="ws"))
+    # WS: ceil(27/8) = 4 row folds × ceil(4/4) = 1 col fold, each 2·8 + 4 + 16 − 2 = 34 cycles
+    assert (ws.fold_rows, ws.fold_cols, ws.cycles_per_fold, ws.cycles) == (4, 1, 34, 136)
+    assert ws.macs == 16 * 27 * 4 and ws.utilisation == pytest.approx(1728 / (136 * 32))
+    assert ws.mapping_efficiency == pytest.approx(1728 / (4 * 32 * 16))
+    assert (ws.weight_reads, ws.activation_reads, ws.output_writes, ws.psum_reads) == (108, 432, 256, 192)
+    os_ = layer_cycles(layer, HardwareConfig("a", 8, 4, dataflow="os"))
+    # OS: ceil(16/8) = 2 × ceil(4/4) = 1 folds of 2·8 + 4 + 27 − 2 = 45 cycles
+    assert (os_.fold_rows, os_.fold_cols, os_.cycles_per_fold, os_.cycles) == (2, 1, 45, 90)
+    assert (os_.weight_reads, os_.activation_reads, os_.output_writes) == (216, 432, 64)
+
+
+def test_cli_eval_image_with_hardware_and_report(tmp_path, capsys, calibration):
+    image = export_model(load_weights("alexnet"), calibration, 8, model_name="alexnet")
+    path = write_image(image, tmp_path / "a8.h5")
+    csv = tmp_path / "cycles.csv"
+    assert main(["eval", "--image", str(path), "--hw", str(PRESETS / "edge16-os.toml"), "--subset", "20",
+                 "--report", str(csv)]) == 0
+    out = capsys.readouterr().out
+    assert "edge16-os: 16x16 os" in out and "top-1:" in out and "cycles per image" in out
+    lines = csv.read_text().splitlines()
+    assert lines[0].startswith("name,op,m,k,n,fold_rows") and len(lines) == 1 + len(image.weighted_layers)
+    for engine in ("reference", "faithful"):
+        assert main(["eval", "--image", str(path), "--subset", "4", "--engine", engine]) == 0
+    assert "engine faithful" in capsys.readouterr().out
+    assert main(["eval", "--image", str(path), "--hw", str(tmp_path / "none.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -19,13 +19,14 @@ dataflow places each MAC.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from accel_sim.hardware import kernels
+from accel_sim.hardware import int8_gemm, kernels
 from accel_sim.hardware.config import HardwareConfig
 from accel_sim.image import Conv2d, Flatten, Layer, Linear, MaxPool2d, WeightedLayer
 from accel_sim.numerics import threshold_to_acc
@@ -66,11 +67,12 @@ class PreparedLayer:
     bias: torch.Tensor
     abs_col_sum_max: float  # max over filters of Σ_k |B[k, n]|
     threshold_acc: float | None
+    weight_digits: int8_gemm.WeightDigits | None = None  # B (K × N), im2col order, words ≤ 16 bits
 
 
 def prepare_layer(layer: WeightedLayer, weight: np.ndarray | None = None) -> PreparedLayer:
     """Precompute what the layer's GEMMs need; ``weight`` overrides the stored words (faulty copy)."""
-    w = layer.weight if weight is None else weight
+    w = np.asarray(layer.weight if weight is None else weight)
     is_float = layer.weight_format.is_float
     dtype = torch.float32 if is_float else torch.float64
     if isinstance(layer, Conv2d):
@@ -78,6 +80,9 @@ def prepare_layer(layer: WeightedLayer, weight: np.ndarray | None = None) -> Pre
         w_hwc = w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
     else:
         w_unfold = w_hwc = w
+    digits = None
+    if not is_float and layer.weight_format.word_bits <= int8_gemm.MAX_WORD_BITS:
+        digits = int8_gemm.prepare_weights(torch.from_numpy(np.array(w_hwc.T)), layer.weight_format.word_bits)
     t_acc = None
     if layer.threshold is not None:
         t_acc = float(layer.threshold) if is_float else float(threshold_to_acc(layer.threshold, layer.acc_frac_bits))
@@ -88,63 +93,101 @@ def prepare_layer(layer: WeightedLayer, weight: np.ndarray | None = None) -> Pre
         bias=torch.from_numpy(np.array(layer.bias)).to(dtype),
         abs_col_sum_max=float(np.abs(w_unfold.astype(np.float64)).sum(axis=1).max()) if not is_float else 0.0,
         threshold_acc=t_acc,
+        weight_digits=digits,
     )
 
 
 def run_layer(layer: Layer, prepared: PreparedLayer | None, x: torch.Tensor, hw: HardwareConfig,
               engine: str, pe_faults: PeFaults | None = None) -> torch.Tensor:
-    """One layer on a batch ``x``; returns the next feature map (or the logits' accumulators)."""
+    """One layer on a batch ``x`` (N, C, H, W) or (N, F); returns the next feature map or, for
+    the last layer, the logits' accumulators. Fixed-point maps may be channels-last in memory."""
     if isinstance(layer, Flatten):
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], -1)  # channel-major order, whatever the memory layout
     if isinstance(layer, MaxPool2d):
         return F.max_pool2d(x, layer.kernel, layer.stride, layer.padding)
     acc = weighted_accumulators(prepared, x, hw, engine, pe_faults)
     return activation_unit(prepared, acc, hw)
 
 
-def _gemm_operands(layer: WeightedLayer, x: torch.Tensor) -> torch.Tensor:
+def _unfold(layer: WeightedLayer, x: torch.Tensor) -> torch.Tensor:
     """The activations as (N, K, pixels) columns, K in unfold order (channel, kernel row, col)."""
     if isinstance(layer, Linear):
         return x.unsqueeze(2)
     return F.unfold(x, layer.kernel, padding=layer.padding, stride=layer.stride)
 
 
+def _from_rows(layer: WeightedLayer, rows: torch.Tensor, batch: int) -> torch.Tensor:
+    """GEMM output (N·pixels, O), pixel-major → logical (N, O, OH, OW) (channels-last) or (N, O)."""
+    if isinstance(layer, Linear):
+        return rows.reshape(batch, -1)
+    _, oh, ow = layer.out_shape
+    return rows.reshape(batch, oh, ow, -1).permute(0, 3, 1, 2)
+
+
+def _from_columns(layer: WeightedLayer, cols: torch.Tensor) -> torch.Tensor:
+    """GEMM output (N, O, pixels) → logical (N, O, OH, OW) or (N, O)."""
+    if isinstance(layer, Linear):
+        return cols.reshape(cols.shape[0], -1)
+    return cols.reshape(cols.shape[0], *layer.out_shape)
+
+
+def _uses_int8(prepared: PreparedLayer) -> bool:
+    layer = prepared.layer
+    return (prepared.weight_digits is not None and layer.in_format.word_bits <= int8_gemm.MAX_WORD_BITS
+            and prepared.weight_t_hwc.shape[1] <= int8_gemm.MAX_DEPTH and int8_gemm.int8_matmul_is_exact())
+
+
+def _int8_accumulators(prepared: PreparedLayer, x: torch.Tensor) -> torch.Tensor:
+    """Exact Σ w·a through int8 digit products, float64, logical output shape."""
+    layer = prepared.layer
+    bits = layer.in_format.word_bits
+    if isinstance(layer, Conv2d):
+        digits = int8_gemm.split(x.permute(0, 2, 3, 1), bits)  # channels-last digit maps
+        a = int8_gemm.unfold_digits(digits, layer.kernel, layer.stride, layer.padding,
+                                    int8_gemm.digit_fill(bits), layer.out_shape[1:])
+    else:
+        a = int8_gemm.split(x, bits)
+    return _from_rows(layer, int8_gemm.matmul(a, prepared.weight_digits), x.shape[0])
+
+
 def weighted_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, engine: str,
                           pe_faults: PeFaults | None = None) -> torch.Tensor:
-    """Accumulator values ``Σ w·a`` (bias not added) as (N, O, pixels), exact."""
+    """Accumulator values ``Σ w·a`` (bias not added), exact, in the layer's logical output shape."""
     layer = prepared.layer
     if layer.weight_format.is_float:
-        return torch.matmul(prepared.weight_2d, _gemm_operands(layer, x))
+        return _from_columns(layer, torch.matmul(prepared.weight_2d, _unfold(layer, x)))
     dp = hw.datapath
     if engine == "faithful" or (pe_faults is not None and pe_faults.count):
         return faithful_accumulators(prepared, x, hw, pe_faults)
-    cols = _gemm_operands(layer, x)
-    acc = torch.matmul(prepared.weight_2d, cols)
-    limit = min(EXACT_LIMIT, float(dp.acc_max)) if dp.overflow == "saturate" else EXACT_LIMIT
+    if _uses_int8(prepared):
+        acc, exact_limit = _int8_accumulators(prepared, x), math.inf  # exact whatever the size
+    else:
+        acc = _from_columns(layer, torch.matmul(prepared.weight_2d, _unfold(layer, x)))
+        exact_limit = EXACT_LIMIT
+    limit = min(exact_limit, float(dp.acc_max)) if dp.overflow == "saturate" else exact_limit
     if float(x.abs().max()) * prepared.abs_col_sum_max < limit * _MARGIN:
         return acc if dp.overflow == "saturate" else _wrap(acc, dp.acc_bits)
-    # Per-output bounds; im2col rows holding an output that might round or saturate are
-    # recomputed by the faithful kernel.
-    risky = torch.matmul(prepared.weight_2d.abs(), cols.abs()) >= limit * _MARGIN
+    # Per-output bounds; im2col rows (image, pixel) holding an output that might round or
+    # saturate are recomputed by the faithful kernel.
+    bound = torch.matmul(prepared.weight_2d.abs(), _unfold(layer, x).abs())  # (N, O, pixels)
+    risky_rows = (bound >= limit * _MARGIN).any(dim=1).reshape(-1)  # (N·pixels,)
     if dp.overflow == "wrap":
-        acc = _wrap(torch.where(risky, torch.zeros_like(acc), acc), dp.acc_bits)
-    if risky.any():
-        batch, filters, pixels = acc.shape
-        img, _, pix = torch.nonzero(risky, as_tuple=True)
-        rows = np.unique((img * pixels + pix).numpy())
+        acc = _wrap(torch.where(_from_columns(layer, bound) >= limit * _MARGIN, 0.0, acc), dp.acc_bits)
+    if risky_rows.any():
+        rows = torch.nonzero(risky_rows).reshape(-1).numpy()
         exact = faithful_accumulators(prepared, x, hw, None, rows)
-        by_row = acc.permute(0, 2, 1).contiguous()  # (N, pixels, O)
-        by_row.view(-1, filters)[torch.from_numpy(rows)] = torch.from_numpy(exact).to(acc.dtype)
-        acc = by_row.permute(0, 2, 1)
+        by_row = (acc.permute(0, 2, 3, 1) if acc.dim() == 4 else acc).contiguous()
+        by_row.view(-1, layer.out_channels)[torch.from_numpy(rows)] = torch.from_numpy(exact).to(acc.dtype)
+        acc = _from_rows(layer, by_row, x.shape[0])
     return acc
 
 
 def faithful_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig,
                           pe_faults: PeFaults | None, rows: np.ndarray | None = None):
-    """The faithful kernel on all outputs (returns (N, O, pixels) float64), or on the im2col
-    rows ``rows`` only (returns int64 (len(rows), O))."""
+    """The faithful kernel on all outputs (returns float64 in the logical output shape), or on
+    the im2col rows ``rows`` only (returns int64 (len(rows), O))."""
     layer = prepared.layer
-    xi = x.to(torch.int64).numpy()
+    xi = x.to(torch.int64).contiguous().numpy()
     if isinstance(layer, Conv2d):
         _, oh, ow = layer.out_shape
         a = kernels.im2col_hwc(xi, *layer.kernel, *layer.stride, *layer.padding, oh, ow)
@@ -164,8 +207,7 @@ def faithful_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: Hardware
     )
     if rows is not None:
         return out
-    batch = x.shape[0]
-    return torch.from_numpy(out.reshape(batch, pixels, -1).transpose(0, 2, 1).astype(np.float64))
+    return _from_rows(layer, torch.from_numpy(out.astype(np.float64)), x.shape[0])
 
 
 def _wrap(values: torch.Tensor, bits: int) -> torch.Tensor:
@@ -179,12 +221,11 @@ def _wrap(values: torch.Tensor, bits: int) -> torch.Tensor:
 
 def activation_unit(prepared: PreparedLayer, acc: torch.Tensor, hw: HardwareConfig) -> torch.Tensor:
     """Bias (the accumulator's last addition), activation in the accumulator domain, rescaling
-    with rounding, saturation to the next activation word. Returns (N, O, H, W) or (N, O)."""
+    with rounding, saturation to the next activation word; shapes as ``acc``."""
     layer = prepared.layer
-    bias = prepared.bias.view(1, -1, 1)
+    bias = prepared.bias.view(1, -1, *([1] * (acc.dim() - 2)))
     if layer.weight_format.is_float:
-        out = _activation(acc + bias, layer.activation, prepared.threshold_acc)
-        return _reshape_output(layer, out)
+        return _activation(acc + bias, layer.activation, prepared.threshold_acc)
     dp = hw.datapath
     acc = acc + bias  # exact: the accumulator lies well inside ±2**53 and |bias| < 2**32
     if dp.overflow == "saturate":
@@ -192,11 +233,10 @@ def activation_unit(prepared: PreparedLayer, acc: torch.Tensor, hw: HardwareConf
     else:
         acc = _wrap(acc, dp.acc_bits)
     if layer.out_format is None:
-        return _reshape_output(layer, acc)
+        return acc
     acc = _activation(acc, layer.activation, prepared.threshold_acc)
-    out = _requantize(acc, layer.acc_frac_bits - layer.out_format.frac_bits, dp.rounding,
-                      layer.out_format.raw_min, layer.out_format.raw_max)
-    return _reshape_output(layer, out)
+    return _requantize(acc, layer.acc_frac_bits - layer.out_format.frac_bits, dp.rounding,
+                       layer.out_format.raw_min, layer.out_format.raw_max)
 
 
 def _activation(x: torch.Tensor, kind: str, threshold: float | None) -> torch.Tensor:
@@ -226,9 +266,3 @@ def _requantize(acc: torch.Tensor, shift: int, rounding: str, lo: int, hi: int) 
         down = torch.floor(scaled)
         rounded = down + ((scaled - down) >= 0.5).to(scaled.dtype)
     return torch.clamp(rounded, float(lo), float(hi))
-
-
-def _reshape_output(layer: WeightedLayer, out: torch.Tensor) -> torch.Tensor:
-    if isinstance(layer, Linear):
-        return out.reshape(out.shape[0], -1)
-    return out.reshape(out.shape[0], *layer.out_shape)

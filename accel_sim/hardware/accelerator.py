@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,6 +18,23 @@ from accel_sim.image.reference import RunOutput, make_output, quantize_input, ru
 logger = logging.getLogger(__name__)
 
 ENGINES = ("fast", "faithful", "reference")
+
+
+@dataclass(frozen=True)
+class LayerFaults:
+    """Faults acting while one layer runs.
+
+    Attributes
+    ----------
+    pe : PeFaults or None
+        Faulty PEs (the affected outputs are recomputed MAC by MAC).
+    corrupt_input : callable or None
+        ``x -> x'``: corrupts the layer's input feature map (words as stored in the activation
+        buffer) before the array reads it; must not modify ``x`` in place.
+    """
+
+    pe: PeFaults | None = None
+    corrupt_input: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 class Accelerator:
@@ -50,28 +69,38 @@ class Accelerator:
             if not layer.weight_format.is_float:
                 self.hw.check_image_fits(layer.weight_format.word_bits, layer.in_format.word_bits)
 
-    def prepare(self, image: Image, weights: dict[int, np.ndarray] | None = None) -> list[PreparedLayer | None]:
-        """Per-layer tensors for :meth:`run`; ``weights`` maps layer index → replacement words."""
-        weights = weights or {}
-        return [prepare_layer(layer, weights.get(i)) if isinstance(layer, WeightedLayer) else None
+    def prepare(self, image: Image, weights: dict[int, np.ndarray] | None = None,
+                biases: dict[int, np.ndarray] | None = None) -> list[PreparedLayer | None]:
+        """Per-layer tensors for :meth:`run`; ``weights``/``biases`` map layer index → replacement
+        words (faulty copies)."""
+        weights, biases = weights or {}, biases or {}
+        return [prepare_layer(layer, weights.get(i), biases.get(i)) if isinstance(layer, WeightedLayer) else None
                 for i, layer in enumerate(image.layers)]
 
     def run(self, image: Image, images: np.ndarray, prepared: list[PreparedLayer | None] | None = None,
-            pe_faults: PeFaults | None = None) -> RunOutput:
-        """Run ``image`` on ``uint8`` images ``(N, C, H, W)``; returns logits and predictions."""
+            layer_faults: dict[int, LayerFaults] | None = None) -> RunOutput:
+        """Run ``image`` on ``uint8`` images ``(N, C, H, W)``; returns logits and predictions.
+
+        ``prepared`` (from :meth:`prepare`) may carry faulty weight copies; ``layer_faults`` maps a
+        layer index to the faults acting while that layer runs.
+        """
         self.check_image(image)
         if self.engine == "reference":
-            if pe_faults is not None or prepared is not None:
+            if layer_faults or prepared is not None:
                 raise ValueError("the reference engine runs fault-free images only")
             return run_reference(image, images, self.hw.datapath, self.batch_size)
+        layer_faults = layer_faults or {}
         prepared = prepared if prepared is not None else self.prepare(image)
         dtype = torch.float32 if image.input_format.is_float else torch.float64
         outputs = []
         starts = range(0, len(images), self.batch_size)
         for start in tqdm(starts, desc=f"{image.model} {image.format_name}", disable=not self.progress, leave=False):
             x = torch.from_numpy(quantize_input(image, images[start:start + self.batch_size])).to(dtype)
-            for layer, prep in zip(image.layers, prepared):
-                x = run_layer(layer, prep, x, self.hw, self.engine, pe_faults)
+            for i, (layer, prep) in enumerate(zip(image.layers, prepared)):
+                faults = layer_faults.get(i)
+                if faults is not None and faults.corrupt_input is not None:
+                    x = faults.corrupt_input(x)
+                x = run_layer(layer, prep, x, self.hw, self.engine, faults.pe if faults is not None else None)
             outputs.append(x.numpy())
         raw = np.concatenate(outputs) if outputs else np.zeros((0, len(image.class_names)))
         raw = raw.astype(np.float32) if image.input_format.is_float else raw.astype(np.int64)

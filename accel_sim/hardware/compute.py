@@ -40,21 +40,37 @@ class PeFaults:
     """PE faults in the CSR layout the faithful kernel reads (see :mod:`accel_sim.hardware.kernels`).
 
     ``pe_start`` has ``rows·cols + 1`` entries; the other arrays one entry per fault, sorted by PE.
+    ``mac`` is -1 for a fault present at every MAC, or the one MAC (batch numbering) it hits.
     """
 
     pe_start: np.ndarray
     register: np.ndarray
     bit: np.ndarray
     model: np.ndarray
+    mac: np.ndarray
 
     @staticmethod
     def none(rows: int, cols: int) -> "PeFaults":
         empty = np.zeros(0, dtype=np.int64)
-        return PeFaults(np.zeros(rows * cols + 1, dtype=np.int64), empty, empty, empty)
+        return PeFaults(np.zeros(rows * cols + 1, dtype=np.int64), empty, empty, empty, empty)
+
+    @staticmethod
+    def build(rows: int, cols: int, pe_row, pe_col, register, bit, model, mac) -> "PeFaults":
+        """CSR table from per-fault arrays (any order)."""
+        pe = np.asarray(pe_row, np.int64) * cols + np.asarray(pe_col, np.int64)
+        order = np.argsort(pe, kind="stable")
+        start = np.zeros(rows * cols + 1, dtype=np.int64)
+        np.add.at(start, pe + 1, 1)
+        return PeFaults(np.cumsum(start), *(np.asarray(v, np.int64)[order] for v in (register, bit, model, mac)))
 
     @property
     def count(self) -> int:
         return int(self.register.size)
+
+    def faulty_pes(self, cols: int) -> tuple[np.ndarray, np.ndarray]:
+        """(row, col) of the PEs holding at least one fault."""
+        pe = np.nonzero(np.diff(self.pe_start))[0]
+        return pe // cols, pe % cols
 
 
 @dataclass(frozen=True)
@@ -63,16 +79,19 @@ class PreparedLayer:
 
     layer: WeightedLayer
     weight_2d: torch.Tensor  # (N, C·kh·kw) in unfold order (channel, kernel row, kernel col); float
-    weight_t_hwc: np.ndarray  # (N, K) int64 in im2col order (kernel row, kernel col, channel)
+    weight_t_hwc: np.ndarray  # (N, K) in im2col order (kernel row, kernel col, channel); int64 or float32
     bias: torch.Tensor
     abs_col_sum_max: float  # max over filters of Σ_k |B[k, n]|
     threshold_acc: float | None
     weight_digits: int8_gemm.WeightDigits | None = None  # B (K × N), im2col order, words ≤ 16 bits
 
 
-def prepare_layer(layer: WeightedLayer, weight: np.ndarray | None = None) -> PreparedLayer:
-    """Precompute what the layer's GEMMs need; ``weight`` overrides the stored words (faulty copy)."""
+def prepare_layer(layer: WeightedLayer, weight: np.ndarray | None = None,
+                  bias: np.ndarray | None = None) -> PreparedLayer:
+    """Precompute what the layer's GEMMs need; ``weight`` and ``bias`` replace the stored words
+    (a faulty copy; the image itself is never changed)."""
     w = np.asarray(layer.weight if weight is None else weight)
+    bias = np.asarray(layer.bias if bias is None else bias)
     is_float = layer.weight_format.is_float
     dtype = torch.float32 if is_float else torch.float64
     if isinstance(layer, Conv2d):
@@ -89,8 +108,8 @@ def prepare_layer(layer: WeightedLayer, weight: np.ndarray | None = None) -> Pre
     return PreparedLayer(
         layer=layer,
         weight_2d=torch.from_numpy(np.array(w_unfold)).to(dtype),
-        weight_t_hwc=np.ascontiguousarray(w_hwc).astype(np.int64) if not is_float else np.zeros((0, 0), np.int64),
-        bias=torch.from_numpy(np.array(layer.bias)).to(dtype),
+        weight_t_hwc=np.ascontiguousarray(w_hwc).astype(np.float32 if is_float else np.int64),
+        bias=torch.from_numpy(np.array(bias)).to(dtype),
         abs_col_sum_max=float(np.abs(w_unfold.astype(np.float64)).sum(axis=1).max()) if not is_float else 0.0,
         threshold_acc=t_acc,
         weight_digits=digits,
@@ -154,11 +173,40 @@ def weighted_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: Hardware
                           pe_faults: PeFaults | None = None) -> torch.Tensor:
     """Accumulator values ``Σ w·a`` (bias not added), exact, in the layer's logical output shape."""
     layer = prepared.layer
+    if engine == "faithful" and not layer.weight_format.is_float:
+        return faithful_accumulators(prepared, x, hw, pe_faults)
+    acc = _fast_accumulators(prepared, x, hw)
+    if pe_faults is not None and pe_faults.count:
+        acc = _with_pe_faults(prepared, x, hw, pe_faults, acc)
+    return acc
+
+
+def _with_pe_faults(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, pe_faults: PeFaults,
+                    acc: torch.Tensor) -> torch.Tensor:
+    """Recompute, MAC by MAC with the faults, only the outputs the faulty PEs touch: in WS a PE
+    (r, c) works on every output of the filters n ≡ c (mod cols); in OS on the outputs of pixels
+    ≡ r (mod rows) and filters ≡ c."""
+    layer = prepared.layer
+    batch = x.shape[0]
+    pixels = 1 if isinstance(layer, Linear) else layer.out_shape[1] * layer.out_shape[2]
+    pe_rows, pe_cols = pe_faults.faulty_pes(hw.cols)
+    filters = np.arange(layer.out_channels)
+    col_idx = filters[np.isin(filters % hw.cols, pe_cols)]
+    all_rows = np.arange(batch * pixels)
+    row_idx = all_rows if hw.dataflow == "ws" else all_rows[np.isin((all_rows % pixels) % hw.rows, pe_rows)]
+    if not col_idx.size or not row_idx.size:
+        return acc
+    exact = faithful_accumulators(prepared, x, hw, pe_faults, row_idx, col_idx)
+    by_row = (acc.permute(0, 2, 3, 1) if acc.dim() == 4 else acc).contiguous().view(-1, layer.out_channels)
+    by_row[torch.from_numpy(row_idx)[:, None], torch.from_numpy(col_idx)[None, :]] = torch.from_numpy(exact).to(acc.dtype)
+    return _from_rows(layer, by_row, batch)
+
+
+def _fast_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig) -> torch.Tensor:
+    layer = prepared.layer
     if layer.weight_format.is_float:
         return _from_columns(layer, torch.matmul(prepared.weight_2d, _unfold(layer, x)))
     dp = hw.datapath
-    if engine == "faithful" or (pe_faults is not None and pe_faults.count):
-        return faithful_accumulators(prepared, x, hw, pe_faults)
     if _uses_int8(prepared):
         acc, exact_limit = _int8_accumulators(prepared, x), math.inf  # exact whatever the size
     else:
@@ -175,7 +223,7 @@ def weighted_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: Hardware
         acc = _wrap(torch.where(_from_columns(layer, bound) >= limit * _MARGIN, 0.0, acc), dp.acc_bits)
     if risky_rows.any():
         rows = torch.nonzero(risky_rows).reshape(-1).numpy()
-        exact = faithful_accumulators(prepared, x, hw, None, rows)
+        exact = faithful_accumulators(prepared, x, hw, None, rows, np.arange(layer.out_channels))
         by_row = (acc.permute(0, 2, 3, 1) if acc.dim() == 4 else acc).contiguous()
         by_row.view(-1, layer.out_channels)[torch.from_numpy(rows)] = torch.from_numpy(exact).to(acc.dtype)
         acc = _from_rows(layer, by_row, x.shape[0])
@@ -183,11 +231,13 @@ def weighted_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: Hardware
 
 
 def faithful_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig,
-                          pe_faults: PeFaults | None, rows: np.ndarray | None = None):
-    """The faithful kernel on all outputs (returns float64 in the logical output shape), or on
-    the im2col rows ``rows`` only (returns int64 (len(rows), O))."""
+                          pe_faults: PeFaults | None, rows: np.ndarray | None = None,
+                          cols: np.ndarray | None = None):
+    """The faithful kernel on all outputs (returns the logical output shape, float64 or float32),
+    or on the im2col rows ``rows`` × filters ``cols`` only (returns an array of that shape)."""
     layer = prepared.layer
-    xi = x.to(torch.int64).contiguous().numpy()
+    is_float = layer.weight_format.is_float
+    xi = (x.to(torch.float32) if is_float else x.to(torch.int64)).contiguous().numpy()
     if isinstance(layer, Conv2d):
         _, oh, ow = layer.out_shape
         a = kernels.im2col_hwc(xi, *layer.kernel, *layer.stride, *layer.padding, oh, ow)
@@ -196,18 +246,22 @@ def faithful_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: Hardware
         a = xi
         pixels = 1
     faults = pe_faults if pe_faults is not None else PeFaults.none(hw.rows, hw.cols)
-    dp = hw.datapath
-    row_idx = np.arange(a.shape[0], dtype=np.int64) if rows is None else rows.astype(np.int64)
-    col_idx = np.arange(layer.out_channels, dtype=np.int64)
-    out = kernels.gemm_faithful(
-        a, prepared.weight_t_hwc, row_idx, col_idx, pixels, dp.acc_min, dp.acc_max, dp.acc_bits,
-        int(dp.overflow == "wrap"), int(hw.dataflow == "os"), hw.rows, hw.cols, faults.pe_start,
-        faults.register, faults.bit, faults.model, layer.weight_format.word_bits,
-        layer.weight_format.word_bits + layer.in_format.word_bits,
-    )
-    if rows is not None:
+    row_idx = np.arange(a.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+    col_idx = np.arange(layer.out_channels, dtype=np.int64) if cols is None else np.asarray(cols, np.int64)
+    fault_args = (faults.pe_start, faults.register, faults.bit, faults.model, faults.mac)
+    if is_float:
+        out = kernels.gemm_faithful_f32(a, prepared.weight_t_hwc, row_idx, col_idx, pixels,
+                                        int(hw.dataflow == "os"), hw.rows, hw.cols, *fault_args)
+    else:
+        dp = hw.datapath
+        out = kernels.gemm_faithful(
+            a, prepared.weight_t_hwc, row_idx, col_idx, pixels, dp.acc_min, dp.acc_max, dp.acc_bits,
+            int(dp.overflow == "wrap"), int(hw.dataflow == "os"), hw.rows, hw.cols, *fault_args,
+            layer.weight_format.word_bits, layer.weight_format.word_bits + layer.in_format.word_bits,
+        )
+    if rows is not None or cols is not None:
         return out
-    return _from_rows(layer, torch.from_numpy(out.astype(np.float64)), x.shape[0])
+    return _from_rows(layer, torch.from_numpy(out.astype(np.float32 if is_float else np.float64)), x.shape[0])
 
 
 def _wrap(values: torch.Tensor, bits: int) -> torch.Tensor:

@@ -8,9 +8,11 @@ bits and either saturates (``wrap == 0``) or wraps (``wrap == 1``) after every a
 
 PE faults (for the fault layer) arrive as a table in CSR form: faults of PE ``(r, c)`` are entries
 ``pe_start[r·cols + c] .. pe_start[r·cols + c + 1] - 1`` of ``fault_register`` (0 = weight
-register, 1 = product, 2 = partial-sum output), ``fault_bit`` and ``fault_model`` (0 = flip,
-1 = stuck-at-0, 2 = stuck-at-1). A fault acts on the two's complement pattern of the register:
-``weight_bits``, ``product_bits`` or ``acc_bits`` wide.
+register, 1 = product, 2 = partial-sum output), ``fault_bit``, ``fault_model`` (0 = flip,
+1 = stuck-at-0, 2 = stuck-at-1) and ``fault_mac``: -1 for a fault present at every MAC, or the
+one MAC ``((image · pixels + pixel) · K + k) · N + n`` of the batch that a transient fault hits.
+An integer fault acts on the two's complement pattern of the register (``weight_bits``,
+``product_bits`` or ``acc_bits`` wide); a float32 fault on the IEEE-754 pattern.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def _acc_add(acc, term, acc_min, acc_max, acc_bits, wrap):
 @njit(cache=True, parallel=True)
 def gemm_faithful(a, b_t, row_idx, col_idx, pixels_per_image, acc_min, acc_max, acc_bits, wrap,
                   output_stationary, rows, cols, pe_start, fault_register, fault_bit, fault_model,
-                  weight_bits, product_bits):
+                  fault_mac, weight_bits, product_bits):
     """``out[i, j] = Σ_k a[row_idx[i], k] · b_t[col_idx[j], k]`` MAC by MAC in window order.
 
     Parameters
@@ -102,27 +104,82 @@ def gemm_faithful(a, b_t, row_idx, col_idx, pixels_per_image, acc_min, acc_max, 
                     w = b_t[n, k]
                     first = pe_start[pe]
                     last = pe_start[pe + 1]
+                    mac = (m * depth + k) * b_t.shape[0] + n
                     for f in range(first, last):
-                        if fault_register[f] == REGISTER_WEIGHT:
+                        if fault_register[f] == REGISTER_WEIGHT and (fault_mac[f] < 0 or fault_mac[f] == mac):
                             w = _corrupt(w, weight_bits, fault_bit[f], fault_model[f])
                     product = a[m, k] * w
                     for f in range(first, last):
-                        if fault_register[f] == REGISTER_PRODUCT:
+                        if fault_register[f] == REGISTER_PRODUCT and (fault_mac[f] < 0 or fault_mac[f] == mac):
                             product = _corrupt(product, product_bits, fault_bit[f], fault_model[f])
                     acc = _acc_add(acc, product, acc_min, acc_max, acc_bits, wrap)
                     for f in range(first, last):
-                        if fault_register[f] == REGISTER_PSUM:
+                        if fault_register[f] == REGISTER_PSUM and (fault_mac[f] < 0 or fault_mac[f] == mac):
                             acc = _corrupt(acc, acc_bits, fault_bit[f], fault_model[f])
+            out[i, j] = acc
+    return out
+
+
+@njit(cache=True, inline="always")
+def _corrupt_f32(value, bit, model):
+    word = np.empty(1, dtype=np.float32)
+    word[0] = value
+    bits = word.view(np.uint32)
+    mask = np.uint32(1) << np.uint32(bit)
+    if model == MODEL_FLIP:
+        bits[0] = bits[0] ^ mask
+    elif model == MODEL_STUCK_AT_0:
+        bits[0] = bits[0] & ~mask
+    else:
+        bits[0] = bits[0] | mask
+    return word[0]
+
+
+@njit(cache=True, parallel=True)
+def gemm_faithful_f32(a, b_t, row_idx, col_idx, pixels_per_image, output_stationary, rows, cols,
+                      pe_start, fault_register, fault_bit, fault_model, fault_mac):
+    """float32 version of :func:`gemm_faithful`: ``acc = acc + a·w`` in IEEE float32, in window
+    order, with PE faults on the float32 bit patterns of the weight register, the product and
+    the partial sum."""
+    n_rows = row_idx.shape[0]
+    n_cols = col_idx.shape[0]
+    depth = a.shape[1]
+    out = np.zeros((n_rows, n_cols), dtype=np.float32)
+    for i in prange(n_rows):
+        m = row_idx[i]
+        pixel = m % pixels_per_image
+        for j in range(n_cols):
+            n = col_idx[j]
+            c = n % cols
+            acc = np.float32(0.0)
+            for k in range(depth):
+                r = pixel % rows if output_stationary else k % rows
+                pe = r * cols + c
+                w = b_t[n, k]
+                first = pe_start[pe]
+                last = pe_start[pe + 1]
+                mac = (m * depth + k) * b_t.shape[0] + n
+                for f in range(first, last):
+                    if fault_register[f] == REGISTER_WEIGHT and (fault_mac[f] < 0 or fault_mac[f] == mac):
+                        w = _corrupt_f32(w, fault_bit[f], fault_model[f])
+                product = np.float32(a[m, k] * w)
+                for f in range(first, last):
+                    if fault_register[f] == REGISTER_PRODUCT and (fault_mac[f] < 0 or fault_mac[f] == mac):
+                        product = _corrupt_f32(product, fault_bit[f], fault_model[f])
+                acc = np.float32(acc + product)
+                for f in range(first, last):
+                    if fault_register[f] == REGISTER_PSUM and (fault_mac[f] < 0 or fault_mac[f] == mac):
+                        acc = _corrupt_f32(acc, fault_bit[f], fault_model[f])
             out[i, j] = acc
     return out
 
 
 @njit(cache=True, parallel=True)
 def im2col_hwc(x, kh, kw, sh, sw, ph, pw, oh, ow):
-    """im2col of int64 feature maps ``x`` (N, C, H, W): rows (image, out row, out col), columns
-    (kernel row, kernel col, channel); zero padding."""
+    """im2col of feature maps ``x`` (N, C, H, W): rows (image, out row, out col), columns
+    (kernel row, kernel col, channel); zero padding; same dtype as ``x``."""
     n_img, ch, h, w = x.shape
-    out = np.zeros((n_img * oh * ow, kh * kw * ch), dtype=np.int64)
+    out = np.zeros((n_img * oh * ow, kh * kw * ch), dtype=x.dtype)
     for row in prange(n_img * oh * ow):
         img = row // (oh * ow)
         p = row % (oh * ow)

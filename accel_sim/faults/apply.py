@@ -1,0 +1,242 @@
+"""Applying a fault map to a run (mechanism: how faults act).
+
+* ``weight_memory``: bit operations on a copy of the layer's stored words.
+* ``weight_buffer``: the layer's weights stream through the buffer in the dataflow's order; word
+  ``j`` of the stream sits at address ``j mod capacity``, so a faulty cell corrupts every weight
+  streamed through it (vectorised address arithmetic; applied after the memory faults).
+* ``activation_buffer``: the input feature map of each conv/linear layer is stored in (row,
+  column, channel) order at address ``j mod capacity``; a faulty cell corrupts the words stored
+  there before the array reads them, for every image.
+* ``pe``: the outputs a faulty PE works on are recomputed MAC by MAC with the fault; all other
+  outputs stay on the fast path.
+
+Permanent faults act on every image; a transient fault acts on one image (and one layer, and for
+PEs one MAC): the images it hits are run again on their own with it. The golden image is never
+modified.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import numpy as np
+import torch
+
+from accel_sim.faults.io import check_fault_map
+from accel_sim.faults.model import MODELS, FaultMap
+from accel_sim.faults.sites import buffer_capacity
+from accel_sim.hardware import Accelerator, HardwareConfig, LayerFaults, PeFaults
+from accel_sim.hardware.compute import prepare_layer
+from accel_sim.hardware.dataflows import activation_stream, get_dataflow
+from accel_sim.hardware.lowering import gemm_shape
+from accel_sim.image import Conv2d, Image, WeightedLayer
+from accel_sim.image.reference import RunOutput, make_output
+from accel_sim.numerics import BIT_OPERATIONS, Format
+
+logger = logging.getLogger(__name__)
+
+
+def run_with_faults(accelerator: Accelerator, image: Image, images: np.ndarray, fmap: FaultMap) -> RunOutput:
+    """Run ``image`` on ``images`` with the faults of ``fmap`` (checked against image and hardware)."""
+    hw = accelerator.hw
+    check_fault_map(fmap, image, hw, n_images=len(images))
+    permanent = fmap.select(fmap.image == -1)
+    base_weights, base_biases = corrupted_parameters(image, hw, permanent)
+    prepared = accelerator.prepare(image, base_weights, base_biases)
+    out = accelerator.run(image, images, prepared, layer_faults(image, hw, permanent))
+    transient = fmap.select(fmap.image >= 0)
+    if not len(transient):
+        return out
+    raw = out.raw_logits.copy()
+    for img in np.unique(transient.image):
+        hits = transient.select(transient.image == img)
+        # the image runs alone, so its transient faults hit batch index 0
+        local = FaultMap.concat([permanent, hits.with_image(0)])
+        weights, biases = corrupted_parameters(image, hw, local)
+        changed = {i for i in set(weights) | set(biases)
+                   if not (np.array_equal(weights.get(i), base_weights.get(i))
+                           and np.array_equal(biases.get(i), base_biases.get(i)))}
+        rerun = [prepare_layer(image.layers[i], weights.get(i), biases.get(i)) if i in changed else p
+                 for i, p in enumerate(prepared)]
+        single = accelerator.run(image, images[int(img):int(img) + 1], rerun, layer_faults(image, hw, local))
+        raw[int(img)] = single.raw_logits[0]
+    return make_output(image, raw)
+
+
+def corrupted_parameters(image: Image, hw: HardwareConfig, fmap: FaultMap) -> tuple[dict, dict]:
+    """Faulty copies of the weights and biases touched by memory and weight-buffer faults:
+    ``({layer index: weight words}, {layer index: bias words})``."""
+    weights: dict[int, np.ndarray] = {}
+    biases: dict[int, np.ndarray] = {}
+    memory = fmap.of_site("weight_memory")
+    for i in np.unique(memory.layer):
+        layer = image.layers[int(i)]
+        faults = memory.select(memory.layer == i)
+        for tensor, store, source, fmt in ((0, weights, layer.weight, layer.weight_format),
+                                           (1, biases, layer.bias, layer.bias_format)):
+            sel = faults.tensor == tensor
+            if sel.any():
+                store[int(i)] = apply_bit_faults(fmt, source.reshape(-1), faults.index[sel], faults.bit[sel],
+                                                 faults.model[sel]).reshape(source.shape)
+    for i, layer in enumerate(image.layers):
+        stationary = _stationary_weight_faults(fmap, hw, i) if isinstance(layer, WeightedLayer) else None
+        if stationary is not None and len(stationary):
+            index, bit, model = _pe_weight_words(layer, hw, stationary)
+            keep = bit < layer.weight_format.word_bits
+            current = weights.get(i, layer.weight).reshape(-1)
+            weights[i] = apply_bit_faults(layer.weight_format, current, index[keep], bit[keep],
+                                          model[keep]).reshape(layer.weight.shape)
+    buffer = fmap.of_site("weight_buffer")
+    if len(buffer):
+        capacity, _ = buffer_capacity(image, hw, "weight_buffer")
+        for i, layer in enumerate(image.layers):
+            if not isinstance(layer, WeightedLayer):
+                continue
+            faults = buffer.select((buffer.layer == -1) | (buffer.layer == i))
+            if not len(faults):
+                continue
+            order = weight_stream_indices(layer, hw.dataflow, hw.rows, hw.cols)
+            index, bit, model = addresses_to_words(order, capacity, faults)
+            current = weights.get(i, layer.weight).reshape(-1)
+            keep = bit < layer.weight_format.word_bits  # a narrower word has no such bit
+            weights[i] = apply_bit_faults(layer.weight_format, current, index[keep], bit[keep],
+                                          model[keep]).reshape(layer.weight.shape)
+    return weights, biases
+
+
+def layer_faults(image: Image, hw: HardwareConfig, fmap: FaultMap) -> dict[int, LayerFaults]:
+    """Activation-buffer and PE faults per layer, for :meth:`Accelerator.run`."""
+    act = fmap.of_site("activation_buffer")
+    pe = fmap.of_site("pe")
+    capacity = buffer_capacity(image, hw, "activation_buffer")[0] if len(act) else 0
+    out = {}
+    for i, layer in enumerate(image.layers):
+        if not isinstance(layer, WeightedLayer):
+            continue
+        here_act = act.select((act.layer == -1) | (act.layer == i))
+        here_pe = pe.select((pe.layer == -1) | (pe.layer == i))
+        corrupt = None
+        if len(here_act):
+            order = activation_stream(layer.in_shape)
+            index, bit, model = addresses_to_words(order, capacity, here_act)
+            images = _images_per_word(order, capacity, here_act)
+            keep = bit < layer.in_format.word_bits
+            corrupt = functools.partial(_corrupt_feature_map, fmt=layer.in_format, index=index[keep],
+                                        bit=bit[keep], model=model[keep], image=images[keep])
+        pe_faults = None
+        stationary = _stationary_weight_faults(fmap, hw, i)
+        if stationary is not None:  # already folded into the weights by corrupted_parameters
+            here_pe = here_pe.select(~((here_pe.register == 0) & (here_pe.image == -1)))
+        if len(here_pe):
+            live = here_pe.select((here_pe.image == -1) | (here_pe.access >= 0))
+            pe_faults = PeFaults.build(hw.rows, hw.cols, live.row, live.col, live.register, live.bit, live.model,
+                                       np.where(live.image >= 0, live.access, -1))
+        if corrupt is not None or pe_faults is not None:
+            out[i] = LayerFaults(pe=pe_faults, corrupt_input=corrupt)
+    return out
+
+
+def _stationary_weight_faults(fmap: FaultMap, hw: HardwareConfig, layer_index: int) -> FaultMap | None:
+    """Permanent faults of PE weight registers under WS, active in layer ``layer_index``.
+
+    In a weight-stationary array a PE's weight register holds the same weight for every pixel of
+    a fold, so such a fault is exactly a corrupted copy of the weights the PE holds: weights
+    (k, n) with k ≡ row (mod rows) and n ≡ col (mod cols). Applying it to the weights keeps the
+    layer on the fast path. None when the dataflow is not WS.
+    """
+    if hw.dataflow != "ws":
+        return None
+    pe = fmap.of_site("pe")
+    return pe.select((pe.register == 0) & (pe.image == -1) & ((pe.layer == -1) | (pe.layer == layer_index)))
+
+
+def _pe_weight_words(layer: WeightedLayer, hw: HardwareConfig, faults: FaultMap) -> tuple[np.ndarray, ...]:
+    """(flat weight index, bit, model) of every weight held by the faulty PEs' registers."""
+    shape = gemm_shape(layer)
+    index, bit, model = [], [], []
+    for r, c, b, m in zip(faults.row, faults.col, faults.bit, faults.model):
+        k, n = np.meshgrid(np.arange(r, shape.k, hw.rows), np.arange(c, shape.n, hw.cols), indexing="ij")
+        flat = _flat_weight_index(layer, k.ravel(), n.ravel())
+        index.append(flat)
+        bit.append(np.full(flat.size, b, np.int64))
+        model.append(np.full(flat.size, m, np.int64))
+    if not index:
+        return (np.zeros(0, np.int64),) * 3
+    return np.concatenate(index), np.concatenate(bit), np.concatenate(model)
+
+
+def _flat_weight_index(layer: WeightedLayer, k: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Flat index into ``layer.weight`` of GEMM element B[k, n] (k in im2col order)."""
+    return _flat_index(k, n, _conv_geometry(layer), gemm_shape(layer).k)
+
+
+def _conv_geometry(layer: WeightedLayer) -> tuple[int, int, int] | None:
+    return (layer.in_shape[0], *layer.kernel) if isinstance(layer, Conv2d) else None
+
+
+def _flat_index(k: np.ndarray, n: np.ndarray, conv_geometry: tuple[int, int, int] | None, depth: int) -> np.ndarray:
+    if conv_geometry is None:
+        return n * depth + k
+    c, kh, kw = conv_geometry
+    pos, ch = np.divmod(k, c)  # k = (kernel row · kw + kernel col) · C + channel
+    i, j = np.divmod(pos, kw)
+    return ((n * c + ch) * kh + i) * kw + j
+
+
+def weight_stream_indices(layer: WeightedLayer, dataflow: str, rows: int, cols: int) -> np.ndarray:
+    """Flat indices into ``layer.weight`` in the order the weights stream through the buffer."""
+    return _stream_indices(gemm_shape(layer), _conv_geometry(layer), dataflow, rows, cols)
+
+
+@functools.lru_cache(maxsize=64)
+def _stream_indices(shape, conv_geometry, dataflow: str, rows: int, cols: int) -> np.ndarray:
+    k, n = get_dataflow(dataflow).weight_stream(shape, rows, cols)
+    return _flat_index(k, n, conv_geometry, shape.k)
+
+
+def addresses_to_words(order: np.ndarray, capacity: int, faults: FaultMap) -> tuple[np.ndarray, ...]:
+    """Every word a faulty buffer cell corrupts: stream positions ``address + j · capacity``
+    mapped through ``order`` (stream position → flat word index). Returns (word index, bit,
+    model) with one entry per (fault, word)."""
+    length = order.size
+    reps = np.maximum(0, -(-(length - faults.index) // capacity))  # positions per fault
+    fault_of = np.repeat(np.arange(len(faults)), reps)
+    step = np.arange(fault_of.size) - np.repeat(np.cumsum(reps) - reps, reps)
+    positions = faults.index[fault_of] + step * capacity
+    return order[positions], faults.bit[fault_of].astype(np.int64), faults.model[fault_of].astype(np.int64)
+
+
+def _images_per_word(order: np.ndarray, capacity: int, faults: FaultMap) -> np.ndarray:
+    length = order.size
+    reps = np.maximum(0, -(-(length - faults.index) // capacity))
+    return np.repeat(faults.image, reps).astype(np.int64)
+
+
+def apply_bit_faults(fmt: Format, words: np.ndarray, index: np.ndarray, bit: np.ndarray,
+                     model: np.ndarray) -> np.ndarray:
+    """A copy of ``words`` with each (index, bit, model) fault applied; several faults on one word
+    are applied one after another."""
+    out = np.array(words, copy=True)
+    index, bit, model = np.asarray(index), np.asarray(bit), np.asarray(model)
+    pending = np.arange(index.size)
+    while pending.size:
+        _, first = np.unique(index[pending], return_index=True)
+        now, pending = pending[first], np.delete(pending, first)
+        for code, name in enumerate(MODELS):
+            sel = now[model[now] == code]
+            if sel.size:
+                out[index[sel]] = BIT_OPERATIONS[name](fmt, out[index[sel]], bit[sel])
+    return out
+
+
+def _corrupt_feature_map(x: torch.Tensor, fmt: Format, index: np.ndarray, bit: np.ndarray, model: np.ndarray,
+                         image: np.ndarray) -> torch.Tensor:
+    """Apply buffer faults to the stored words of each image's input feature map."""
+    flat = x.contiguous().reshape(x.shape[0], -1)
+    words = flat.numpy().astype(np.float32 if fmt.is_float else np.int64)
+    for b in range(words.shape[0]):
+        sel = (image == -1) | (image == b)
+        if sel.any():
+            words[b] = apply_bit_faults(fmt, words[b], index[sel], bit[sel], model[sel])
+    return torch.from_numpy(words.astype(flat.numpy().dtype)).reshape(x.shape)

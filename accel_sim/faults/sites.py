@@ -1,0 +1,95 @@
+"""The bits of each fault site for a given image on a given accelerator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from accel_sim.faults.model import REGISTERS, SITES
+from accel_sim.hardware import HardwareConfig
+from accel_sim.hardware.lowering import gemm_shape
+from accel_sim.image import Image, WeightedLayer
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of equal words of a site: ``words`` words of ``word_bits`` bits.
+
+    ``layer`` (image layer index, -1 for a buffer or a PE register shared by all layers),
+    ``tensor`` (weight memory: 0 weight, 1 bias) and ``register`` (PEs) say what the words are.
+    """
+
+    layer: int
+    tensor: int
+    register: int
+    words: int
+    word_bits: int
+
+
+def weight_word_bits(image: Image) -> int:
+    """Widest stored weight word of the image (the weight buffer's word)."""
+    return max(layer.weight_format.word_bits for layer in image.weighted_layers)
+
+
+def act_word_bits(image: Image) -> int:
+    """Widest activation word the array reads (the activation buffer's word)."""
+    return max(layer.in_format.word_bits for layer in image.weighted_layers)
+
+
+def buffer_capacity(image: Image, hw: HardwareConfig, site: str) -> tuple[int, int]:
+    """(capacity in words, word bits) of the weight or activation buffer for this image."""
+    if site == "weight_buffer":
+        bits = weight_word_bits(image)
+        return hw.buffer_words(hw.weight_buffer_kib, bits), bits
+    if site == "activation_buffer":
+        bits = act_word_bits(image)
+        return hw.buffer_words(hw.activation_buffer_kib, bits), bits
+    raise ValueError(f"{site} is not a buffer site")
+
+
+def register_bits(image: Image, hw: HardwareConfig) -> dict[str, int]:
+    """Width of each PE register for this image: float32 words for fp32 images; otherwise the
+    weight word, the product of weight and activation words, and the accumulator."""
+    if image.input_format.is_float:
+        return {name: 32 for name in REGISTERS}
+    w, a = weight_word_bits(image), act_word_bits(image)
+    return {"weight": w, "product": w + a, "psum": hw.acc_bits}
+
+
+def segments(image: Image, hw: HardwareConfig, site: str, layers: tuple[int, ...] | None = None) -> list[Segment]:
+    """The words of ``site``; ``layers`` (image layer indices) restricts the weight memory."""
+    if site not in SITES:
+        raise ValueError(f"fault site must be one of {', '.join(SITES)}, got {site!r}")
+    if site == "weight_memory":
+        out = []
+        for i, layer in enumerate(image.layers):
+            if isinstance(layer, WeightedLayer) and (layers is None or i in layers):
+                out.append(Segment(i, 0, -1, layer.weight.size, layer.weight_format.word_bits))
+                out.append(Segment(i, 1, -1, layer.bias.size, layer.bias_format.word_bits))
+        return out
+    if site == "pe":
+        return [Segment(-1, -1, REGISTERS.index(name), hw.rows * hw.cols, bits)
+                for name, bits in register_bits(image, hw).items()]
+    capacity, bits = buffer_capacity(image, hw, site)
+    return [Segment(-1, -1, -1, capacity, bits)]
+
+
+def site_bits(image: Image, hw: HardwareConfig, site: str) -> int:
+    """Total bits of a site (for ``weight_memory``: what ``accel-sim inspect`` reports)."""
+    return sum(s.words * s.word_bits for s in segments(image, hw, site))
+
+
+def weighted_layer_indices(image: Image) -> np.ndarray:
+    return np.array([i for i, layer in enumerate(image.layers) if isinstance(layer, WeightedLayer)])
+
+
+def pe_mac_axes(layer: WeightedLayer, hw: HardwareConfig, row: int, col: int) -> tuple[np.ndarray, ...]:
+    """Pixels, window elements and filters whose MACs PE (row, col) performs in ``layer`` (one
+    image); every combination of the three is one MAC of that PE."""
+    shape = gemm_shape(layer)
+    m, k, n = np.arange(shape.m), np.arange(shape.k), np.arange(shape.n)
+    n = n[n % hw.cols == col]
+    if hw.dataflow == "ws":
+        return m, k[k % hw.rows == row], n
+    return m[m % hw.rows == row], k, n

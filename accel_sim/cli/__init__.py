@@ -11,7 +11,7 @@ import logging
 import sys
 
 from accel_sim import __version__
-from accel_sim.cli import eval_command, image_commands, train_command
+from accel_sim.cli import eval_command, fault_commands, image_commands, train_command
 
 logger = logging.getLogger("accel_sim")
 
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_command.register(sub)
     eval_command.register(sub)
     image_commands.register(sub)
+    fault_commands.register(sub)
     return parser
 
 

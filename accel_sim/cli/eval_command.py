@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--report", nargs="?", const="", metavar="CSV",
                     help="with --image: print the per-layer cycle/utilisation table and write it as CSV "
                     "(default name: <image>_<hw>_cycles.csv)")
+    ev.add_argument("--faults", type=Path, help="with --image: a fault map (accel-sim faults draw) to apply")
     ev.add_argument("--progress", action="store_true", help="progress bar over batches")
     ev.set_defaults(handler=run_eval)
 
@@ -66,11 +67,20 @@ def run_eval(args: argparse.Namespace) -> int:
         image = read_image(args.image)
         hw = load_hardware(args.hw) if args.hw is not None else HardwareConfig("edge16", 16, 16)
         accelerator = Accelerator(hw, args.engine, batch_size=min(args.batch_size, 100), progress=args.progress)
-        out = accelerator.run(image, data.images)
+        if args.faults is not None:
+            from accel_sim.faults import check_fault_map, read_fault_map, run_with_faults
+
+            fmap = read_fault_map(args.faults)
+            check_fault_map(fmap, image, hw, len(data), where=f"fault map {str(args.faults)!r}")
+            out = run_with_faults(accelerator, image, data.images, fmap)
+        else:
+            out = accelerator.run(image, data.images)
         preds, nan_count = out.predictions, out.nan_count
         print(f"image:    {image.model} {image.format_name} ({args.image})")
         print(f"hardware: {hw.name}: {hw.rows}x{hw.cols} {hw.dataflow}, {hw.acc_bits}-bit {hw.overflow} accumulator, "
               f"{hw.rounding} rescaling; engine {args.engine}")
+        if args.faults is not None:
+            print(f"faults:   {len(fmap)} from {args.faults} ({fmap.description})")
         if args.report is not None:
             _report(image, hw, args)
     correct = int(np.sum(preds == data.labels))

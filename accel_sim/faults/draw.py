@@ -86,9 +86,11 @@ class DrawSpec:
 
 
 def draw_fault_map(image: Image, hw: HardwareConfig, spec: DrawSpec, rng: np.random.Generator,
-                   n_images: int | None = None, seed: int = 0, job_key: str = "") -> FaultMap:
+                   n_images: int | None = None, seed: int = 0, job_key: str = "",
+                   image_hash: str | None = None) -> FaultMap:
     """Draw the faults of one run. ``n_images`` (the images the run will see) is needed for
-    transient faults, which pick one of them."""
+    transient faults, which pick one of them. ``image_hash`` may pass ``image.content_hash()``
+    when it is already known (it is recorded in the map)."""
     weighted = weighted_layer_indices(image)
     if spec.layers is not None:
         bad = sorted(set(spec.layers) - set(weighted.tolist()))
@@ -127,7 +129,8 @@ def draw_fault_map(image: Image, hw: HardwareConfig, spec: DrawSpec, rng: np.ran
             arrays["access"] = _draw_accesses(image, hw, arrays, rng)
     return FaultMap(
         site=np.full(count, SITES.index(spec.site)), bit=bit, model=np.full(count, MODELS.index(spec.model)),
-        **arrays, rate=float(spec.rate), seed=seed, job_key=job_key, count_mode=spec.count_mode,
+        **arrays, image_hash=image_hash or image.content_hash(), hw_hash=hw.config_hash(),
+        rate=float(spec.rate), seed=seed, job_key=job_key, count_mode=spec.count_mode,
         persistence=spec.persistence, description=f"{spec.site} {spec.model} {spec.persistence}",
     )
 

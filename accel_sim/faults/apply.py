@@ -27,7 +27,6 @@ from accel_sim.faults.io import check_fault_map
 from accel_sim.faults.model import MODELS, FaultMap
 from accel_sim.faults.sites import buffer_capacity
 from accel_sim.hardware import Accelerator, HardwareConfig, LayerFaults, PeFaults
-from accel_sim.hardware.compute import prepare_layer
 from accel_sim.hardware.dataflows import activation_stream, get_dataflow
 from accel_sim.hardware.lowering import gemm_shape
 from accel_sim.image import Conv2d, Image, WeightedLayer
@@ -57,7 +56,8 @@ def run_with_faults(accelerator: Accelerator, image: Image, images: np.ndarray, 
         changed = {i for i in set(weights) | set(biases)
                    if not (np.array_equal(weights.get(i), base_weights.get(i))
                            and np.array_equal(biases.get(i), base_biases.get(i)))}
-        rerun = [prepare_layer(image.layers[i], weights.get(i), biases.get(i)) if i in changed else p
+        rerun = [accelerator.prepare(image, {i: weights[i]} if i in weights else {},
+                                     {i: biases[i]} if i in biases else {})[i] if i in changed else p
                  for i, p in enumerate(prepared)]
         single = accelerator.run(image, images[int(img):int(img) + 1], rerun, layer_faults(image, hw, local))
         raw[int(img)] = single.raw_logits[0]

@@ -62,6 +62,7 @@ class Accelerator:
         self.engine = engine
         self.batch_size = batch_size
         self.progress = progress
+        self._clean: tuple[Image, list] | None = None  # clean prepared layers of the last image
 
     def check_image(self, image: Image) -> None:
         """Refuse an image whose words are wider than this hardware's multipliers."""
@@ -74,8 +75,12 @@ class Accelerator:
         """Per-layer tensors for :meth:`run`; ``weights``/``biases`` map layer index → replacement
         words (faulty copies)."""
         weights, biases = weights or {}, biases or {}
-        return [prepare_layer(layer, weights.get(i), biases.get(i)) if isinstance(layer, WeightedLayer) else None
-                for i, layer in enumerate(image.layers)]
+        if self._clean is None or self._clean[0] is not image:
+            self._clean = (image, [prepare_layer(layer) if isinstance(layer, WeightedLayer) else None
+                                   for layer in image.layers])
+        clean = self._clean[1]
+        return [prepare_layer(layer, weights.get(i), biases.get(i), base=clean[i])
+                if i in weights or i in biases else clean[i] for i, layer in enumerate(image.layers)]
 
     def run(self, image: Image, images: np.ndarray, prepared: list[PreparedLayer | None] | None = None,
             layer_faults: dict[int, LayerFaults] | None = None) -> RunOutput:

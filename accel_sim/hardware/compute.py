@@ -19,6 +19,7 @@ dataflow places each MAC.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -75,45 +76,84 @@ class PeFaults:
 
 @dataclass(frozen=True)
 class PreparedLayer:
-    """A weighted layer's tensors in the forms the compute paths need (built once per run)."""
+    """A weighted layer's tensors in the forms the compute paths need (built once per run).
+
+    ``weight`` is the layer's stored words or a faulty copy; the GEMM forms derived from it are
+    built on first use, so a faulty copy that only the int8 path reads costs no float copies.
+    """
 
     layer: WeightedLayer
-    weight_2d: torch.Tensor  # (N, C·kh·kw) in unfold order (channel, kernel row, kernel col); float
-    weight_t_hwc: np.ndarray  # (N, K) in im2col order (kernel row, kernel col, channel); int64 or float32
+    weight: np.ndarray  # raw words, the layer's weight shape
     bias: torch.Tensor
-    abs_col_sum_max: float  # max over filters of Σ_k |B[k, n]|
+    abs_col_sums: np.ndarray  # float64 (N,): Σ_k |B[k, n]| per filter
     threshold_acc: float | None
     weight_digits: int8_gemm.WeightDigits | None = None  # B (K × N), im2col order, words ≤ 16 bits
 
+    @property
+    def abs_col_sum_max(self) -> float:
+        return float(self.abs_col_sums.max()) if self.abs_col_sums.size else 0.0
 
-def prepare_layer(layer: WeightedLayer, weight: np.ndarray | None = None,
-                  bias: np.ndarray | None = None) -> PreparedLayer:
+    @functools.cached_property
+    def weight_2d(self) -> torch.Tensor:
+        """(N, C·kh·kw) in unfold order (channel, kernel row, kernel col); float64 or float32."""
+        dtype = torch.float32 if self.layer.weight_format.is_float else torch.float64
+        return torch.from_numpy(np.array(self.weight.reshape(self.weight.shape[0], -1))).to(dtype)
+
+    @functools.cached_property
+    def weight_t_hwc(self) -> np.ndarray:
+        """(N, K) in im2col order (kernel row, kernel col, channel); int64 or float32."""
+        w = self.weight.transpose(0, 2, 3, 1) if self.weight.ndim == 4 else self.weight
+        dtype = np.float32 if self.layer.weight_format.is_float else np.int64
+        return np.ascontiguousarray(w.reshape(w.shape[0], -1)).astype(dtype)
+
+
+def _hwc_matrix(w: np.ndarray) -> np.ndarray:
+    """Weights as B (K × N), K in im2col order."""
+    w = w.transpose(0, 2, 3, 1) if w.ndim == 4 else w
+    return w.reshape(w.shape[0], -1).T
+
+
+def prepare_layer(layer: WeightedLayer, weight: np.ndarray | None = None, bias: np.ndarray | None = None,
+                  base: PreparedLayer | None = None) -> PreparedLayer:
     """Precompute what the layer's GEMMs need; ``weight`` and ``bias`` replace the stored words
-    (a faulty copy; the image itself is never changed)."""
+    (a faulty copy; the image itself is never changed). With ``base`` (the same layer prepared
+    from its clean words), only the words that differ are redone."""
     w = np.asarray(layer.weight if weight is None else weight)
     bias = np.asarray(layer.bias if bias is None else bias)
     is_float = layer.weight_format.is_float
     dtype = torch.float32 if is_float else torch.float64
-    if isinstance(layer, Conv2d):
-        w_unfold = w.reshape(w.shape[0], -1)
-        w_hwc = w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+    if base is not None and weight is None:  # only the bias changes
+        digits, abs_sums = base.weight_digits, base.abs_col_sums
+    elif base is not None and base.weight_digits is not None:
+        changed = np.nonzero((w != base.weight).reshape(-1))[0]
+        k, n = _gemm_position(layer, changed)
+        digits = int8_gemm.patch_weights(base.weight_digits, k, n, torch.from_numpy(w.reshape(-1)[changed]),
+                                         layer.weight_format.word_bits)
+        abs_sums = base.abs_col_sums.copy()
+        for col in np.unique(n):
+            abs_sums[col] = np.abs(w[col].astype(np.float64)).sum()
     else:
-        w_unfold = w_hwc = w
-    digits = None
-    if not is_float and layer.weight_format.word_bits <= int8_gemm.MAX_WORD_BITS:
-        digits = int8_gemm.prepare_weights(torch.from_numpy(np.array(w_hwc.T)), layer.weight_format.word_bits)
+        digits = None
+        if not is_float and layer.weight_format.word_bits <= int8_gemm.MAX_WORD_BITS:
+            digits = int8_gemm.prepare_weights(torch.from_numpy(np.array(_hwc_matrix(w))), layer.weight_format.word_bits)
+        abs_sums = np.abs(w.reshape(w.shape[0], -1).astype(np.float64)).sum(axis=1)
     t_acc = None
     if layer.threshold is not None:
         t_acc = float(layer.threshold) if is_float else float(threshold_to_acc(layer.threshold, layer.acc_frac_bits))
-    return PreparedLayer(
-        layer=layer,
-        weight_2d=torch.from_numpy(np.array(w_unfold)).to(dtype),
-        weight_t_hwc=np.ascontiguousarray(w_hwc).astype(np.float32 if is_float else np.int64),
-        bias=torch.from_numpy(np.array(bias)).to(dtype),
-        abs_col_sum_max=float(np.abs(w_unfold.astype(np.float64)).sum(axis=1).max()) if not is_float else 0.0,
-        threshold_acc=t_acc,
-        weight_digits=digits,
-    )
+    return PreparedLayer(layer=layer, weight=w, bias=torch.from_numpy(np.array(bias)).to(dtype),
+                         abs_col_sums=abs_sums, threshold_acc=t_acc, weight_digits=digits)
+
+
+def _gemm_position(layer: WeightedLayer, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(k in im2col order, n) of flat indices into the layer's weight array."""
+    if isinstance(layer, Linear):
+        return np.divmod(flat, layer.in_shape[0])[::-1]
+    c = layer.in_shape[0]
+    kh, kw = layer.kernel
+    n, rest = np.divmod(flat, c * kh * kw)
+    ch, rest = np.divmod(rest, kh * kw)
+    i, j = np.divmod(rest, kw)
+    return (i * kw + j) * c + ch, n
 
 
 def run_layer(layer: Layer, prepared: PreparedLayer | None, x: torch.Tensor, hw: HardwareConfig,
@@ -153,7 +193,7 @@ def _from_columns(layer: WeightedLayer, cols: torch.Tensor) -> torch.Tensor:
 def _uses_int8(prepared: PreparedLayer) -> bool:
     layer = prepared.layer
     return (prepared.weight_digits is not None and layer.in_format.word_bits <= int8_gemm.MAX_WORD_BITS
-            and prepared.weight_t_hwc.shape[1] <= int8_gemm.MAX_DEPTH and int8_gemm.int8_matmul_is_exact())
+            and prepared.weight_digits.depth <= int8_gemm.MAX_DEPTH and int8_gemm.int8_matmul_is_exact())
 
 
 def _int8_accumulators(prepared: PreparedLayer, x: torch.Tensor) -> torch.Tensor:
@@ -238,15 +278,14 @@ def faithful_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: Hardware
     layer = prepared.layer
     is_float = layer.weight_format.is_float
     xi = (x.to(torch.float32) if is_float else x.to(torch.int64)).contiguous().numpy()
+    pixels = 1 if isinstance(layer, Linear) else layer.out_shape[1] * layer.out_shape[2]
+    row_idx = np.arange(x.shape[0] * pixels, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
     if isinstance(layer, Conv2d):
         _, oh, ow = layer.out_shape
-        a = kernels.im2col_hwc(xi, *layer.kernel, *layer.stride, *layer.padding, oh, ow)
-        pixels = oh * ow
+        a = kernels.im2col_hwc(xi, row_idx, *layer.kernel, *layer.stride, *layer.padding, oh, ow)
     else:
-        a = xi
-        pixels = 1
+        a = np.ascontiguousarray(xi[row_idx])
     faults = pe_faults if pe_faults is not None else PeFaults.none(hw.rows, hw.cols)
-    row_idx = np.arange(a.shape[0], dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
     col_idx = np.arange(layer.out_channels, dtype=np.int64) if cols is None else np.asarray(cols, np.int64)
     fault_args = (faults.pe_start, faults.register, faults.bit, faults.model, faults.mac)
     if is_float:

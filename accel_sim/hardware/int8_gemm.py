@@ -20,6 +20,7 @@ import functools
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -79,6 +80,10 @@ class WeightDigits:
     colsums: tuple[torch.Tensor, ...]  # float64 (N,), Σ_k B_j[k, n]
     filters: int
 
+    @property
+    def depth(self) -> int:
+        return int(self.digits[0].shape[0])
+
 
 def prepare_weights(b: torch.Tensor, word_bits: int) -> WeightDigits:
     """Digits of the integer weight matrix ``b`` (K × N) of ``word_bits``-bit words."""
@@ -88,6 +93,22 @@ def prepare_weights(b: torch.Tensor, word_bits: int) -> WeightDigits:
     if split_b.offset:
         digits[0] = torch.cat([digits[0], torch.ones(b.shape[0], 1, dtype=torch.int8)], dim=1)
     return WeightDigits(tuple(row_major(d) for d in digits), split_b.offset, colsums, b.shape[1])
+
+
+def patch_weights(b: WeightDigits, k: np.ndarray, n: np.ndarray, values: torch.Tensor, word_bits: int) -> WeightDigits:
+    """A copy of ``b`` with entries B[k, n] replaced by ``values`` (a few faulty words)."""
+    new = split(values, word_bits)
+    digits, colsums = [], []
+    kt, nt = torch.from_numpy(np.asarray(k, np.int64)), torch.from_numpy(np.asarray(n, np.int64))
+    for d_old, s_old, d_new in zip(b.digits, b.colsums, new.digits):
+        d = d_old.clone()
+        before = d[kt, nt].to(torch.float64)
+        d[kt, nt] = d_new
+        s = s_old.clone()
+        s.index_add_(0, nt, d_new.to(torch.float64) - before)
+        digits.append(d)
+        colsums.append(s)
+    return WeightDigits(tuple(digits), b.offset, tuple(colsums), b.filters)
 
 
 def matmul(a: Digits, b: WeightDigits) -> torch.Tensor:

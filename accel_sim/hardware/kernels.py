@@ -62,16 +62,17 @@ def _acc_add(acc, term, acc_min, acc_max, acc_bits, wrap):
 def gemm_faithful(a, b_t, row_idx, col_idx, pixels_per_image, acc_min, acc_max, acc_bits, wrap,
                   output_stationary, rows, cols, pe_start, fault_register, fault_bit, fault_model,
                   fault_mac, weight_bits, product_bits):
-    """``out[i, j] = Σ_k a[row_idx[i], k] · b_t[col_idx[j], k]`` MAC by MAC in window order.
+    """``out[i, j] = Σ_k a[i, k] · b_t[col_idx[j], k]`` MAC by MAC in window order.
 
     Parameters
     ----------
-    a : int64 (M_total, K)
-        Activations, im2col rows of all images of the batch (``pixels_per_image`` rows each).
+    a : int64 (I, K)
+        Activations: the im2col rows of the outputs to compute, row ``i`` for global row
+        ``row_idx[i]`` (global rows number (image, pixel), ``pixels_per_image`` per image).
     b_t : int64 (N, K)
         Weights, one row per filter.
     row_idx, col_idx : int64 (I,), (J,)
-        The outputs to compute.
+        The outputs to compute: global im2col rows and filters.
     output_stationary : int
         1 for OS (PE row = output pixel mod rows), 0 for WS (PE row = window element mod rows).
     pe_start : int64 (rows·cols + 1,)
@@ -95,7 +96,7 @@ def gemm_faithful(a, b_t, row_idx, col_idx, pixels_per_image, acc_min, acc_max, 
             acc = np.int64(0)
             if not any_fault:
                 for k in range(depth):
-                    acc = _acc_add(acc, a[m, k] * b_t[n, k], acc_min, acc_max, acc_bits, wrap)
+                    acc = _acc_add(acc, a[i, k] * b_t[n, k], acc_min, acc_max, acc_bits, wrap)
             else:
                 c = n % cols
                 for k in range(depth):
@@ -108,7 +109,7 @@ def gemm_faithful(a, b_t, row_idx, col_idx, pixels_per_image, acc_min, acc_max, 
                     for f in range(first, last):
                         if fault_register[f] == REGISTER_WEIGHT and (fault_mac[f] < 0 or fault_mac[f] == mac):
                             w = _corrupt(w, weight_bits, fault_bit[f], fault_model[f])
-                    product = a[m, k] * w
+                    product = a[i, k] * w
                     for f in range(first, last):
                         if fault_register[f] == REGISTER_PRODUCT and (fault_mac[f] < 0 or fault_mac[f] == mac):
                             product = _corrupt(product, product_bits, fault_bit[f], fault_model[f])
@@ -162,7 +163,7 @@ def gemm_faithful_f32(a, b_t, row_idx, col_idx, pixels_per_image, output_station
                 for f in range(first, last):
                     if fault_register[f] == REGISTER_WEIGHT and (fault_mac[f] < 0 or fault_mac[f] == mac):
                         w = _corrupt_f32(w, fault_bit[f], fault_model[f])
-                product = np.float32(a[m, k] * w)
+                product = np.float32(a[i, k] * w)
                 for f in range(first, last):
                     if fault_register[f] == REGISTER_PRODUCT and (fault_mac[f] < 0 or fault_mac[f] == mac):
                         product = _corrupt_f32(product, fault_bit[f], fault_model[f])
@@ -175,25 +176,27 @@ def gemm_faithful_f32(a, b_t, row_idx, col_idx, pixels_per_image, output_station
 
 
 @njit(cache=True, parallel=True)
-def im2col_hwc(x, kh, kw, sh, sw, ph, pw, oh, ow):
-    """im2col of feature maps ``x`` (N, C, H, W): rows (image, out row, out col), columns
-    (kernel row, kernel col, channel); zero padding; same dtype as ``x``."""
+def im2col_hwc(x, rows, kh, kw, sh, sw, ph, pw, oh, ow):
+    """im2col rows ``rows`` of feature maps ``x`` (N, C, H, W): row ids number (image, out row,
+    out col); columns (kernel row, kernel col, channel); zero padding; same dtype as ``x``.
+    Returns (len(rows), kh·kw·C)."""
     n_img, ch, h, w = x.shape
-    out = np.zeros((n_img * oh * ow, kh * kw * ch), dtype=x.dtype)
-    for row in prange(n_img * oh * ow):
+    out = np.zeros((rows.shape[0], kh * kw * ch), dtype=x.dtype)
+    for i in prange(rows.shape[0]):
+        row = rows[i]
         img = row // (oh * ow)
         p = row % (oh * ow)
         oy = p // ow
         ox = p % ow
-        for i in range(kh):
-            y = oy * sh + i - ph
+        for ki in range(kh):
+            y = oy * sh + ki - ph
             if y < 0 or y >= h:
                 continue
             for j in range(kw):
                 xx = ox * sw + j - pw
                 if xx < 0 or xx >= w:
                     continue
-                base = (i * kw + j) * ch
+                base = (ki * kw + j) * ch
                 for c in range(ch):
-                    out[row, base + c] = x[img, c, y, xx]
+                    out[i, base + c] = x[img, c, y, xx]
     return out

@@ -7,6 +7,7 @@ bias arrays hold raw words (``int64`` for fixed point, ``float32`` for ``fp32``)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import ClassVar
@@ -228,7 +229,12 @@ class Image:
         return sum(layer.weight_bits for layer in self.weighted_layers)
 
     def content_hash(self) -> str:
-        """SHA-256 over everything that defines the computation (not the file's bytes)."""
+        """SHA-256 over everything that defines the computation (not the file's bytes); computed
+        once per image (the record is immutable)."""
+        return self._content_hash
+
+    @functools.cached_property
+    def _content_hash(self) -> str:
         digest = hashlib.sha256()
         digest.update(repr((SCHEMA_VERSION, self.model, self.format_name, self.input_shape,
                             self.input_format.name, self.class_names)).encode())

@@ -1,0 +1,68 @@
+"""Cost of faults: faulty run time ÷ fault-free run time on the same batch, in one run.
+
+Not a test. VGG-16 `fixed16` on the bundled images: one permanent PE fault (each register, both
+dataflows) and weight-memory flips at rate 1e-5; each time is the best of --repeats runs.
+
+    python benchmarks/fault_overhead.py [--images 128] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from accel_sim.data import draw_sample, load_bundled_sample
+from accel_sim.faults import DrawSpec, FaultMap, draw_fault_map, job_rng, run_with_faults
+from accel_sim.hardware import Accelerator, HardwareConfig
+from accel_sim.image.export import export_model
+from accel_sim.models import load_weights
+
+
+def best(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def one_pe_fault(image, hw, register: int, rng) -> FaultMap:
+    row, col = int(rng.integers(hw.rows)), int(rng.integers(hw.cols))
+    bit = {0: 12, 1: 20, 2: 30}[register]
+    return FaultMap(site=[3], layer=[-1], tensor=[-1], index=[-1], row=[row], col=[col], register=[register],
+                    bit=[bit], model=[0], image=[-1], access=[-1], image_hash=image.content_hash(),
+                    hw_hash=hw.config_hash())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    images = load_bundled_sample("test").images[:args.images]
+    calibration = draw_sample(load_bundled_sample("train"), 512, np.random.default_rng(0)).images
+    image = export_model(load_weights("vgg16"), calibration, 16, model_name="vgg16")
+    print(f"VGG-16 fixed16, {len(images)} images, best of {args.repeats}")
+    print("| dataflow | faults | faulty s | fault-free s | ratio |")
+    print("| --- | --- | --- | --- | --- |")
+    rng = np.random.default_rng(1)
+    for dataflow in ("ws", "os"):
+        hw = HardwareConfig("edge16", 16, 16, dataflow=dataflow)
+        acc = Accelerator(hw, batch_size=64)
+        prepared = acc.prepare(image)
+        clean = best(lambda: acc.run(image, images, prepared), args.repeats)
+        cases = [(f"1 PE, {name} register", one_pe_fault(image, hw, reg, rng))
+                 for reg, name in enumerate(("weight", "product", "psum"))]
+        memory = draw_fault_map(image, hw, DrawSpec("weight_memory", 1e-5), job_rng(0, dataflow))
+        cases.append((f"weight memory 1e-5 ({len(memory)} flips)", memory))
+        for label, fmap in cases:
+            faulty = best(lambda: run_with_faults(acc, image, images, fmap), args.repeats)
+            print(f"| {dataflow} | {label} | {faulty:.2f} | {clean:.2f} | {faulty / clean:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

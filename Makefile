@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 
 demo: $(VENV)/.installed
 	$(BIN)/accel-sim eval --model alexnet
+	$(BIN)/accel-sim campaign run campaigns/quickstart.toml --report
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
@@ -19,7 +20,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,dask]'
 	touch $@
 
 clean:

@@ -1,0 +1,261 @@
+"""Campaign files (TOML) parsed into frozen dataclasses; unknown keys and bad values refused.
+
+Layout (see ``campaigns/quickstart.toml``)::
+
+    name = "quickstart"            # required
+    seed = 1234                    # required, >= 0
+    output = "results/quickstart"  # output folder (relative to the current directory)
+
+    [model]        zoo = "alexnet" | image = "file.h5";  format = "fp32" | "fixedW"
+                   calibration = 512   (images that set the fixed-point formats)
+    [data]         source = "bundled" | "cifar10";  folder = "..." (cifar10; default $ACCEL_SIM_DATA)
+                   split = "test";  count = 1000;  offset = 0;  profile_count = 512
+    [hardware]     preset = "edge16" (a file in campaigns/hardware/) | file = "my.toml"
+    [faults]       site, model, persistence, count_mode, rates = [...], trials, layers, bits, registers
+    [[variants]]   name, activation = "relu" | "clipact" | "clamp",
+                   thresholds = "act_max" | "file.toml" ([thresholds] "layer index" = T), format
+    [execution]    engine = "local" | "dask";  workers = 2;  scheduler = "tcp://..." ;  batch_size
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from accel_sim.faults.draw import DrawSpec
+from accel_sim.faults.model import COUNT_MODES, MODELS, PERSISTENCE, REGISTERS, SITES
+from accel_sim.image.activations import MITIGATIONS
+
+PRESET_DIR = Path(__file__).resolve().parents[2] / "campaigns" / "hardware"
+ENGINES = ("local", "dask")
+_FORMAT_RE = re.compile(r"^(fp32|fixed\d+)$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    zoo: str = ""
+    image: str = ""
+    format: str = "fp32"
+    calibration: int = 512
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    source: str = "bundled"
+    folder: str = ""
+    split: str = "test"
+    count: int = 1000
+    offset: int = 0
+    profile_count: int = 512
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    preset: str = "edge16"
+    file: str = ""
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    site: str = "weight_memory"
+    model: str = "flip"
+    persistence: str = "permanent"
+    count_mode: str = "binomial"
+    rates: tuple[float, ...] = ()
+    trials: int = 1
+    layers: tuple[int, ...] = ()
+    bits: tuple[int, ...] = ()
+    registers: tuple[str, ...] = ()
+
+    def draw_spec(self, rate: float) -> DrawSpec:
+        return DrawSpec(self.site, rate, self.model, self.persistence, self.count_mode,
+                        self.layers or None, self.bits or None, self.registers or None)
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    name: str
+    activation: str = "relu"
+    thresholds: str = ""
+    format: str = ""
+
+
+@dataclass(frozen=True)
+class ExecutionSpec:
+    engine: str = "local"
+    workers: int = 2
+    scheduler: str = ""
+    batch_size: int = 100
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    name: str
+    seed: int
+    model: ModelSpec
+    data: DataSpec
+    hardware: HardwareSpec
+    faults: FaultSpec
+    variants: tuple[VariantSpec, ...]
+    execution: ExecutionSpec = field(default_factory=ExecutionSpec)
+    output: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"model": ModelSpec, "data": DataSpec, "hardware": HardwareSpec, "faults": FaultSpec,
+             "execution": ExecutionSpec}
+
+
+def load_campaign(path: str | os.PathLike) -> CampaignConfig:
+    """Parse and validate a campaign file; every error names the file, the key and its line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ValueError(f"campaign file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"campaign file {str(path)!r} cannot be read: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"campaign file {str(path)!r} is not valid TOML: {exc}") from None
+    return campaign_from_dict(data, str(path), text)
+
+
+def campaign_from_dict(data: dict, where: str = "campaign", text: str = "") -> CampaignConfig:
+    """Validate a parsed campaign document (``text``, the source, only locates keys for messages)."""
+    def fail(key: str, problem: str) -> ValueError:
+        return ValueError(f"campaign file {where!r}: {key}{_line_of(text, key)} {problem}")
+
+    known = {"name", "seed", "output", "variants", *_SECTIONS}
+    for key in data:
+        if key not in known:
+            raise fail(key, f"is not a known key (known: {', '.join(sorted(known))})")
+    for key in ("name", "seed", "variants", "faults"):
+        if key not in data:
+            raise fail(key, "is missing")
+    name = _typed(data["name"], str, "name", fail)
+    if not name or not re.fullmatch(r"[\w.-]+", name):
+        raise fail("name", f"must be a non-empty word of letters, digits, '.', '-' or '_', got {name!r}")
+    seed = _typed(data["seed"], int, "seed", fail)
+    if seed < 0:
+        raise fail("seed", f"must be >= 0, got {seed}")
+    output = _typed(data.get("output", f"results/{name}"), str, "output", fail)
+    sections = {}
+    for key, cls in _SECTIONS.items():
+        table = data.get(key, {})
+        if not isinstance(table, dict):
+            raise fail(key, f"must be a table, got {type(table).__name__}")
+        sections[key] = _build(cls, table, key, fail)
+    variants_raw = data["variants"]
+    if not isinstance(variants_raw, list) or not variants_raw:
+        raise fail("variants", "must be a non-empty list of [[variants]] tables")
+    variants = []
+    for i, table in enumerate(variants_raw):
+        if not isinstance(table, dict):
+            raise fail(f"variants[{i}]", "must be a table")
+        if "name" not in table:
+            raise fail(f"variants[{i}].name", "is missing")
+        variants.append(_build(VariantSpec, table, f"variants[{i}]", fail))
+    config = CampaignConfig(name, seed, sections["model"], sections["data"], sections["hardware"], sections["faults"],
+                            tuple(variants), sections["execution"], output)
+    _check_values(config, fail)
+    return config
+
+
+def _line_of(text: str, dotted: str) -> str:
+    key = re.sub(r"\[\d+\]", "", dotted).split(".")[-1]
+    for number, line in enumerate(text.splitlines(), 1):
+        if re.match(rf"^\s*({re.escape(key)}\s*=|\[+\s*{re.escape(key)}\s*\]+)", line):
+            return f" (line {number})"
+    return ""
+
+
+def _typed(value: Any, kind: type, key: str, fail) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise fail(key, f"must be {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls, table: dict, prefix: str, fail):
+    hints = {f.name: f.type for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in table.items():
+        dotted = f"{prefix}.{key}"
+        if key not in hints:
+            raise fail(dotted, f"is not a known key (known: {', '.join(hints)})")
+        hint = hints[key]
+        if hint.startswith("tuple"):
+            inner = {"tuple[float, ...]": float, "tuple[int, ...]": int, "tuple[str, ...]": str}[hint]
+            if not isinstance(value, list):
+                raise fail(dotted, f"must be a list, got {type(value).__name__} {value!r}")
+            values[key] = tuple(_typed(v, inner, dotted, fail) for v in value)
+        else:
+            values[key] = _typed(value, {"str": str, "int": int, "float": float}[hint], dotted, fail)
+    return cls(**values)
+
+
+def _check_values(c: CampaignConfig, fail) -> None:
+    m, d, f, e = c.model, c.data, c.faults, c.execution
+    if bool(m.zoo) == bool(m.image):
+        raise fail("model", "needs exactly one of zoo (a zoo model name) or image (an image file)")
+    if m.zoo and m.zoo not in ("alexnet", "vgg16"):
+        raise fail("model.zoo", f"must be alexnet or vgg16, got {m.zoo!r}")
+    if m.image and not Path(m.image).is_file():
+        raise fail("model.image", f"names a missing file {m.image!r}")
+    if not _FORMAT_RE.match(m.format):
+        raise fail("model.format", f"must be fp32 or fixedW (e.g. fixed16), got {m.format!r}")
+    for key, value, low in (("model.calibration", m.calibration, 1), ("data.count", d.count, 1),
+                            ("data.offset", d.offset, 0), ("data.profile_count", d.profile_count, 1),
+                            ("faults.trials", f.trials, 1), ("execution.workers", e.workers, 1),
+                            ("execution.batch_size", e.batch_size, 1)):
+        if value < low:
+            raise fail(key, f"must be >= {low}, got {value}")
+    if d.source not in ("bundled", "cifar10"):
+        raise fail("data.source", f"must be bundled or cifar10, got {d.source!r}")
+    if d.split not in ("test", "train"):
+        raise fail("data.split", f"must be test or train, got {d.split!r}")
+    if not c.hardware.file and not (PRESET_DIR / f"{c.hardware.preset}.toml").is_file():
+        raise fail("hardware.preset", f"names no preset in {PRESET_DIR} ({c.hardware.preset!r})")
+    if c.hardware.file and not Path(c.hardware.file).is_file():
+        raise fail("hardware.file", f"names a missing file {c.hardware.file!r}")
+    for key, value, allowed in (("faults.site", f.site, SITES), ("faults.model", f.model, MODELS),
+                                ("faults.persistence", f.persistence, PERSISTENCE),
+                                ("faults.count_mode", f.count_mode, COUNT_MODES), ("execution.engine", e.engine, ENGINES)):
+        if value not in allowed:
+            raise fail(key, f"must be one of {', '.join(allowed)}, got {value!r}")
+    if not f.rates:
+        raise fail("faults.rates", "must list at least one fault rate")
+    for rate in f.rates:
+        if not 0 <= rate <= 1:
+            raise fail("faults.rates", f"must lie in [0, 1], got {rate!r}")
+    if len(set(f.rates)) != len(f.rates):
+        raise fail("faults.rates", "lists a rate twice")
+    for reg in f.registers:
+        if reg not in REGISTERS:
+            raise fail("faults.registers", f"must be among {', '.join(REGISTERS)}, got {reg!r}")
+    names = [v.name for v in c.variants]
+    if len(set(names)) != len(names):
+        raise fail("variants", f"have duplicate names {names}")
+    for i, v in enumerate(c.variants):
+        if not re.fullmatch(r"[\w.-]+", v.name):
+            raise fail(f"variants[{i}].name", f"must be a word of letters, digits, '.', '-' or '_', got {v.name!r}")
+        if v.activation not in MITIGATIONS:
+            raise fail(f"variants[{i}].activation", f"must be one of {', '.join(MITIGATIONS)}, got {v.activation!r}")
+        if v.activation != "relu" and not v.thresholds:
+            raise fail(f"variants[{i}].thresholds", f"is needed for {v.activation} (act_max or a file)")
+        if v.thresholds and v.thresholds != "act_max" and not Path(v.thresholds).is_file():
+            raise fail(f"variants[{i}].thresholds", f"must be act_max or an existing file, got {v.thresholds!r}")
+        if v.format and not _FORMAT_RE.match(v.format):
+            raise fail(f"variants[{i}].format", f"must be fp32 or fixedW, got {v.format!r}")
+    if m.image and any(v.format and v.format != m.format for v in c.variants):
+        raise fail("variants", "cannot change the format of a given image file (use model.zoo)")

@@ -1,0 +1,104 @@
+"""Campaign reports: accuracy per (variant, rate) with 95 % confidence intervals, the
+improvement of each variant over the baseline, the area under the accuracy-vs-rate curve, and
+plots in the style of the FT-ClipAct paper's figures 7 and 8."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    variant: str
+    rate: float
+    trials: int
+    mean_accuracy: float  # percent
+    ci95: float  # half-width, percentage points
+    std: float
+    improvement: float  # percentage points over the baseline variant at this rate
+    mean_faults: float
+    nan_images: int
+
+
+def summarize(rows: np.ndarray, variants: list[str], baseline: str | None = None) -> list[SummaryRow]:
+    """Per (variant, rate): mean top-1 accuracy over trials (percent), the half-width of its
+    95 % confidence interval (Student t, n − 1 degrees of freedom; 0 for one trial), and the
+    difference to ``baseline`` (default: the first variant) in percentage points."""
+    baseline = baseline or variants[0]
+    acc = 100.0 * rows["correct"] / np.maximum(rows["total"], 1)
+    names = np.array([v.decode() for v in rows["variant"]])
+    means = {}
+    out = []
+    for variant in variants:
+        for rate in sorted(set(rows["rate"][names == variant].tolist())):
+            sel = (names == variant) & (rows["rate"] == rate)
+            a = acc[sel]
+            n = int(sel.sum())
+            std = float(np.std(a, ddof=1)) if n > 1 else 0.0
+            half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else 0.0
+            means[(variant, rate)] = float(a.mean())
+            out.append((variant, rate, n, float(a.mean()), half, std, float(rows["faults"][sel].mean()),
+                        int(rows["nan_count"][sel].sum())))
+    return [SummaryRow(v, r, n, m, h, s, m - means.get((baseline, r), float("nan")), f, nan)
+            for v, r, n, m, h, s, f, nan in out]
+
+
+def area_under_curve(summary: list[SummaryRow], variant: str) -> float:
+    """Trapezoid area of mean accuracy over equally spaced x positions (one per rate), divided
+    by the number of intervals — the FT-ClipAct search metric, in percent."""
+    points = [s.mean_accuracy for s in sorted(summary, key=lambda s: s.rate) if s.variant == variant]
+    if len(points) < 2:
+        return points[0] if points else float("nan")
+    return float(np.trapezoid(points) / (len(points) - 1))
+
+
+def write_summary_csv(summary: list[SummaryRow], path: str | os.PathLike) -> Path:
+    path = Path(path)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(summary[0])))
+        writer.writeheader()
+        writer.writerows(asdict(s) for s in summary)
+    return path
+
+
+def plot(summary: list[SummaryRow], variants: list[str], title: str, stem: str | os.PathLike) -> list[Path]:
+    """Accuracy (mean, 95 % band) against fault rate on a log axis, one line per variant; writes
+    ``stem.png`` and ``stem.svg``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for variant in variants:
+        pts = sorted((s for s in summary if s.variant == variant), key=lambda s: s.rate)
+        rates = np.array([s.rate for s in pts])
+        positive = rates > 0
+        x, mean = rates[positive], np.array([s.mean_accuracy for s in pts])[positive]
+        half = np.array([s.ci95 for s in pts])[positive]
+        if not x.size:
+            continue
+        line, = ax.plot(x, mean, marker="o", label=variant)
+        ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("fault rate (per bit)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    ax.legend()
+    fig.tight_layout()
+    paths = []
+    for suffix in (".png", ".svg"):
+        target = Path(f"{stem}{suffix}")
+        fig.savefig(target, dpi=150)
+        paths.append(target)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,212 @@
+"""Planning and running a campaign: variants × fault rates × trials, locally or on Dask.
+
+Every job is independent and seeded from the campaign seed and its key only
+(:func:`accel_sim.faults.draw.job_rng`): the key ``variant/rate/trial`` names the job, and the
+fault draw uses ``rate/trial``, so variants of the same word format see the same fault positions
+(common random numbers: differences between variants are not drawing noise). Results therefore
+do not depend on order, worker count or resumption.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tomllib
+from tqdm import tqdm
+
+from accel_sim.campaign.config import PRESET_DIR, CampaignConfig
+from accel_sim.campaign.store import RESULTS_NAME, ResultsStore
+from accel_sim.data import draw_sample, load_bundled_sample, load_cifar10
+from accel_sim.faults import draw_fault_map, job_rng, run_with_faults
+from accel_sim.hardware import Accelerator, HardwareConfig, load_hardware
+from accel_sim.image import Image
+from accel_sim.image.export import export_model
+from accel_sim.image.hdf5 import read_image
+from accel_sim.campaign.profiling import profile_act_max
+from accel_sim.image.activations import with_activation
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    variant: str
+    rate: float
+    trial: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.variant}/{self.rate!r}/{self.trial}"
+
+    @property
+    def draw_key(self) -> str:
+        return f"{self.rate!r}/{self.trial}"
+
+
+@dataclass
+class CampaignContext:
+    """Everything a job needs, built once and sent to each worker once."""
+
+    config: CampaignConfig
+    hw: HardwareConfig
+    images: dict[str, Image]  # per variant
+    image_hashes: dict[str, str]
+    inputs: np.ndarray  # uint8 (N, 3, 32, 32)
+    labels: np.ndarray
+    thresholds: dict[str, dict[int, float]]
+    data_name: str
+    threads: int = 0  # torch/numba threads per job; 0 = leave as is
+
+    def resolved(self) -> dict:
+        """What the results file records: the campaign, the hardware, the images and thresholds."""
+        return {"campaign": self.config.to_dict(), "hardware": dataclasses.asdict(self.hw),
+                "image_hashes": self.image_hashes, "data": self.data_name,
+                "thresholds": {v: {str(k): t for k, t in th.items()} for v, th in self.thresholds.items()}}
+
+
+def plan_jobs(config: CampaignConfig) -> list[Job]:
+    """One job per (variant, rate, trial), in a fixed order."""
+    return [Job(v.name, rate, trial) for v in config.variants for rate in config.faults.rates
+            for trial in range(config.faults.trials)]
+
+
+def load_campaign_hardware(config: CampaignConfig) -> HardwareConfig:
+    return load_hardware(config.hardware.file or PRESET_DIR / f"{config.hardware.preset}.toml")
+
+
+def build_context(config: CampaignConfig) -> CampaignContext:
+    """Export or load the images of every variant, profile ACT_max, load the evaluation data."""
+    hw = load_campaign_hardware(config)
+    d = config.data
+    if d.source == "bundled":
+        train, data = load_bundled_sample("train"), load_bundled_sample(d.split)
+    else:
+        folder = d.folder or None
+        train, data = load_cifar10(folder, "train"), load_cifar10(folder, d.split)
+    data = data.subset(d.count, d.offset)
+    rng = np.random.default_rng(config.seed)
+    calibration = draw_sample(train, min(config.model.calibration, len(train)), rng).images
+    profile = draw_sample(train, min(d.profile_count, len(train)), rng).images
+    base: dict[str, Image] = {}
+    images, thresholds = {}, {}
+    for variant in config.variants:
+        fmt = variant.format or config.model.format
+        if fmt not in base:
+            base[fmt] = _base_image(config, fmt, calibration)
+        image = base[fmt]
+        if variant.activation == "relu":
+            images[variant.name] = with_activation(image, "relu")
+            thresholds[variant.name] = {}
+            continue
+        if variant.thresholds == "act_max":
+            th = profile_act_max(image, profile, hw)
+        else:
+            th = _read_thresholds(Path(variant.thresholds))
+        images[variant.name] = with_activation(image, variant.activation, th)
+        thresholds[variant.name] = th
+    for image in images.values():
+        Accelerator(hw).check_image(image)
+    return CampaignContext(config, hw, images, {k: v.content_hash() for k, v in images.items()}, data.images,
+                           data.labels, thresholds, data.name)
+
+
+def _base_image(config: CampaignConfig, fmt: str, calibration: np.ndarray) -> Image:
+    if config.model.image:
+        return read_image(config.model.image)
+    from accel_sim.models import load_weights, zoo_weights_path
+    from accel_sim.models.zoo import file_sha256
+
+    weights = zoo_weights_path(config.model.zoo)
+    bits = None if fmt == "fp32" else int(fmt.removeprefix("fixed"))
+    return export_model(load_weights(config.model.zoo, weights), calibration, bits, model_name=config.model.zoo,
+                        source_sha256=file_sha256(weights))
+
+
+def _read_thresholds(path: Path) -> dict[int, float]:
+    try:
+        table = tomllib.loads(path.read_text()).get("thresholds")
+        if not isinstance(table, dict):
+            raise ValueError("no [thresholds] table")
+        return {int(k): float(v) for k, v in table.items()}
+    except (ValueError, TypeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"threshold file {str(path)!r} must hold a [thresholds] table of "
+                         f"\"layer index\" = T ({exc})") from None
+
+
+def run_job(job: Job, context: CampaignContext) -> dict:
+    """Run one job; returns its result row. A top-level function, so Dask can ship it."""
+    if context.threads:
+        import numba
+        import torch
+
+        torch.set_num_threads(context.threads)
+        numba.set_num_threads(context.threads)
+    started = time.perf_counter()
+    image, hw, config = context.images[job.variant], context.hw, context.config
+    spec = config.faults.draw_spec(job.rate)
+    fmap = draw_fault_map(image, hw, spec, job_rng(config.seed, job.draw_key), len(context.inputs),
+                          config.seed, job.key, image_hash=context.image_hashes[job.variant])
+    out = run_with_faults(Accelerator(hw, batch_size=config.execution.batch_size), image, context.inputs, fmap)
+    return {
+        "key": job.key, "variant": job.variant, "rate": job.rate, "trial": job.trial, "seed": config.seed,
+        "faults": len(fmap), "correct": int(np.sum(out.predictions == context.labels)),
+        "total": len(context.labels), "nan_count": out.nan_count, "seconds": time.perf_counter() - started,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+    }
+
+
+def run_campaign(config: CampaignConfig, out_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """Run (or resume) a campaign; returns the path of its results file."""
+    out = Path(out_dir or config.output or f"results/{config.name}")
+    created = not out.exists()
+    try:
+        context = build_context(config)
+        store = ResultsStore(out / RESULTS_NAME, config.name, context.resolved())
+    except BaseException:
+        if created and out.exists() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    todo = [job for job in plan_jobs(config) if job.key not in store.finished()]
+    logger.info("campaign %s: %d jobs, %d already done, %d to run on %s", config.name, len(plan_jobs(config)),
+                len(plan_jobs(config)) - len(todo), len(todo), config.execution.engine)
+    store.save()  # the resolved config is on disk from the start
+    if config.execution.engine == "dask":
+        _run_dask(config, context, todo, store, progress)
+    else:
+        for job in tqdm(todo, desc=config.name, disable=not progress, unit="job"):
+            store.add(run_job(job, context))
+    return store.path
+
+
+def _run_dask(config: CampaignConfig, context: CampaignContext, todo: list[Job], store: ResultsStore,
+              progress: bool) -> None:
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise ValueError("execution.engine = 'dask' needs Dask: pip install 'accel-sim[dask]'") from None
+    if config.execution.scheduler:
+        client = Client(config.execution.scheduler)
+        cluster = None
+    else:
+        cluster = LocalCluster(n_workers=config.execution.workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        client = Client(cluster)
+    try:
+        context.threads = 1  # one job per worker process, one thread each
+        shared = client.scatter(context, broadcast=True)  # sent to each worker once
+        futures = [client.submit(run_job, job, shared, pure=False) for job in todo]
+        for future in tqdm(as_completed(futures), total=len(futures), desc=config.name, disable=not progress,
+                           unit="job"):
+            store.add(future.result())
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+

@@ -1,0 +1,100 @@
+"""The results store: one HDF5 file per campaign, one row per finished job.
+
+The file is rewritten whole, to a temporary name and renamed, after every finished job: a
+campaign killed at any moment leaves the previous complete file (never a half-written one), and
+a resumed campaign skips exactly the jobs it holds.
+
+Layout: root attributes ``schema = "accel-sim-results"``, ``schema_version = 1``, ``campaign``
+(name), ``config`` (the resolved campaign as JSON); dataset ``jobs``, a table with the columns of
+:data:`ROW_DTYPE`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+SCHEMA = "accel-sim-results"
+SCHEMA_VERSION = 1
+RESULTS_NAME = "results.h5"
+ROW_DTYPE = np.dtype([
+    ("key", "S128"), ("variant", "S64"), ("rate", "f8"), ("trial", "i4"), ("seed", "i8"), ("faults", "i8"),
+    ("correct", "i8"), ("total", "i8"), ("nan_count", "i8"), ("seconds", "f8"), ("worker", "S64"),
+])
+TIMING_COLUMNS = ("seconds", "worker")
+
+
+class ResultsStore:
+    """Rows of one campaign, persisted after every :meth:`add`."""
+
+    def __init__(self, path: Path, campaign: str, config: dict):
+        self.path = Path(path)
+        self.campaign = campaign
+        self.config_json = json.dumps(config, sort_keys=True)
+        self.rows = np.zeros(0, dtype=ROW_DTYPE)
+        if self.path.exists():
+            stored_config, self.rows = read_results(self.path)
+            if json.dumps(stored_config, sort_keys=True) != self.config_json:
+                raise ValueError(f"{str(self.path)!r} holds results of a different campaign configuration; "
+                                 "choose another output folder (--out) or remove it")
+
+    def finished(self) -> set[str]:
+        return {k.decode() for k in self.rows["key"]}
+
+    def add(self, row: dict) -> None:
+        record = np.zeros(1, dtype=ROW_DTYPE)
+        for name in ROW_DTYPE.names:
+            value = row[name]
+            record[name] = value.encode() if isinstance(value, str) else value
+        self.rows = np.concatenate([self.rows, record])
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with h5py.File(tmp, "w") as f:
+            f.attrs["schema"] = SCHEMA
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["campaign"] = self.campaign
+            f.attrs["config"] = self.config_json
+            f.create_dataset("jobs", data=self.rows)
+            f.flush()
+            os.fsync(f.id.get_vfd_handle())
+        os.replace(tmp, self.path)
+
+
+def read_results(path: str | os.PathLike) -> tuple[dict, np.ndarray]:
+    """(resolved config, rows) of a results file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"results file {str(path)!r} does not exist")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("schema") != SCHEMA:
+                raise ValueError(f"{str(path)!r} is not an accel-sim results file")
+            if "jobs" not in f:
+                raise ValueError(f"results file {str(path)!r} has no jobs table")
+            return json.loads(str(f.attrs["config"])), np.array(f["jobs"][()], dtype=ROW_DTYPE)
+    except OSError as exc:
+        raise ValueError(f"results file {str(path)!r} is not a readable HDF5 file: {exc}") from None
+
+
+def rows_as_dicts(rows: np.ndarray) -> list[dict]:
+    return [{name: (row[name].decode() if isinstance(row[name], bytes) else row[name].item())
+             for name in ROW_DTYPE.names} for row in rows]
+
+
+def write_csv(rows: np.ndarray, path: str | os.PathLike) -> Path:
+    """The jobs table as CSV (one line per job, sorted by variant, rate, trial)."""
+    path = Path(path)
+    table = sorted(rows_as_dicts(rows), key=lambda r: (r["variant"], r["rate"], r["trial"]))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(ROW_DTYPE.names))
+        writer.writeheader()
+        writer.writerows(table)
+    return path

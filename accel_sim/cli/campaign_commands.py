@@ -1,0 +1,104 @@
+"""``accel-sim campaign run | report | replay``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from accel_sim.cli.common import print_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    camp = sub.add_parser("campaign", help="run, report and replay fault campaigns")
+    csub = camp.add_subparsers(dest="campaign_command", metavar="ACTION")
+    csub.required = True
+    run = csub.add_parser("run", help="run or resume a campaign file (finished jobs are skipped)")
+    run.add_argument("file", type=Path)
+    run.add_argument("--out", type=Path, help="output folder (overrides the file's output)")
+    run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--report", action="store_true", help="print the report when done")
+    run.set_defaults(handler=run_run)
+    rep = csub.add_parser("report", help="table, CSV and plots of a results file")
+    rep.add_argument("results", type=Path)
+    rep.add_argument("--baseline", help="variant the improvements are measured against (default: the first)")
+    rep.set_defaults(handler=run_report)
+    rpl = csub.add_parser("replay", help="re-run one job of a results file and compare it with the stored row")
+    rpl.add_argument("results", type=Path)
+    rpl.add_argument("--job", required=True, help="job key, variant/rate/trial (see the CSV)")
+    rpl.set_defaults(handler=run_replay)
+
+
+def run_run(args: argparse.Namespace) -> int:
+    from accel_sim.campaign import load_campaign, run_campaign
+
+    config = load_campaign(args.file)
+    path = run_campaign(config, args.out, progress=not args.no_progress)
+    print(f"results: {path}")
+    if args.report:
+        return report(path, None)
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    return report(args.results, args.baseline)
+
+
+def report(path: Path, baseline: str | None) -> int:
+    from accel_sim.campaign import read_results, write_csv
+    from accel_sim.campaign.report import area_under_curve, plot, summarize, write_summary_csv
+
+    resolved, rows = read_results(path)
+    if not len(rows):
+        raise ValueError(f"results file {str(path)!r} holds no finished job yet")
+    campaign = resolved["campaign"]
+    variants = [v["name"] for v in campaign["variants"]]
+    if baseline is not None and baseline not in variants:
+        raise ValueError(f"--baseline must be one of the variants {variants}, got {baseline!r}")
+    summary = summarize(rows, variants, baseline)
+    faults = campaign["faults"]
+    print(f"campaign {campaign['name']}: {campaign['model']['zoo'] or campaign['model']['image']} "
+          f"{campaign['model']['format']}, {faults['site']} {faults['model']} {faults['persistence']}; "
+          f"data: {resolved['data']}; hardware {resolved['hardware']['name']}; {len(rows)} jobs")
+    print_table([{
+        "variant": s.variant, "rate": f"{s.rate:g}", "trials": s.trials, "accuracy %": f"{s.mean_accuracy:.2f}",
+        "95% CI ±": f"{s.ci95:.2f}", f"vs {baseline or variants[0]} pp": f"{s.improvement:+.2f}",
+        "faults": f"{s.mean_faults:.1f}", "NaN images": s.nan_images,
+    } for s in summary], ["variant", "rate", "trials", "accuracy %", "95% CI ±", f"vs {baseline or variants[0]} pp",
+                          "faults", "NaN images"])
+    print("AUC (mean accuracy over equally spaced rates): " +
+          ", ".join(f"{v} {area_under_curve(summary, v):.2f}" for v in variants))
+    folder = Path(path).parent
+    jobs_csv = write_csv(rows, folder / "jobs.csv")
+    summary_csv = write_summary_csv(summary, folder / "summary.csv")
+    title = (f"{campaign['model']['zoo'] or 'image'} {campaign['model']['format']}, {faults['site']} "
+             f"{faults['model']}, {campaign['data']['count']} images")
+    plots = plot(summary, variants, title, folder / "accuracy_vs_rate")
+    print(f"written: {jobs_csv}, {summary_csv}, {plots[0]}, {plots[1]}")
+    return 0
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from accel_sim.campaign import Job, build_context, campaign_from_dict, read_results, run_job
+
+    resolved, rows = read_results(args.results)
+    keys = [k.decode() for k in rows["key"]]
+    if args.job not in keys:
+        raise ValueError(f"job {args.job!r} is not in {str(args.results)!r} (first keys: {', '.join(keys[:3])})")
+    stored = rows[keys.index(args.job)]
+    config = campaign_from_dict(resolved["campaign"], str(args.results), json.dumps(resolved["campaign"]))
+    context = build_context(config)
+    if context.image_hashes != resolved["image_hashes"]:
+        raise ValueError("the images rebuilt from the stored configuration differ from the campaign's "
+                         "(different zoo weights or accel-sim version?)")
+    variant, rate, trial = args.job.rsplit("/", 2)
+    row = run_job(Job(variant, float(rate), int(trial)), context)
+    same = all(row[c] == (stored[c].item() if not isinstance(stored[c], bytes) else stored[c].decode())
+               for c in ("faults", "correct", "total", "nan_count"))
+    print(f"job {args.job}: {row['faults']} faults, {row['correct']}/{row['total']} correct, "
+          f"{row['nan_count']} NaN images; stored: {int(stored['faults'])} faults, "
+          f"{int(stored['correct'])}/{int(stored['total'])}, {int(stored['nan_count'])} NaN")
+    print("replay identical" if same else "REPLAY DIFFERS")
+    return 0 if same else 1

@@ -1,0 +1,301 @@
+"""Campaigns: config validation (fuzzed), planning, resumption after kill -9, local = Dask,
+reports recomputed from raw rows, replay."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from scipy import stats
+
+from accel_sim.campaign import build_context, campaign_from_dict, load_campaign, plan_jobs, read_results, run_campaign, run_job
+from accel_sim.campaign.report import area_under_curve, summarize
+from accel_sim.campaign.store import TIMING_COLUMNS, rows_as_dicts
+from accel_sim.cli import main
+
+SMALL = """
+name = "small"
+seed = 7
+output = "OUT"
+
+[model]
+zoo = "alexnet"
+format = "fp32"
+calibration = 64
+
+[data]
+source = "bundled"
+count = 40
+profile_count = 64
+
+[hardware]
+preset = "edge16"
+
+[faults]
+site = "weight_memory"
+rates = [1e-6, 1e-5]
+trials = 4
+
+[[variants]]
+name = "relu"
+activation = "relu"
+
+[[variants]]
+name = "clipact"
+activation = "clipact"
+thresholds = "act_max"
+
+[execution]
+engine = "local"
+batch_size = 40
+"""
+
+
+def write_campaign(tmp_path: Path, text: str = SMALL, name: str = "c.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text.replace("OUT", str(tmp_path / "out")))
+    return path
+
+
+def comparable(rows):
+    return sorted(tuple((k, v) for k, v in r.items() if k not in TIMING_COLUMNS) for r in rows_as_dicts(rows))
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ref")
+    config = load_campaign(write_campaign(tmp))
+    path = run_campaign(config, progress=False)
+    return config, path
+
+
+def test_quickstart_file_is_valid():
+    config = load_campaign(Path(__file__).resolve().parents[1] / "campaigns" / "quickstart.toml")
+    assert [v.name for v in config.variants] == ["relu", "clipact"] and config.model.zoo == "alexnet"
+    assert len(plan_jobs(config)) == 2 * 4 * 3
+
+
+def test_planner_keys_and_seeds_depend_on_the_job_only(reference_run):
+    config, _ = reference_run
+    jobs = plan_jobs(config)
+    assert len(jobs) == 2 * 2 * 4 and len({j.key for j in jobs}) == len(jobs)
+    context = build_context(config)
+    job = jobs[5]
+    first = run_job(job, context)
+    for other in jobs[:3]:
+        run_job(other, context)  # other work in between changes nothing
+    again = run_job(job, context)
+    assert {k: v for k, v in first.items() if k not in TIMING_COLUMNS} == \
+        {k: v for k, v in again.items() if k not in TIMING_COLUMNS}
+
+
+def test_common_random_numbers_across_variants(reference_run):
+    _, path = reference_run
+    _, rows = read_results(path)
+    by_key = {(r["variant"], r["rate"], r["trial"]): r["faults"] for r in rows_as_dicts(rows)}
+    for (variant, rate, trial), faults in by_key.items():
+        assert faults == by_key[("relu", rate, trial)]
+
+
+def test_report_numbers_recomputed_from_raw_rows(reference_run, capsys):
+    config, path = reference_run
+    _, rows = read_results(path)
+    summary = summarize(rows, ["relu", "clipact"])
+    table = rows_as_dicts(rows)
+    for s in summary:
+        acc = [100 * r["correct"] / r["total"] for r in table if r["variant"] == s.variant and r["rate"] == s.rate]
+        base = [100 * r["correct"] / r["total"] for r in table if r["variant"] == "relu" and r["rate"] == s.rate]
+        mean = sum(acc) / len(acc)
+        sd = math.sqrt(sum((a - mean) ** 2 for a in acc) / (len(acc) - 1))
+        assert s.mean_accuracy == pytest.approx(mean)
+        assert s.ci95 == pytest.approx(stats.t.ppf(0.975, len(acc) - 1) * sd / math.sqrt(len(acc)))
+        assert s.improvement == pytest.approx(mean - sum(base) / len(base))
+    clip = sorted((s for s in summary if s.variant == "clipact"), key=lambda s: s.rate)
+    assert area_under_curve(summary, "clipact") == pytest.approx((clip[0].mean_accuracy + clip[1].mean_accuracy) / 2)
+    assert main(["campaign", "report", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "vs relu pp" in out and "AUC" in out
+    for name in ("jobs.csv", "summary.csv", "accuracy_vs_rate.png", "accuracy_vs_rate.svg"):
+        assert (path.parent / name).stat().st_size > 0
+
+
+def test_replay_reproduces_a_stored_job(reference_run, capsys):
+    _, path = reference_run
+    assert main(["campaign", "replay", str(path), "--job", "clipact/1e-05/2"]) == 0
+    assert "replay identical" in capsys.readouterr().out
+    assert main(["campaign", "replay", str(path), "--job", "nope/1/1"]) == 2
+
+
+def test_resume_after_kill_minus_9_equals_uninterrupted_run(reference_run, tmp_path):
+    config, ref_path = reference_run
+    _, ref_rows = read_results(ref_path)
+    campaign = write_campaign(tmp_path)
+    results = tmp_path / "out" / "results.h5"
+    rng = np.random.default_rng(0)
+    cmd = [sys.executable, "-m", "accel_sim", "campaign", "run", str(campaign), "--no-progress"]
+    kills = 0
+    for attempt in range(8):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        done_before = len(read_results(results)[1]) if results.exists() else 0
+        deadline = time.time() + 120
+        target = done_before + int(rng.integers(1, 4))
+        while proc.poll() is None and time.time() < deadline:  # kill once a few more jobs are in
+            if results.exists() and len(read_results(results)[1]) >= target:
+                time.sleep(float(rng.uniform(0, 0.4)))  # land anywhere, also inside a job or a write
+                break
+            time.sleep(0.05)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            with h5py.File(results, "r") as f:  # never left unreadable
+                assert "jobs" in f
+        if proc.returncode == 0:
+            break
+    assert kills >= 3
+    final = subprocess.run(cmd, capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr
+    _, rows = read_results(results)
+    keys = [k.decode() for k in rows["key"]]
+    assert len(keys) == len(set(keys)) == len(plan_jobs(config))
+    assert comparable(rows) == comparable(ref_rows)
+
+
+def test_dask_with_two_workers_gives_identical_rows(reference_run, tmp_path):
+    pytest.importorskip("dask.distributed")
+    _, ref_path = reference_run
+    text = SMALL.replace('engine = "local"', 'engine = "dask"\nworkers = 2')
+    config = load_campaign(write_campaign(tmp_path, text))
+    path = run_campaign(config, progress=False)
+    _, rows = read_results(path)
+    _, ref_rows = read_results(ref_path)
+    assert comparable(rows) == comparable(ref_rows)
+    assert len({w for w in rows["worker"]}) == 2  # both workers ran jobs
+
+
+def test_other_campaign_in_output_folder_is_refused(reference_run, tmp_path):
+    config, path = reference_run
+    changed = SMALL.replace("seed = 7", "seed = 8").replace("OUT", str(path.parent))
+    other = tmp_path / "other.toml"
+    other.write_text(changed)
+    with pytest.raises(ValueError, match="different campaign configuration"):
+        run_campaign(load_campaign(other), progress=False)
+
+
+def broken_campaigns() -> list[tuple[str, str]]:
+    """A corpus of broken campaign documents: (label, TOML text)."""
+    base = tomllib.loads(SMALL)
+    cases = []
+
+    def dump(doc) -> str:
+        lines = []
+        for key, value in doc.items():
+            if not isinstance(value, (dict, list)) or (isinstance(value, list) and value and not isinstance(value[0], dict)):
+                lines.append(f"{key} = {toml_value(value)}")
+        for key, value in doc.items():
+            if isinstance(value, dict):
+                lines.append(f"[{key}]")
+                lines += [f"{k} = {toml_value(v)}" for k, v in value.items()]
+            elif isinstance(value, list) and value and isinstance(value[0], dict):
+                for item in value:
+                    lines.append(f"[[{key}]]")
+                    lines += [f"{k} = {toml_value(v)}" for k, v in item.items()]
+        return "\n".join(lines) + "\n"
+
+    def variant(mutate, label):
+        doc = tomllib.loads(SMALL)
+        mutate(doc)
+        cases.append((label, dump(doc)))
+
+    wrong = {str: 12, int: "x", float: "x", list: 3}
+    for section in ("model", "data", "hardware", "faults", "execution"):
+        for key, value in base.get(section, {}).items():
+            bad = wrong[list if isinstance(value, list) else type(value)]
+            variant(lambda d, s=section, k=key, b=bad: d[s].__setitem__(k, b), f"{section}.{key} wrong type")
+            variant(lambda d, s=section, k=key: d[s].__setitem__(k + "x", 1), f"{section}.{key}x unknown")
+            variant(lambda d, s=section, k=key: d[s].__setitem__(k, True), f"{section}.{key} boolean")
+    for key, value in base["variants"][1].items():
+        variant(lambda d, k=key: d["variants"][1].__setitem__(k, 3), f"variants[1].{key} wrong type")
+        variant(lambda d, k=key: d["variants"][1].__setitem__(k, [k]), f"variants[1].{key} list")
+    for section in ("model", "data", "hardware", "faults", "execution"):
+        variant(lambda d, s=section: d.__setitem__(s, 5), f"{section} is a number")
+        variant(lambda d, s=section: d.__setitem__(s, [1, 2]), f"{section} is a list")
+    for section, key in (("model", "calibration"), ("data", "count"), ("data", "offset"), ("data", "profile_count"),
+                         ("faults", "trials"), ("execution", "workers"), ("execution", "batch_size")):
+        variant(lambda d, s=section, k=key: d[s].__setitem__(k, -5), f"{section}.{key} negative")
+    for key in ("name", "seed", "variants", "faults"):
+        variant(lambda d, k=key: d.pop(k), f"{key} missing")
+    for key, bad in (("name", 3), ("seed", -1), ("seed", "7"), ("name", "has space"), ("output", 5)):
+        variant(lambda d, k=key, b=bad: d.__setitem__(k, b), f"{key} = {bad!r}")
+    variant(lambda d: d.__setitem__("extra", 1), "unknown top-level key")
+    for rate in (-1e-6, 1.5, 2, -0.0001):
+        variant(lambda d, r=rate: d["faults"].__setitem__("rates", [1e-6, r]), f"rate {rate}")
+    variant(lambda d: d["faults"].__setitem__("rates", []), "no rates")
+    variant(lambda d: d["faults"].__setitem__("rates", [1e-6, 1e-6]), "duplicate rate")
+    variant(lambda d: d["faults"].__setitem__("rates", ["1e-6"]), "rate as text")
+    for key, bad in (("site", "dram"), ("model", "bitrot"), ("persistence", "sometimes"), ("count_mode", "poisson"),
+                     ("trials", 0), ("registers", ["acc"])):
+        variant(lambda d, k=key, b=bad: d["faults"].__setitem__(k, b), f"faults.{key} = {bad!r}")
+    variant(lambda d: d.__setitem__("variants", []), "empty variants")
+    variant(lambda d: d["variants"][0].pop("name"), "variant without name")
+    variant(lambda d: d["variants"][1].pop("thresholds"), "clipact without thresholds")
+    variant(lambda d: d["variants"][1].__setitem__("thresholds", "missing.toml"), "threshold file missing")
+    variant(lambda d: d["variants"][1].__setitem__("activation", "gelu"), "unknown activation")
+    variant(lambda d: d["variants"][1].__setitem__("name", "relu"), "duplicate variant name")
+    variant(lambda d: d["variants"][0].__setitem__("format", "float16"), "bad variant format")
+    variant(lambda d: d["variants"][0].__setitem__("colour", "red"), "unknown variant key")
+    variant(lambda d: d["model"].__setitem__("image", "missing.h5"), "image and zoo")
+    variant(lambda d: (d["model"].pop("zoo"), d["model"].__setitem__("image", "missing.h5")), "missing image")
+    variant(lambda d: d["model"].pop("zoo"), "no model")
+    variant(lambda d: d["model"].__setitem__("zoo", "resnet"), "unknown zoo model")
+    variant(lambda d: d["model"].__setitem__("format", "fixed"), "bad format")
+    variant(lambda d: d["data"].__setitem__("source", "imagenet"), "bad data source")
+    variant(lambda d: d["data"].__setitem__("count", 0), "zero images")
+    variant(lambda d: d["data"].__setitem__("split", "valid"), "bad split")
+    variant(lambda d: d["hardware"].__setitem__("preset", "nope"), "unknown preset")
+    variant(lambda d: d["hardware"].__setitem__("file", "nope.toml"), "missing hardware file")
+    variant(lambda d: d["execution"].__setitem__("engine", "spark"), "bad engine")
+    variant(lambda d: d["execution"].__setitem__("workers", 0), "zero workers")
+    variant(lambda d: d.__setitem__("model", "alexnet"), "model not a table")
+    cases.append(("not toml", "name = \n[[["))
+    cases.append(("binary garbage", "\x00\x01 = = ="))
+    cases.append(("empty file", ""))
+    return cases
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def test_broken_campaign_corpus_gives_one_line_errors(tmp_path, capsys):
+    cases = broken_campaigns()
+    assert len(cases) >= 100
+    for i, (label, text) in enumerate(cases):
+        path = tmp_path / f"broken{i}.toml"
+        path.write_text(text.replace("OUT", str(tmp_path / f"out{i}")))
+        code = main(["campaign", "run", str(path), "--no-progress"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2, label
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, (label, err)
+        assert f"broken{i}.toml" in err, (label, err)
+        assert not (tmp_path / f"out{i}").exists(), label
+    assert main(["campaign", "run", str(tmp_path / "absent.toml")]) == 2
+
+
+def test_error_names_the_key_and_line(tmp_path):
+    text = SMALL.replace("trials = 4", "trials = 4\nratez = 3")
+    with pytest.raises(ValueError, match=r"faults\.ratez \(line \d+\) is not a known key"):
+        campaign_from_dict(tomllib.loads(text), "c.toml", text)

@@ -243,7 +243,7 @@ def test_cli_export_inspect_and_eval(tmp_path, capsys):
     (["export", "--model", "alexnet", "--format", "fixed40", "-o", "x.h5"], "word_bits"),
     (["inspect", "nowhere.h5"], "does not exist"),
     (["eval", "--image", "nowhere.h5"], "does not exist"),
-    (["eval", "--image", "x.h5", "--acc-bits", "0"], "acc_bits"),
+    (["eval", "--image", "x.h5", "--hw", "nohw.toml"], "nohw.toml"),
 ])
 def test_cli_image_errors_are_one_line(argv, fragment, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

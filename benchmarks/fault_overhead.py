@@ -9,7 +9,6 @@ dataflows) and weight-memory flips at rate 1e-5; each time is the best of --repe
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
@@ -18,16 +17,7 @@ from accel_sim.faults import DrawSpec, FaultMap, draw_fault_map, job_rng, run_wi
 from accel_sim.hardware import Accelerator, HardwareConfig
 from accel_sim.image.export import export_model
 from accel_sim.models import load_weights
-
-
-def best(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
+from throughput import best_seconds  # benchmarks/ is on sys.path when a script here runs
 
 
 def one_pe_fault(image, hw, register: int, rng) -> FaultMap:
@@ -54,13 +44,13 @@ def main() -> None:
         hw = HardwareConfig("edge16", 16, 16, dataflow=dataflow)
         acc = Accelerator(hw, batch_size=64)
         prepared = acc.prepare(image)
-        clean = best(lambda: acc.run(image, images, prepared), args.repeats)
+        clean = best_seconds(lambda: acc.run(image, images, prepared), args.repeats)
         cases = [(f"1 PE, {name} register", one_pe_fault(image, hw, reg, rng))
                  for reg, name in enumerate(("weight", "product", "psum"))]
         memory = draw_fault_map(image, hw, DrawSpec("weight_memory", 1e-5), job_rng(0, dataflow))
         cases.append((f"weight memory 1e-5 ({len(memory)} flips)", memory))
         for label, fmap in cases:
-            faulty = best(lambda: run_with_faults(acc, image, images, fmap), args.repeats)
+            faulty = best_seconds(lambda: run_with_faults(acc, image, images, fmap), args.repeats)
             print(f"| {dataflow} | {label} | {faulty:.2f} | {clean:.2f} | {faulty / clean:.2f} |", flush=True)
 
 

@@ -1,8 +1,6 @@
 import subprocess
 import sys
 
-import pytest
-
 from accel_sim.cli import main
 from accel_sim.data import DATA_DIR_ENV
 from accel_sim.models import build_model, save_weights

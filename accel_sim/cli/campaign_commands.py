@@ -79,8 +79,6 @@ def report(path: Path, baseline: str | None) -> int:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from accel_sim.campaign import Job, build_context, campaign_from_dict, read_results, run_job
 
     resolved, rows = read_results(args.results)

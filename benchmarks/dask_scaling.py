@@ -17,7 +17,7 @@ import time
 from accel_sim.campaign import build_context, campaign_from_dict, plan_jobs, run_job
 
 
-def campaign(jobs: int, images: int):
+def campaign(jobs: int, images: int, batch: int):
     return campaign_from_dict({
         "name": "dask-scaling", "seed": 1,
         "model": {"zoo": "vgg16", "format": "fixed16", "calibration": 128},
@@ -25,7 +25,7 @@ def campaign(jobs: int, images: int):
         "hardware": {"preset": "edge16"},
         "faults": {"site": "weight_memory", "rates": [1e-6], "trials": jobs},
         "variants": [{"name": "relu", "activation": "relu"}],
-        "execution": {"engine": "dask", "batch_size": 50},
+        "execution": {"engine": "dask", "batch_size": batch},
     })
 
 
@@ -35,8 +35,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=12)
     parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=20)
     args = parser.parse_args()
-    config = campaign(args.jobs, args.images)
+    config = campaign(args.jobs, args.images, args.batch_size)
     context = build_context(config)
     context.threads = 1
     jobs = plan_jobs(config)

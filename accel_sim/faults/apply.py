@@ -26,7 +26,7 @@ import torch
 from accel_sim.faults.io import check_fault_map
 from accel_sim.faults.model import MODELS, FaultMap
 from accel_sim.faults.sites import buffer_capacity
-from accel_sim.hardware import Accelerator, HardwareConfig, LayerFaults, PeFaults
+from accel_sim.hardware import Accelerator, HardwareConfig, LayerFaults, PeFaults, WeightPatch
 from accel_sim.hardware.dataflows import activation_stream, get_dataflow
 from accel_sim.hardware.lowering import gemm_shape
 from accel_sim.image import Conv2d, Image, WeightedLayer
@@ -54,7 +54,7 @@ def run_with_faults(accelerator: Accelerator, image: Image, images: np.ndarray, 
         local = FaultMap.concat([permanent, hits.with_image(0)])
         weights, biases = corrupted_parameters(image, hw, local)
         changed = {i for i in set(weights) | set(biases)
-                   if not (np.array_equal(weights.get(i), base_weights.get(i))
+                   if not (_same_patch(weights.get(i), base_weights.get(i))
                            and np.array_equal(biases.get(i), base_biases.get(i)))}
         rerun = [accelerator.prepare(image, {i: weights[i]} if i in weights else {},
                                      {i: biases[i]} if i in biases else {})[i] if i in changed else p
@@ -64,45 +64,53 @@ def run_with_faults(accelerator: Accelerator, image: Image, images: np.ndarray, 
     return make_output(image, raw)
 
 
+def _same_patch(a: WeightPatch | None, b: WeightPatch | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return np.array_equal(a.index, b.index) and np.array_equal(a.values, b.values)
+
+
 def corrupted_parameters(image: Image, hw: HardwareConfig, fmap: FaultMap) -> tuple[dict, dict]:
-    """Faulty copies of the weights and biases touched by memory and weight-buffer faults:
-    ``({layer index: weight words}, {layer index: bias words})``."""
-    weights: dict[int, np.ndarray] = {}
+    """The words changed by memory, weight-buffer and WS weight-register faults:
+    ``({layer index: WeightPatch}, {layer index: faulty bias words})``."""
+    patches: dict[int, WeightPatch] = {}
     biases: dict[int, np.ndarray] = {}
     memory = fmap.of_site("weight_memory")
     for i in np.unique(memory.layer):
         layer = image.layers[int(i)]
         faults = memory.select(memory.layer == i)
-        for tensor, store, source, fmt in ((0, weights, layer.weight, layer.weight_format),
-                                           (1, biases, layer.bias, layer.bias_format)):
-            sel = faults.tensor == tensor
-            if sel.any():
-                store[int(i)] = apply_bit_faults(fmt, source.reshape(-1), faults.index[sel], faults.bit[sel],
-                                                 faults.model[sel]).reshape(source.shape)
-    for i, layer in enumerate(image.layers):
-        stationary = _stationary_weight_faults(fmap, hw, i) if isinstance(layer, WeightedLayer) else None
-        if stationary is not None and len(stationary):
-            index, bit, model = _pe_weight_words(layer, hw, stationary)
-            keep = bit < layer.weight_format.word_bits
-            current = weights.get(i, layer.weight).reshape(-1)
-            weights[i] = apply_bit_faults(layer.weight_format, current, index[keep], bit[keep],
-                                          model[keep]).reshape(layer.weight.shape)
+        w, b = faults.tensor == 0, faults.tensor == 1
+        if w.any():
+            _patch(patches, int(i), layer, faults.index[w], faults.bit[w], faults.model[w])
+        if b.any():
+            biases[int(i)] = apply_bit_faults(layer.bias_format, layer.bias, faults.index[b], faults.bit[b],
+                                              faults.model[b])
     buffer = fmap.of_site("weight_buffer")
-    if len(buffer):
-        capacity, _ = buffer_capacity(image, hw, "weight_buffer")
-        for i, layer in enumerate(image.layers):
-            if not isinstance(layer, WeightedLayer):
-                continue
-            faults = buffer.select((buffer.layer == -1) | (buffer.layer == i))
-            if not len(faults):
-                continue
+    capacity = buffer_capacity(image, hw, "weight_buffer")[0] if len(buffer) else 0
+    for i, layer in enumerate(image.layers):
+        if not isinstance(layer, WeightedLayer):
+            continue
+        stationary = _stationary_weight_faults(fmap, hw, i)
+        if stationary is not None and len(stationary):
+            _patch(patches, i, layer, *_pe_weight_words(layer, hw, stationary))
+        faults = buffer.select((buffer.layer == -1) | (buffer.layer == i))
+        if len(faults):
             order = weight_stream_indices(layer, hw.dataflow, hw.rows, hw.cols)
-            index, bit, model = addresses_to_words(order, capacity, faults)
-            current = weights.get(i, layer.weight).reshape(-1)
-            keep = bit < layer.weight_format.word_bits  # a narrower word has no such bit
-            weights[i] = apply_bit_faults(layer.weight_format, current, index[keep], bit[keep],
-                                          model[keep]).reshape(layer.weight.shape)
-    return weights, biases
+            _patch(patches, i, layer, *addresses_to_words(order, capacity, faults))
+    return patches, biases
+
+
+def _patch(patches: dict, i: int, layer: WeightedLayer, index: np.ndarray, bit: np.ndarray, model: np.ndarray) -> None:
+    """Apply faults (flat weight index, bit, model) on top of the layer's current patch."""
+    keep = np.asarray(bit) < layer.weight_format.word_bits  # a narrower word has no such bit
+    index, bit, model = np.asarray(index)[keep], np.asarray(bit)[keep], np.asarray(model)[keep]
+    old = patches.get(i)
+    union = np.unique(index if old is None else np.concatenate([index, old.index]))
+    values = layer.weight.reshape(-1)[union].copy()
+    if old is not None:
+        values[np.searchsorted(union, old.index)] = old.values
+    values = apply_bit_faults(layer.weight_format, values, np.searchsorted(union, index), bit, model)
+    patches[i] = WeightPatch(union, values)
 
 
 def layer_faults(image: Image, hw: HardwareConfig, fmap: FaultMap) -> dict[int, LayerFaults]:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from accel_sim.hardware.compute import PeFaults, PreparedLayer, prepare_layer, run_layer
+from accel_sim.hardware.compute import PeFaults, PreparedLayer, WeightPatch, prepare_layer, run_layer
 from accel_sim.hardware.config import HardwareConfig
 from accel_sim.image import Image, WeightedLayer
 from accel_sim.image.reference import RunOutput, make_output, quantize_input, run_reference
@@ -70,10 +70,10 @@ class Accelerator:
             if not layer.weight_format.is_float:
                 self.hw.check_image_fits(layer.weight_format.word_bits, layer.in_format.word_bits)
 
-    def prepare(self, image: Image, weights: dict[int, np.ndarray] | None = None,
+    def prepare(self, image: Image, weights: dict[int, WeightPatch] | None = None,
                 biases: dict[int, np.ndarray] | None = None) -> list[PreparedLayer | None]:
-        """Per-layer tensors for :meth:`run`; ``weights``/``biases`` map layer index → replacement
-        words (faulty copies)."""
+        """Per-layer tensors for :meth:`run`; ``weights`` maps layer index → a patch of faulty
+        weight words, ``biases`` layer index → faulty bias words."""
         weights, biases = weights or {}, biases or {}
         if self._clean is None or self._clean[0] is not image:
             self._clean = (image, [prepare_layer(layer) if isinstance(layer, WeightedLayer) else None

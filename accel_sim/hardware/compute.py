@@ -75,23 +75,42 @@ class PeFaults:
 
 
 @dataclass(frozen=True)
+class WeightPatch:
+    """Replacement words for a few weights of a layer (faults): flat indices (sorted, unique)
+    into the layer's weight array and their new raw words."""
+
+    index: np.ndarray
+    values: np.ndarray
+
+
+@dataclass(frozen=True)
 class PreparedLayer:
     """A weighted layer's tensors in the forms the compute paths need (built once per run).
 
-    ``weight`` is the layer's stored words or a faulty copy; the GEMM forms derived from it are
-    built on first use, so a faulty copy that only the int8 path reads costs no float copies.
+    The weights are the layer's stored words with an optional :class:`WeightPatch`; the full
+    faulty array and the GEMM forms derived from it are built on first use only, so a patched
+    layer that only the int8 path reads costs no copy of its weights.
     """
 
     layer: WeightedLayer
-    weight: np.ndarray  # raw words, the layer's weight shape
     bias: torch.Tensor
     abs_col_sums: np.ndarray  # float64 (N,): Σ_k |B[k, n]| per filter
     threshold_acc: float | None
     weight_digits: int8_gemm.WeightDigits | None = None  # B (K × N), im2col order, words ≤ 16 bits
+    patch: WeightPatch | None = None
 
     @property
     def abs_col_sum_max(self) -> float:
         return float(self.abs_col_sums.max()) if self.abs_col_sums.size else 0.0
+
+    @functools.cached_property
+    def weight(self) -> np.ndarray:
+        """Raw words in the layer's weight shape, patched."""
+        if self.patch is None:
+            return self.layer.weight
+        flat = np.array(self.layer.weight).reshape(-1)
+        flat[self.patch.index] = self.patch.values
+        return flat.reshape(self.layer.weight.shape)
 
     @functools.cached_property
     def weight_2d(self) -> torch.Tensor:
@@ -113,26 +132,25 @@ def _hwc_matrix(w: np.ndarray) -> np.ndarray:
     return w.reshape(w.shape[0], -1).T
 
 
-def prepare_layer(layer: WeightedLayer, weight: np.ndarray | None = None, bias: np.ndarray | None = None,
+def prepare_layer(layer: WeightedLayer, patch: WeightPatch | None = None, bias: np.ndarray | None = None,
                   base: PreparedLayer | None = None) -> PreparedLayer:
-    """Precompute what the layer's GEMMs need; ``weight`` and ``bias`` replace the stored words
-    (a faulty copy; the image itself is never changed). With ``base`` (the same layer prepared
-    from its clean words), only the words that differ are redone."""
-    w = np.asarray(layer.weight if weight is None else weight)
+    """Precompute what the layer's GEMMs need; ``patch`` and ``bias`` replace stored words (faults;
+    the image itself is never changed). With ``base`` (the same layer prepared from its clean
+    words), only the patched words are redone."""
     bias = np.asarray(layer.bias if bias is None else bias)
     is_float = layer.weight_format.is_float
     dtype = torch.float32 if is_float else torch.float64
-    if base is not None and weight is None:  # only the bias changes
+    if base is not None and patch is None:  # only the bias changes
         digits, abs_sums = base.weight_digits, base.abs_col_sums
     elif base is not None and base.weight_digits is not None:
-        changed = np.nonzero((w != base.weight).reshape(-1))[0]
-        k, n = _gemm_position(layer, changed)
-        digits = int8_gemm.patch_weights(base.weight_digits, k, n, torch.from_numpy(w.reshape(-1)[changed]),
+        k, n = _gemm_position(layer, patch.index)
+        digits = int8_gemm.patch_weights(base.weight_digits, k, n, torch.from_numpy(np.asarray(patch.values)),
                                          layer.weight_format.word_bits)
         abs_sums = base.abs_col_sums.copy()
-        for col in np.unique(n):
-            abs_sums[col] = np.abs(w[col].astype(np.float64)).sum()
+        old = np.abs(layer.weight.reshape(-1)[patch.index].astype(np.float64))
+        np.add.at(abs_sums, n, np.abs(np.asarray(patch.values, np.float64)) - old)  # exact: integers
     else:
+        w = layer.weight if patch is None else PreparedLayer(layer, torch.zeros(0), np.zeros(0), None, patch=patch).weight
         digits = None
         if not is_float and layer.weight_format.word_bits <= int8_gemm.MAX_WORD_BITS:
             digits = int8_gemm.prepare_weights(torch.from_numpy(np.array(_hwc_matrix(w))), layer.weight_format.word_bits)
@@ -140,8 +158,8 @@ def prepare_layer(layer: WeightedLayer, weight: np.ndarray | None = None, bias: 
     t_acc = None
     if layer.threshold is not None:
         t_acc = float(layer.threshold) if is_float else float(threshold_to_acc(layer.threshold, layer.acc_frac_bits))
-    return PreparedLayer(layer=layer, weight=w, bias=torch.from_numpy(np.array(bias)).to(dtype),
-                         abs_col_sums=abs_sums, threshold_acc=t_acc, weight_digits=digits)
+    return PreparedLayer(layer=layer, bias=torch.from_numpy(np.array(bias)).to(dtype), abs_col_sums=abs_sums,
+                         threshold_acc=t_acc, weight_digits=digits, patch=patch)
 
 
 def _gemm_position(layer: WeightedLayer, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

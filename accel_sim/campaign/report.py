@@ -86,7 +86,8 @@ def plot(summary: list[SummaryRow], variants: list[str], title: str, stem: str |
         if not x.size:
             continue
         line, = ax.plot(x, mean, marker="o", label=variant)
-        ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.2)
+        ax.fill_between(x, np.clip(mean - half, 0, 100), np.clip(mean + half, 0, 100), color=line.get_color(),
+                        alpha=0.2)
     ax.set_xscale("log")
     ax.set_xlabel("fault rate (per bit)")
     ax.set_ylabel("top-1 accuracy (%)")

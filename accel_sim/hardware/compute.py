@@ -106,11 +106,7 @@ class PreparedLayer:
     @functools.cached_property
     def weight(self) -> np.ndarray:
         """Raw words in the layer's weight shape, patched."""
-        if self.patch is None:
-            return self.layer.weight
-        flat = np.array(self.layer.weight).reshape(-1)
-        flat[self.patch.index] = self.patch.values
-        return flat.reshape(self.layer.weight.shape)
+        return _patched(self.layer, self.patch)
 
     @functools.cached_property
     def weight_2d(self) -> torch.Tensor:
@@ -124,6 +120,15 @@ class PreparedLayer:
         w = self.weight.transpose(0, 2, 3, 1) if self.weight.ndim == 4 else self.weight
         dtype = np.float32 if self.layer.weight_format.is_float else np.int64
         return np.ascontiguousarray(w.reshape(w.shape[0], -1)).astype(dtype)
+
+
+def _patched(layer: WeightedLayer, patch: WeightPatch | None) -> np.ndarray:
+    """The layer's weight words with ``patch`` applied (a copy; the layer is not changed)."""
+    if patch is None:
+        return layer.weight
+    flat = np.array(layer.weight).reshape(-1)
+    flat[patch.index] = patch.values
+    return flat.reshape(layer.weight.shape)
 
 
 def _hwc_matrix(w: np.ndarray) -> np.ndarray:
@@ -150,7 +155,7 @@ def prepare_layer(layer: WeightedLayer, patch: WeightPatch | None = None, bias: 
         old = np.abs(layer.weight.reshape(-1)[patch.index].astype(np.float64))
         np.add.at(abs_sums, n, np.abs(np.asarray(patch.values, np.float64)) - old)  # exact: integers
     else:
-        w = layer.weight if patch is None else PreparedLayer(layer, torch.zeros(0), np.zeros(0), None, patch=patch).weight
+        w = _patched(layer, patch)
         digits = None
         if not is_float and layer.weight_format.word_bits <= int8_gemm.MAX_WORD_BITS:
             digits = int8_gemm.prepare_weights(torch.from_numpy(np.array(_hwc_matrix(w))), layer.weight_format.word_bits)

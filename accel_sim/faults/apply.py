@@ -56,9 +56,9 @@ def run_with_faults(accelerator: Accelerator, image: Image, images: np.ndarray, 
         changed = {i for i in set(weights) | set(biases)
                    if not (_same_patch(weights.get(i), base_weights.get(i))
                            and np.array_equal(biases.get(i), base_biases.get(i)))}
-        rerun = [accelerator.prepare(image, {i: weights[i]} if i in weights else {},
-                                     {i: biases[i]} if i in biases else {})[i] if i in changed else p
-                 for i, p in enumerate(prepared)]
+        fresh = accelerator.prepare(image, {i: weights[i] for i in changed if i in weights},
+                                    {i: biases[i] for i in changed if i in biases})
+        rerun = [fresh[i] if i in changed else p for i, p in enumerate(prepared)]
         single = accelerator.run(image, images[int(img):int(img) + 1], rerun, layer_faults(image, hw, local))
         raw[int(img)] = single.raw_logits[0]
     return make_output(image, raw)
@@ -96,7 +96,7 @@ def corrupted_parameters(image: Image, hw: HardwareConfig, fmap: FaultMap) -> tu
         faults = buffer.select((buffer.layer == -1) | (buffer.layer == i))
         if len(faults):
             order = weight_stream_indices(layer, hw.dataflow, hw.rows, hw.cols)
-            _patch(patches, i, layer, *addresses_to_words(order, capacity, faults))
+            _patch(patches, i, layer, *addresses_to_words(order, capacity, faults)[:3])
     return patches, biases
 
 
@@ -127,8 +127,7 @@ def layer_faults(image: Image, hw: HardwareConfig, fmap: FaultMap) -> dict[int, 
         corrupt = None
         if len(here_act):
             order = activation_stream(layer.in_shape)
-            index, bit, model = addresses_to_words(order, capacity, here_act)
-            images = _images_per_word(order, capacity, here_act)
+            index, bit, model, images = addresses_to_words(order, capacity, here_act)
             keep = bit < layer.in_format.word_bits
             corrupt = functools.partial(_corrupt_feature_map, fmt=layer.in_format, index=index[keep],
                                         bit=bit[keep], model=model[keep], image=images[keep])
@@ -206,19 +205,12 @@ def _stream_indices(shape, conv_geometry, dataflow: str, rows: int, cols: int) -
 def addresses_to_words(order: np.ndarray, capacity: int, faults: FaultMap) -> tuple[np.ndarray, ...]:
     """Every word a faulty buffer cell corrupts: stream positions ``address + j · capacity``
     mapped through ``order`` (stream position → flat word index). Returns (word index, bit,
-    model) with one entry per (fault, word)."""
-    length = order.size
-    reps = np.maximum(0, -(-(length - faults.index) // capacity))  # positions per fault
+    model, image) with one entry per (fault, word)."""
+    reps = np.maximum(0, -(-(order.size - faults.index) // capacity))  # positions per fault
     fault_of = np.repeat(np.arange(len(faults)), reps)
     step = np.arange(fault_of.size) - np.repeat(np.cumsum(reps) - reps, reps)
     positions = faults.index[fault_of] + step * capacity
-    return order[positions], faults.bit[fault_of].astype(np.int64), faults.model[fault_of].astype(np.int64)
-
-
-def _images_per_word(order: np.ndarray, capacity: int, faults: FaultMap) -> np.ndarray:
-    length = order.size
-    reps = np.maximum(0, -(-(length - faults.index) // capacity))
-    return np.repeat(faults.image, reps).astype(np.int64)
+    return (order[positions], *(getattr(faults, name)[fault_of].astype(np.int64) for name in ("bit", "model", "image")))
 
 
 def apply_bit_faults(fmt: Format, words: np.ndarray, index: np.ndarray, bit: np.ndarray,

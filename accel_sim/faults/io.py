@@ -127,6 +127,6 @@ def _check(ok: np.ndarray, fmap: FaultMap, name: str, problem: str, where: str) 
     bad = np.nonzero(~np.asarray(ok))[0]
     if bad.size:
         i = int(bad[0])
-        value = {"row/col": (int(fmap.row[i]), int(fmap.col[i]))}.get(name) or getattr(fmap, name)[i]
+        value = (int(fmap.row[i]), int(fmap.col[i])) if name == "row/col" else getattr(fmap, name)[i]
         raise ValueError(f"{where}: fault {i} ({SITES[fmap.site[i]] if 0 <= fmap.site[i] < 4 else '?'}) "
                          f"{name} {value} {problem}")

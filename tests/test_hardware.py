@@ -8,12 +8,13 @@ from hypothesis import strategies as st
 
 from accel_sim.cli import main
 from accel_sim.data import draw_sample, load_bundled_sample
-from accel_sim.hardware import Accelerator, HardwareConfig, hardware_from_dict, load_hardware
+from accel_sim.hardware import Accelerator, HardwareConfig, PeFaults, hardware_from_dict, load_hardware
 from accel_sim.hardware.compute import prepare_layer, run_layer
 from accel_sim.hardware.cycles import layer_cycles
 from accel_sim.hardware.dataflows import activation_stream, get_dataflow
 from accel_sim.hardware.lowering import GemmShape, gemm_shape
 from accel_sim.image import Conv2d, Linear
+from accel_sim.numerics import Fixed
 from accel_sim.image.export import export_model
 from accel_sim.image.hdf5 import write_image
 from accel_sim.image.records import conv_output_hw
@@ -30,8 +31,6 @@ def random_layer(draw):
     """A random conv2d or linear layer with random formats, activation and raw words."""
     w_bits, a_bits = draw(st.integers(4, 16)), draw(st.integers(4, 16))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    from accel_sim.numerics import Fixed
-
     w_fmt = Fixed(w_bits, draw(st.integers(0, w_bits)))
     in_fmt = Fixed(a_bits, draw(st.integers(0, a_bits)))
     acc_frac = w_fmt.frac_bits + in_fmt.frac_bits
@@ -75,6 +74,58 @@ def test_random_layers_equal_reference(case, dataflow, array, overflow, acc_bits
     for engine in ("fast", "faithful"):
         got = run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine)
         np.testing.assert_array_equal(got.numpy().astype(np.int64), expected, err_msg=engine)
+
+
+@st.composite
+def pe_fault_table(draw, hw, layer, batch):
+    """1–4 PE faults on random PEs, registers, bits and models; some transient (one MAC)."""
+    depth, filters = gemm_shape(layer).k, layer.out_channels
+    pixels = 1 if isinstance(layer, Linear) else layer.out_shape[1] * layer.out_shape[2]
+    widths = (layer.weight_format.word_bits, layer.weight_format.word_bits + layer.in_format.word_bits,
+              hw.datapath.acc_bits)
+    faults = []
+    for _ in range(draw(st.integers(1, 4))):
+        register = draw(st.integers(0, 2))
+        mac = -1 if draw(st.booleans()) else draw(st.integers(0, batch * pixels * depth * filters - 1))
+        faults.append((draw(st.integers(0, hw.rows - 1)), draw(st.integers(0, hw.cols - 1)), register,
+                       draw(st.integers(0, widths[register] - 1)), draw(st.integers(0, 2)), mac))
+    return PeFaults.build(hw.rows, hw.cols, *(np.array(v) for v in zip(*faults)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(random_layer(), st.sampled_from(["ws", "os"]), st.sampled_from(ARRAYS), st.sampled_from(["saturate", "wrap"]),
+       st.sampled_from([32, 40, 48, 64]), st.data())
+def test_pe_faults_on_fast_path_equal_faithful_kernel(case, dataflow, array, overflow, acc_bits, data):
+    """The fast path's faulty-column kernel (and its fallbacks) against the faithful kernel."""
+    layer, x = case
+    hw = HardwareConfig("t", *array, dataflow=dataflow, acc_bits=acc_bits, overflow=overflow,
+                        weight_buffer_kib=2048, activation_buffer_kib=2048)
+    faults = data.draw(pe_fault_table(hw, layer, x.shape[0]))
+    prepared = prepare_layer(layer)
+    fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
+                      for engine in ("fast", "faithful"))
+    np.testing.assert_array_equal(fast.numpy(), faithful.numpy())
+
+
+@pytest.mark.parametrize("overflow", ["saturate", "wrap"])
+def test_product_faults_in_ws_use_the_correction_and_equal_faithful_kernel(overflow, monkeypatch):
+    """WS product-register faults only: the fast path adds corrections to the clean accumulators."""
+    from accel_sim.hardware import kernels
+
+    rng = np.random.default_rng(5)
+    layer = Conv2d("conv", (20, 6, 6), (24, 6, 6), rng.integers(-2**15, 2**15, (24, 20, 3, 3)), np.zeros(24, np.int64),
+                   Fixed(16, 12), Fixed(32, 20), Fixed(16, 8), None, "none", None, padding=(1, 1))
+    x = torch.from_numpy(rng.integers(-2**15, 2**15, (2, 20, 6, 6))).double()
+    hw = HardwareConfig("t", 8, 5, dataflow="ws", acc_bits=48, overflow=overflow)
+    faults = PeFaults.build(8, 5, [3, 6, 6], [2, 2, 4], [1, 1, 1], [31, 4, 17], [0, 2, 1], [-1, -1, -1])
+    calls = []
+    original = kernels.product_fault_corrections
+    monkeypatch.setattr(kernels, "product_fault_corrections", lambda *a: calls.append(1) or original(*a))
+    prepared = prepare_layer(layer)
+    fast, faithful = (run_layer(layer, prepared, x, hw, engine, faults) for engine in ("fast", "faithful"))
+    np.testing.assert_array_equal(fast.numpy(), faithful.numpy())
+    assert len(calls) == 2  # columns 2 and 4
+    assert not np.array_equal(fast.numpy(), run_layer(layer, prepared, x, hw, "fast").numpy())
 
 
 @pytest.fixture(scope="module")
@@ -189,8 +240,6 @@ def test_activation_stream_is_row_column_channel_order():
 
 def test_cycle_model_by_hand():
     """conv 3→4, 3×3, pad 1 on 4×4: M = 16 pixels, K = 27, N = 4, on an 8×4 array."""
-    from accel_sim.numerics import Fixed
-
     f = Fixed(8, 4)
     layer = Conv2d("c", (3, 4, 4), (4, 4, 4), np.zeros((4, 3, 3, 3)), np.zeros(4), f, Fixed(16, 8), f, f,
                    padding=(1, 1))

@@ -63,6 +63,18 @@ class CampaignContext:
     thresholds: dict[str, dict[int, float]]
     data_name: str
     threads: int = 0  # torch/numba threads per job; 0 = leave as is
+    # per process: one accelerator per variant, so each image's clean prepared layers are built
+    # once per worker, not once per job (not pickled: each worker builds its own)
+    _accelerators: dict[str, Accelerator] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_accelerators": {}}
+
+    def accelerator(self, variant: str) -> Accelerator:
+        """The accelerator that runs ``variant``'s jobs in this process."""
+        if variant not in self._accelerators:
+            self._accelerators[variant] = Accelerator(self.hw, batch_size=self.config.execution.batch_size)
+        return self._accelerators[variant]
 
     def resolved(self) -> dict:
         """What the results file records: the campaign, the hardware, the images and thresholds."""
@@ -153,7 +165,7 @@ def run_job(job: Job, context: CampaignContext) -> dict:
     spec = config.faults.draw_spec(job.rate)
     fmap = draw_fault_map(image, hw, spec, job_rng(config.seed, job.draw_key), len(context.inputs),
                           config.seed, job.key, image_hash=context.image_hashes[job.variant])
-    out = run_with_faults(Accelerator(hw, batch_size=config.execution.batch_size), image, context.inputs, fmap)
+    out = run_with_faults(context.accelerator(job.variant), image, context.inputs, fmap)
     return {
         "key": job.key, "variant": job.variant, "rate": job.rate, "trial": job.trial, "seed": config.seed,
         "faults": len(fmap), "correct": int(np.sum(out.predictions == context.labels)),

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from accel_sim.hardware.compute import PeFaults, PreparedLayer, WeightPatch, prepare_layer, run_layer
+from accel_sim.hardware.compute import PreparedLayer, WeightPatch, prepare_layer, run_layer
+from accel_sim.hardware.pe_faults import PeFaults
 from accel_sim.hardware.config import HardwareConfig
 from accel_sim.image import Image, WeightedLayer
 from accel_sim.image.reference import RunOutput, make_output, quantize_input, run_reference

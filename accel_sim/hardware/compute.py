@@ -29,49 +29,12 @@ import torch.nn.functional as F
 
 from accel_sim.hardware import int8_gemm, kernels
 from accel_sim.hardware.config import HardwareConfig
+from accel_sim.hardware.pe_faults import PeFaults, faulty_column_blocks, fits_float64
 from accel_sim.image import Conv2d, Flatten, Layer, Linear, MaxPool2d, WeightedLayer
 from accel_sim.numerics import threshold_to_acc
 
 EXACT_LIMIT = 2.0**53
 _MARGIN = 1 - 2.0**-40  # float64 bounds are computed with rounding; stay clear of the edge
-
-
-@dataclass(frozen=True)
-class PeFaults:
-    """PE faults in the CSR layout the faithful kernel reads (see :mod:`accel_sim.hardware.kernels`).
-
-    ``pe_start`` has ``rows·cols + 1`` entries; the other arrays one entry per fault, sorted by PE.
-    ``mac`` is -1 for a fault present at every MAC, or the one MAC (batch numbering) it hits.
-    """
-
-    pe_start: np.ndarray
-    register: np.ndarray
-    bit: np.ndarray
-    model: np.ndarray
-    mac: np.ndarray
-
-    @staticmethod
-    def none(rows: int, cols: int) -> "PeFaults":
-        empty = np.zeros(0, dtype=np.int64)
-        return PeFaults(np.zeros(rows * cols + 1, dtype=np.int64), empty, empty, empty, empty)
-
-    @staticmethod
-    def build(rows: int, cols: int, pe_row, pe_col, register, bit, model, mac) -> "PeFaults":
-        """CSR table from per-fault arrays (any order)."""
-        pe = np.asarray(pe_row, np.int64) * cols + np.asarray(pe_col, np.int64)
-        order = np.argsort(pe, kind="stable")
-        start = np.zeros(rows * cols + 1, dtype=np.int64)
-        np.add.at(start, pe + 1, 1)
-        return PeFaults(np.cumsum(start), *(np.asarray(v, np.int64)[order] for v in (register, bit, model, mac)))
-
-    @property
-    def count(self) -> int:
-        return int(self.register.size)
-
-    def faulty_pes(self, cols: int) -> tuple[np.ndarray, np.ndarray]:
-        """(row, col) of the PEs holding at least one fault."""
-        pe = np.nonzero(np.diff(self.pe_start))[0]
-        return pe // cols, pe % cols
 
 
 @dataclass(frozen=True)
@@ -246,9 +209,43 @@ def weighted_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: Hardware
 
 def _with_pe_faults(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, pe_faults: PeFaults,
                     acc: torch.Tensor) -> torch.Tensor:
-    """Recompute, MAC by MAC with the faults, only the outputs the faulty PEs touch: in WS a PE
-    (r, c) works on every output of the filters n ≡ c (mod cols); in OS on the outputs of pixels
-    ≡ r (mod rows) and filters ≡ c."""
+    """Replace the outputs the faulty PEs touch by their exact faulty values; all other outputs
+    keep their fast-path values. In WS a PE (r, c) works on every output of the filters
+    n ≡ c (mod cols); in OS on the outputs of pixels ≡ r (mod rows) of those filters."""
+    layer = prepared.layer
+    batch = x.shape[0]
+    product_bits = layer.weight_format.word_bits + layer.in_format.word_bits
+    if layer.weight_format.is_float or not fits_float64(hw, product_bits):
+        return _recompute_touched(prepared, x, hw, pe_faults, acc)
+    by_row = (acc.permute(0, 2, 3, 1) if acc.dim() == 4 else acc).contiguous().view(-1, layer.out_channels)
+    if isinstance(layer, Conv2d):
+        x_hwc = x.permute(0, 2, 3, 1).contiguous().numpy()
+        geometry = (*layer.kernel, *layer.stride, *layer.padding, layer.out_shape[2])
+    else:
+        x_hwc = x.reshape(batch, 1, 1, -1).contiguous().numpy()
+        geometry = (1, 1, 1, 1, 0, 0, 1)
+    pixels = by_row.shape[0] // batch
+    bound = abs_max(x) * prepared.abs_col_sums
+    for rows, filters, values, correction in faulty_column_blocks(
+            x_hwc, prepared.weight_t_hwc, geometry, pixels, hw, pe_faults, layer.weight_format.word_bits,
+            product_bits, bound):
+        index = (torch.from_numpy(rows)[:, None], torch.from_numpy(filters)[None, :])
+        values = torch.from_numpy(values).to(acc.dtype)
+        if correction:
+            values = by_row[index] + values
+            values = values if hw.datapath.overflow == "saturate" else _wrap(values, hw.datapath.acc_bits)
+        by_row[index] = values
+    rows, filters = pe_faults.transient_outputs(prepared.weight_t_hwc.shape[1], layer.out_channels)
+    for m, n in set(zip(rows.tolist(), filters.tolist())):  # a transient fault hits a single output
+        exact = faithful_accumulators(prepared, x, hw, pe_faults, np.array([m]), np.array([n]))
+        by_row[m, n] = float(exact[0, 0])
+    return _from_rows(layer, by_row, batch)
+
+
+def _recompute_touched(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, pe_faults: PeFaults,
+                       acc: torch.Tensor) -> torch.Tensor:
+    """Recompute, MAC by MAC with the faults, every output the faulty PEs touch (float32 images,
+    and accumulators too wide for :func:`fits_float64`)."""
     layer = prepared.layer
     batch = x.shape[0]
     pixels = 1 if isinstance(layer, Linear) else layer.out_shape[1] * layer.out_shape[2]
@@ -276,7 +273,7 @@ def _fast_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareCon
         acc = _from_columns(layer, torch.matmul(prepared.weight_2d, _unfold(layer, x)))
         exact_limit = EXACT_LIMIT
     limit = min(exact_limit, float(dp.acc_max)) if dp.overflow == "saturate" else exact_limit
-    if float(x.abs().max()) * prepared.abs_col_sum_max < limit * _MARGIN:
+    if abs_max(x) * prepared.abs_col_sum_max < limit * _MARGIN:
         return acc if dp.overflow == "saturate" else _wrap(acc, dp.acc_bits)
     # Per-output bounds; im2col rows (image, pixel) holding an output that might round or
     # saturate are recomputed by the faithful kernel.
@@ -324,6 +321,17 @@ def faithful_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: Hardware
     if rows is not None or cols is not None:
         return out
     return _from_rows(layer, torch.from_numpy(out.astype(np.float32 if is_float else np.float64)), x.shape[0])
+
+
+def abs_max(x: torch.Tensor) -> float:
+    """max |x| in one pass over memory (a channels-last map is reduced in its memory order,
+    which is several times faster than the strided logical order)."""
+    if not x.numel():
+        return 0.0
+    if x.dim() == 4 and x.permute(0, 2, 3, 1).is_contiguous():
+        x = x.permute(0, 2, 3, 1)
+    lo, hi = torch.aminmax(x)
+    return max(-float(lo), float(hi))
 
 
 def _wrap(values: torch.Tensor, bits: int) -> torch.Tensor:

@@ -200,3 +200,144 @@ def im2col_hwc(x, rows, kh, kw, sh, sw, ph, pw, oh, ow):
                 for c in range(ch):
                     out[i, base + c] = x[img, c, y, xx]
     return out
+
+
+@njit(cache=True, inline="always")
+def _masked(value, masks, register, bits):
+    """A register after its permanent faults: ``((v & and) | or) ^ xor``, sign-extended."""
+    return _sign_extend(((value & masks[register, 0]) | masks[register, 1]) ^ masks[register, 2], bits)
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def gemm_faulty_column(x, w, m_idx, pixels_per_image, kh, kw, sh, sw, ph, pw, ow, period, has_fault, masks,
+                       weight_bits, product_bits, acc_min, acc_max, acc_bits, wrap, block):
+    """Accumulators of the filters of one PE column with permanent PE faults, exact.
+
+    Faster equivalent of :func:`gemm_faithful` for the outputs one faulty column touches: MACs
+    that pass a faulty PE (the *fault points*) run in int64 with the faults; the MACs between
+    them in float64, which is exact because the caller guarantees every partial sum stays below
+    2**53 (saturation is a clamp after each addition; wrapping is applied at every fault point
+    and at the end, which is equivalent because wrapping commutes with addition).
+
+    Parameters
+    ----------
+    x : float64 (B, H, W, C)
+        Input feature maps, channels last (a linear layer: H = W = 1), exact integers.
+    w : float64 (K, J)
+        Weights of the J filters, K in im2col order (kernel row, kernel col, channel).
+    m_idx : int64 (I,)
+        The im2col rows (image · pixels + pixel) to compute.
+    period, has_fault : int, bool (period,)
+        MAC k is a fault point when ``has_fault[k % period]`` (WS: period = array rows, the PE
+        row of MAC k is k mod rows; OS: period = 1, every MAC runs on the faulty PE).
+    masks : int64 (period, 3, 3)
+        Per residue and register (weight, product, partial sum): the (and, or, xor) masks of
+        the composed faults; identity is (-1, 0, 0).
+    block : int
+        Outputs computed together (the innermost loops run over them, so they vectorise
+        whatever J is).
+
+    Returns
+    -------
+    int64 (I, J)
+        The accumulator values (bias not added).
+    """
+    _, h, wd, ch = x.shape
+    depth, n_filters = w.shape
+    n_out = m_idx.shape[0]
+    out = np.empty((n_out, n_filters), dtype=np.int64)
+    lo, hi = np.float64(acc_min), np.float64(acc_max)
+    for t in prange((n_out + block - 1) // block):
+        first = t * block
+        size = min(n_out, first + block) - first
+        windows = np.zeros((depth, size))  # im2col rows of the block, transposed
+        acc = np.zeros((n_filters, size))
+        for b in range(size):
+            p = m_idx[first + b] % pixels_per_image
+            img = m_idx[first + b] // pixels_per_image
+            oy, ox = p // ow, p % ow
+            for ki in range(kh):
+                y = oy * sh + ki - ph
+                for kj in range(kw):
+                    xx = ox * sw + kj - pw
+                    if 0 <= y < h and 0 <= xx < wd:
+                        base = (ki * kw + kj) * ch
+                        for c in range(ch):
+                            windows[base + c, b] = x[img, y, xx, c]
+        r = 0
+        for k in range(depth):
+            row = windows[k]
+            if has_fault[r]:
+                m = masks[r]
+                product_faulty = m[1, 0] != -1 or m[1, 1] != 0 or m[1, 2] != 0
+                psum_faulty = m[2, 0] != -1 or m[2, 1] != 0 or m[2, 2] != 0
+                for j in range(n_filters):
+                    weight = _masked(np.int64(w[k, j]), m, 0, weight_bits)
+                    sums = acc[j]
+                    for b in range(size):
+                        product = np.int64(row[b]) * weight
+                        if product_faulty:
+                            product = _masked(product, m, 1, product_bits)
+                        total = np.int64(sums[b]) + product
+                        if wrap:
+                            total = _sign_extend(total, acc_bits)
+                        else:
+                            total = min(max(total, acc_min), acc_max)
+                        if psum_faulty:
+                            total = _masked(total, m, 2, acc_bits)
+                        sums[b] = np.float64(total)
+            elif wrap:
+                for j in range(n_filters):
+                    weight = w[k, j]
+                    sums = acc[j]
+                    for b in range(size):
+                        sums[b] += row[b] * weight
+            else:
+                for j in range(n_filters):
+                    weight = w[k, j]
+                    sums = acc[j]
+                    for b in range(size):
+                        sums[b] = min(max(sums[b] + row[b] * weight, lo), hi)
+            r += 1
+            if r == period:
+                r = 0
+        for b in range(size):
+            for j in range(n_filters):
+                value = np.int64(acc[j, b])
+                out[first + b, j] = _sign_extend(value, acc_bits) if wrap else value
+    return out
+
+
+@njit(cache=True, parallel=True)
+def product_fault_corrections(x, w, pixels_per_image, kh, kw, sh, sw, ph, pw, ow, period, fault_rows, masks,
+                              product_bits):
+    """``Σ_k (faulty product − product)`` over the fault points of a WS column whose PEs have
+    product-register faults only.
+
+    When no partial sum saturates, the faulty accumulator is the clean one plus this correction,
+    so only MACs k ≡ r (mod ``period``) for the faulty rows r are visited (1/(rows·cols) of the
+    layer). Arguments as :func:`gemm_faulty_column`; ``fault_rows`` int64 lists the faulty rows.
+
+    Returns
+    -------
+    int64 (B · pixels, J)
+        One row per im2col row of the batch.
+    """
+    n_img, h, wd, ch = x.shape
+    depth, n_filters = w.shape
+    n_out = n_img * pixels_per_image
+    points = np.array([k for r in fault_rows for k in range(r, depth, period)], dtype=np.int64)
+    residue = points % period
+    ki, kj, c = (points // ch) // kw, (points // ch) % kw, points % ch  # window position of each point
+    out = np.zeros((n_out, n_filters), dtype=np.int64)
+    for i in prange(n_out):
+        p = i % pixels_per_image
+        img, oy, ox = i // pixels_per_image, p // ow, p % ow
+        for q in range(points.shape[0]):
+            y, xx = oy * sh + ki[q] - ph, ox * sw + kj[q] - pw
+            a = np.int64(x[img, y, xx, c[q]]) if 0 <= y < h and 0 <= xx < wd else np.int64(0)
+            k, r = points[q], residue[q]
+            for j in range(n_filters):
+                product = a * np.int64(w[k, j])
+                out[i, j] += _masked(product, masks[r], 1, product_bits) - product
+    return out

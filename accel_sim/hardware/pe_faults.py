@@ -1,0 +1,159 @@
+"""PE faults: the table the kernels read, and the fast exact path for the outputs they touch.
+
+A permanent fault of PE (r, c) touches, under WS, every output of the filters n ≡ c (mod cols)
+(the PE works on MACs k ≡ r of each); under OS, the outputs of pixels ≡ r (mod rows) of those
+filters (every MAC of them). :func:`faulty_column_blocks` computes exactly these outputs with
+:func:`accel_sim.hardware.kernels.gemm_faulty_column`, which runs only the MACs through faulty
+PEs in int64 with the faults and the rest as float64 multiply-adds, straight from the feature
+map (no im2col copy). A transient fault hits one MAC, hence one output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from accel_sim.hardware import kernels
+from accel_sim.hardware.config import HardwareConfig
+
+_IDENTITY = (-1, 0, 0)  # (and, or, xor) masks of a register without faults
+_MARGIN = 1 - 2.0**-40  # float64 bounds are computed with rounding; stay clear of the edge
+
+
+@dataclass(frozen=True)
+class PeFaults:
+    """PE faults in the CSR layout the faithful kernel reads (see :mod:`accel_sim.hardware.kernels`).
+
+    ``pe_start`` has ``rows·cols + 1`` entries; the other arrays one entry per fault, sorted by PE.
+    ``mac`` is -1 for a fault present at every MAC, or the one MAC (batch numbering) it hits.
+    """
+
+    pe_start: np.ndarray
+    register: np.ndarray
+    bit: np.ndarray
+    model: np.ndarray
+    mac: np.ndarray
+
+    @staticmethod
+    def none(rows: int, cols: int) -> "PeFaults":
+        empty = np.zeros(0, dtype=np.int64)
+        return PeFaults(np.zeros(rows * cols + 1, dtype=np.int64), empty, empty, empty, empty)
+
+    @staticmethod
+    def build(rows: int, cols: int, pe_row, pe_col, register, bit, model, mac) -> "PeFaults":
+        """CSR table from per-fault arrays (any order)."""
+        pe = np.asarray(pe_row, np.int64) * cols + np.asarray(pe_col, np.int64)
+        order = np.argsort(pe, kind="stable")
+        start = np.zeros(rows * cols + 1, dtype=np.int64)
+        np.add.at(start, pe + 1, 1)
+        return PeFaults(np.cumsum(start), *(np.asarray(v, np.int64)[order] for v in (register, bit, model, mac)))
+
+    @property
+    def count(self) -> int:
+        return int(self.register.size)
+
+    def faulty_pes(self, cols: int) -> tuple[np.ndarray, np.ndarray]:
+        """(row, col) of the PEs holding at least one fault."""
+        pe = np.nonzero(np.diff(self.pe_start))[0]
+        return pe // cols, pe % cols
+
+
+    def transient_outputs(self, depth: int, filters: int) -> tuple[np.ndarray, np.ndarray]:
+        """(im2col row, filter) of the one output each transient fault hits (may repeat)."""
+        mac = self.mac[self.mac >= 0]
+        return mac // (depth * filters), mac % filters
+
+
+def fits_float64(hw: HardwareConfig, product_bits: int) -> bool:
+    """Whether :func:`faulty_column_blocks` is exact on this hardware: between two fault points
+    (at most ``rows`` MACs apart under WS) a partial sum grows from an accumulator value by at
+    most ``rows`` products, and must stay below 2**53."""
+    return 2.0 ** (hw.datapath.acc_bits - 1) + hw.rows * 2.0 ** (product_bits - 1) < 2.0**53
+
+
+def _register_masks(faults: PeFaults, pe: int) -> np.ndarray:
+    """(3, 3) int64: per register, the (and, or, xor) masks of the PE's permanent faults
+    applied in table order (a composition of bit operations is again of that form)."""
+    masks = np.array([_IDENTITY] * 3, dtype=np.int64)
+    for f in range(faults.pe_start[pe], faults.pe_start[pe + 1]):
+        if faults.mac[f] >= 0:
+            continue
+        and_, or_, xor = masks[faults.register[f]]
+        bit = np.int64(1) << np.int64(faults.bit[f])
+        if faults.model[f] == kernels.MODEL_FLIP:
+            xor ^= bit
+        else:  # stuck-at: the bit no longer depends on the value or earlier faults
+            and_, or_, xor = and_ & ~bit, (or_ | bit) if faults.model[f] == kernels.MODEL_STUCK_AT_1 else or_ & ~bit, xor & ~bit
+        masks[faults.register[f]] = (and_, or_, xor)
+    return masks
+
+
+def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: tuple[int, ...],
+                         pixels: int, hw: HardwareConfig, faults: PeFaults, weight_bits: int, product_bits: int,
+                         partial_sum_bound: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
+    """Exact accumulators of the outputs touched by permanent PE faults, in blocks.
+
+    Parameters
+    ----------
+    x_hwc : float64 (B, H, W, C)
+        The layer's input feature maps (words), channels last; (B, 1, 1, F) for a linear layer.
+    weight_t_hwc : int64 (N, K)
+        Weights, one row per filter, K in im2col order.
+    geometry : (kh, kw, sh, sw, ph, pw, ow)
+        Kernel, stride, padding and output width of the layer (1×1, stride 1, no padding, width 1
+        for a linear layer).
+    pixels : int
+        Output pixels per image.
+    partial_sum_bound : float64 (N,)
+        Per filter, a bound on every clean partial sum (max |x| · Σ_k |w[k, n]|).
+
+    Yields
+    ------
+    (rows int64 (I,), filters int64 (J,), int64 (I, J), correction bool)
+        Im2col rows, filters and either their accumulators (bias not added) or, when
+        ``correction``, what to add to the clean accumulators (a WS column with product faults
+        only, where no partial sum can saturate); blocks do not overlap. The caller checks
+        :func:`fits_float64` first.
+    """
+    dp = hw.datapath
+    permanent_pes = np.unique(np.repeat(np.arange(hw.rows * hw.cols), np.diff(faults.pe_start))[faults.mac < 0])
+    all_rows = np.arange(x_hwc.shape[0] * pixels, dtype=np.int64)
+    if hw.dataflow == "ws":  # one block per faulty column: every row, fault points k ≡ faulty rows
+        groups = [(c, None, np.unique(permanent_pes[permanent_pes % hw.cols == c] // hw.cols))
+                  for c in np.unique(permanent_pes % hw.cols)]
+    else:  # one block per faulty PE: its rows, every MAC a fault point
+        groups = [(pe % hw.cols, pe // hw.cols, None) for pe in permanent_pes]
+    for col, pe_row, fault_rows in groups:
+        filters = np.arange(col, weight_t_hwc.shape[0], hw.cols, dtype=np.int64)
+        if pe_row is None:
+            rows, period = all_rows, hw.rows
+            has_fault = np.zeros(hw.rows, dtype=np.bool_)
+            has_fault[fault_rows] = True
+            masks = np.array([_register_masks(faults, r * hw.cols + col) for r in range(hw.rows)])
+        else:
+            rows, period = all_rows[(all_rows % pixels) % hw.rows == pe_row], 1
+            has_fault = np.ones(1, dtype=np.bool_)
+            masks = _register_masks(faults, pe_row * hw.cols + col)[None]
+        if not filters.size or not rows.size:
+            continue
+        w = np.ascontiguousarray(weight_t_hwc[filters].T, dtype=np.float64)
+        if pe_row is None and _products_only(masks[fault_rows]):
+            points = sum(len(range(r, weight_t_hwc.shape[1], hw.rows)) for r in fault_rows)
+            growth = points * 2.0**product_bits  # |faulty − clean product| < 2**product_bits
+            limit = 2.0**53 - 2.0 ** (dp.acc_bits - 1) if dp.overflow == "wrap" else float(dp.acc_max) * _MARGIN
+            if float(partial_sum_bound[filters].max()) + growth < limit:
+                yield rows, filters, kernels.product_fault_corrections(
+                    x_hwc, w, pixels, *geometry, period, fault_rows.astype(np.int64), masks, product_bits), True
+                continue
+        values = kernels.gemm_faulty_column(x_hwc, w, rows, pixels, *geometry, period, has_fault, masks, weight_bits,
+                                            product_bits, dp.acc_min, dp.acc_max, dp.acc_bits,
+                                            int(dp.overflow == "wrap"), 64)
+        yield rows, filters, values, False
+
+
+def _products_only(masks: np.ndarray) -> bool:
+    """Whether the (…, 3, 3) register masks change the product register only."""
+    identity = np.array(_IDENTITY)
+    return bool((masks[..., 0, :] == identity).all() and (masks[..., 2, :] == identity).all())

@@ -24,6 +24,7 @@ from accel_sim.hardware import Accelerator, HardwareConfig, load_hardware
 from accel_sim.hardware.lowering import gemm_shape
 from accel_sim.image.export import export_model
 from accel_sim.models import load_weights
+from accel_sim.runtime import tune_allocator
 from accel_sim.models.evaluation import predict
 
 
@@ -38,6 +39,7 @@ def best_seconds(fn, repeats: int) -> float:
 
 
 def main() -> None:
+    tune_allocator()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)

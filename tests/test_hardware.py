@@ -128,6 +128,28 @@ def test_product_faults_in_ws_use_the_correction_and_equal_faithful_kernel(overf
     assert not np.array_equal(fast.numpy(), run_layer(layer, prepared, x, hw, "fast").numpy())
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 16), st.integers(1, 6), st.integers(1, 7), st.integers(1, 7), st.integers(1, 3), st.integers(1, 3),
+       st.integers(1, 2), st.integers(0, 2), st.integers(0, 2**32 - 1))
+def test_im2col_digits_equal_split_of_im2col(bits, c, h, w, kh, kw, stride, pad, seed):
+    """The fused im2col + digit split kernel against torch's unfold and int8_gemm.split."""
+    from accel_sim.hardware import int8_gemm
+
+    oh, ow = conv_output_hw(h, w, (kh, kw), (stride, stride), (pad, pad))
+    if oh < 1 or ow < 1:
+        return
+    rng = np.random.default_rng(seed)
+    x = torch.from_numpy(rng.integers(-(2 ** (bits - 1)), 2 ** (bits - 1), (2, c, h, w))).double()
+    cols = torch.nn.functional.unfold(x, (kh, kw), padding=pad, stride=stride)  # (N, C·kh·kw, L)
+    rows = cols.reshape(2, c, kh * kw, -1).permute(0, 3, 2, 1).reshape(2 * oh * ow, kh * kw * c)
+    expected = int8_gemm.split(rows, bits)
+    got = int8_gemm.im2col_digits(x.permute(0, 2, 3, 1), (kh, kw), (stride, stride), (pad, pad), (oh, ow), bits)
+    assert got.offset == expected.offset
+    for g, e in zip(got.digits, expected.digits, strict=True):
+        torch.testing.assert_close(g, e, rtol=0, atol=0)
+    np.testing.assert_array_equal(got.rowsums, expected.digit_rowsums())
+
+
 @pytest.fixture(scope="module")
 def calibration():
     return draw_sample(load_bundled_sample("train"), 64, np.random.default_rng(0)).images

@@ -31,6 +31,7 @@ from accel_sim.image.export import export_model
 from accel_sim.image.hdf5 import read_image
 from accel_sim.campaign.profiling import profile_act_max
 from accel_sim.image.activations import with_activation
+from accel_sim.runtime import tune_allocator
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +155,7 @@ def _read_thresholds(path: Path) -> dict[int, float]:
 
 def run_job(job: Job, context: CampaignContext) -> dict:
     """Run one job; returns its result row. A top-level function, so Dask can ship it."""
+    tune_allocator()
     if context.threads:
         import numba
         import torch

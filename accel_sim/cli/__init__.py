@@ -12,6 +12,7 @@ import sys
 
 from accel_sim import __version__
 from accel_sim.cli import campaign_commands, eval_command, fault_commands, image_commands, train_command
+from accel_sim.runtime import tune_allocator
 
 logger = logging.getLogger("accel_sim")
 
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     verbose = args.verbose or args.command == "train"
     level = logging.DEBUG if args.debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    tune_allocator()
     try:
         return int(args.handler(args) or 0)
     except (ValueError, TypeError, OSError) as exc:

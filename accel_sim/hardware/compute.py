@@ -150,6 +150,10 @@ def run_layer(layer: Layer, prepared: PreparedLayer | None, x: torch.Tensor, hw:
         return x.reshape(x.shape[0], -1)  # channel-major order, whatever the memory layout
     if isinstance(layer, MaxPool2d):
         return F.max_pool2d(x, layer.kernel, layer.stride, layer.padding)
+    if engine == "fast" and (pe_faults is None or not pe_faults.count) and _uses_int8(prepared):
+        fused = _fused_int8_layer(prepared, x, hw)
+        if fused is not None:
+            return fused
     acc = weighted_accumulators(prepared, x, hw, engine, pe_faults)
     return activation_unit(prepared, acc, hw)
 
@@ -182,17 +186,40 @@ def _uses_int8(prepared: PreparedLayer) -> bool:
             and prepared.weight_digits.depth <= int8_gemm.MAX_DEPTH and int8_gemm.int8_matmul_is_exact())
 
 
+def _input_digits(layer: WeightedLayer, x: torch.Tensor) -> int8_gemm.Digits:
+    """The GEMM's A (im2col rows of the input words) as int8 digits."""
+    bits = layer.in_format.word_bits
+    if isinstance(layer, Conv2d):
+        return int8_gemm.im2col_digits(x.permute(0, 2, 3, 1), layer.kernel, layer.stride, layer.padding,
+                                       layer.out_shape[1:], bits)
+    return int8_gemm.split(x, bits)
+
+
 def _int8_accumulators(prepared: PreparedLayer, x: torch.Tensor) -> torch.Tensor:
     """Exact Σ w·a through int8 digit products, float64, logical output shape."""
     layer = prepared.layer
-    bits = layer.in_format.word_bits
-    if isinstance(layer, Conv2d):
-        digits = int8_gemm.split(x.permute(0, 2, 3, 1), bits)  # channels-last digit maps
-        a = int8_gemm.unfold_digits(digits, layer.kernel, layer.stride, layer.padding,
-                                    int8_gemm.digit_fill(bits), layer.out_shape[1:])
-    else:
-        a = int8_gemm.split(x, bits)
-    return _from_rows(layer, int8_gemm.matmul(a, prepared.weight_digits), x.shape[0])
+    return _from_rows(layer, int8_gemm.matmul(_input_digits(layer, x), prepared.weight_digits), x.shape[0])
+
+
+def _fused_int8_layer(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig) -> torch.Tensor | None:
+    """The int8 digit products and the activation unit in one pass over the outputs (no float64
+    accumulator map), when no partial sum can saturate; None otherwise (the caller takes the
+    general path)."""
+    layer = prepared.layer
+    dp = hw.datapath
+    if dp.overflow == "saturate" and not abs_max(x) * prepared.abs_col_sum_max < float(dp.acc_max) * _MARGIN:
+        return None
+    products = int8_gemm.digit_products(_input_digits(layer, x), prepared.weight_digits)
+    out = np.empty((products.rows, layer.out_channels), dtype=np.float64)
+    fmt = layer.out_format
+    threshold = threshold_to_acc(layer.threshold, layer.acc_frac_bits) if layer.threshold is not None else 0
+    kernels.recombine_digits(
+        *products.recombine_args(), kernels.EPILOGUE_FULL if fmt is not None else kernels.EPILOGUE_BIAS,
+        prepared.bias.numpy().astype(np.int64), dp.acc_min, dp.acc_max, dp.acc_bits, int(dp.overflow == "wrap"),
+        kernels.ACTIVATION_CODES[layer.activation], threshold,
+        layer.acc_frac_bits - (fmt.frac_bits if fmt is not None else 0), kernels.ROUNDING_CODES[dp.rounding],
+        fmt.raw_min if fmt is not None else 0, fmt.raw_max if fmt is not None else 0, out)
+    return _from_rows(layer, torch.from_numpy(out), x.shape[0])
 
 
 def weighted_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, engine: str,

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from accel_sim.hardware import kernels
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +33,17 @@ MAX_DEPTH = (1 << 31) // (128 * 128) - 1  # largest K for which int32 partial su
 
 @dataclass(frozen=True)
 class Digits:
-    """An integer matrix as int8 digit matrices: ``Σ_i 256^i digits[i] + offset``."""
+    """An integer matrix as int8 digit matrices: ``Σ_i 256^i digits[i] + offset``, with the row
+    sums of each digit matrix (int64 (D, M); computed on first use when not given)."""
 
     digits: tuple[torch.Tensor, ...]
     offset: int
+    rowsums: np.ndarray | None = None
+
+    def digit_rowsums(self) -> np.ndarray:
+        if self.rowsums is not None:
+            return self.rowsums
+        return np.stack([d.sum(dim=1, dtype=torch.int64).numpy() for d in self.digits])
 
 
 def split(values: torch.Tensor, word_bits: int) -> Digits:
@@ -48,11 +56,6 @@ def split(values: torch.Tensor, word_bits: int) -> Digits:
     hi = torch.div(v, 256, rounding_mode="floor")
     lo = v - 256 * hi - 128
     return Digits((lo.to(torch.int8), hi.to(torch.int8)), 128)
-
-
-def digit_fill(word_bits: int) -> tuple[int, ...]:
-    """The digits of the value 0 (what zero padding becomes in each digit map)."""
-    return (0,) if word_bits <= 8 else (-128, 0)
 
 
 def row_major(t: torch.Tensor) -> torch.Tensor:
@@ -71,8 +74,7 @@ def row_major(t: torch.Tensor) -> torch.Tensor:
 class WeightDigits:
     """A layer's weight matrix B (K × N) prepared for :func:`matmul`.
 
-    ``digits[0]`` carries an extra column of ones when B has an offset: ``A_i @ digits[0]`` then
-    also yields ``rowsum(A_i)``, far cheaper than a separate reduction over A.
+    The digit matrices are row-major int8 (K × N); the offset terms use their column sums.
     """
 
     digits: tuple[torch.Tensor, ...]
@@ -89,10 +91,7 @@ def prepare_weights(b: torch.Tensor, word_bits: int) -> WeightDigits:
     """Digits of the integer weight matrix ``b`` (K × N) of ``word_bits``-bit words."""
     split_b = split(b, word_bits)
     colsums = tuple(d.to(torch.float64).sum(dim=0) for d in split_b.digits)
-    digits = list(split_b.digits)
-    if split_b.offset:
-        digits[0] = torch.cat([digits[0], torch.ones(b.shape[0], 1, dtype=torch.int8)], dim=1)
-    return WeightDigits(tuple(row_major(d) for d in digits), split_b.offset, colsums, b.shape[1])
+    return WeightDigits(tuple(row_major(d) for d in split_b.digits), split_b.offset, colsums, b.shape[1])
 
 
 def patch_weights(b: WeightDigits, k: np.ndarray, n: np.ndarray, values: torch.Tensor, word_bits: int) -> WeightDigits:
@@ -111,53 +110,80 @@ def patch_weights(b: WeightDigits, k: np.ndarray, n: np.ndarray, values: torch.T
     return WeightDigits(tuple(digits), b.offset, tuple(colsums), b.filters)
 
 
+@dataclass(frozen=True)
+class DigitProducts:
+    """The int8 products of ``A @ B`` and the terms that turn them into the exact result
+    (arguments of :func:`accel_sim.hardware.kernels.recombine_digits`)."""
+
+    products: tuple[np.ndarray, ...]  # int32 (M, N) per digit pair
+    powers: np.ndarray  # int64: i + j per product
+    rowsums: np.ndarray  # int64 (D, M): rowsum(A_i) (unused, and empty, when B has no offset)
+    filters: int
+    b_offset: int
+    col_term: np.ndarray  # int64 (N,): a.offset · Σ_j 256^j colsum(B_j)
+    const: int  # a.offset · b.offset · K
+
+    @property
+    def rows(self) -> int:
+        return int(self.products[0].shape[0])
+
+    def recombine_args(self) -> tuple:
+        return (self.products, self.powers, self.rowsums, self.b_offset, self.col_term, self.const)
+
+
+def digit_products(a: Digits, b: WeightDigits) -> DigitProducts:
+    """Every ``A_i @ B_j`` through ``torch._int_mm`` (the expensive part of an exact GEMM)."""
+    depth = a.digits[0].shape[1]
+    if depth > MAX_DEPTH:
+        raise ValueError(f"window of {depth} elements is too deep for exact int8 products (max {MAX_DEPTH})")
+    products, powers = [], []
+    for i, a_i in enumerate(a.digits):
+        for j, b_j in enumerate(b.digits):
+            products.append(torch._int_mm(row_major(a_i), b_j).numpy())
+            powers.append(i + j)
+    rowsums = a.digit_rowsums() if b.offset else np.zeros((0, 0), dtype=np.int64)
+    col_term = np.zeros(b.filters, dtype=np.int64)
+    if a.offset:
+        for j, s in enumerate(b.colsums):
+            col_term += s.numpy().astype(np.int64) << (8 * j)
+        col_term *= a.offset
+    return DigitProducts(tuple(products), np.array(powers, np.int64), rowsums, b.filters, b.offset, col_term,
+                         a.offset * b.offset * depth)
+
+
 def matmul(a: Digits, b: WeightDigits) -> torch.Tensor:
     """Exact ``A @ B`` (float64, M × N) from the digits of A (M × K) and the prepared B.
 
     Every term is an integer below 2**53 in magnitude (|A @ B| ≤ K · 2**30 for 16-bit words), so
-    recombining in float64 is exact.
+    the int64 recombination converts to float64 exactly.
     """
-    depth = a.digits[0].shape[1]
-    if depth > MAX_DEPTH:
-        raise ValueError(f"window of {depth} elements is too deep for exact int8 products (max {MAX_DEPTH})")
-    n = b.filters
-    out = None
-    row_terms = None
-    for i, a_i in enumerate(a.digits):
-        for j, b_j in enumerate(b.digits):
-            product = torch._int_mm(row_major(a_i), b_j).to(torch.float64)
-            if j == 0 and b.offset:
-                rowsum = product[:, n] * float(256**i)
-                row_terms = rowsum if row_terms is None else row_terms + rowsum
-                product = product[:, :n]
-            if i + j:
-                product = product * float(256 ** (i + j))
-            out = product if out is None else out + product
-    if b.offset:
-        out += b.offset * row_terms.unsqueeze(1)
-    if a.offset:
-        out += a.offset * sum(s * float(256**j) for j, s in enumerate(b.colsums)).unsqueeze(0)
-    if a.offset and b.offset:
-        out += float(a.offset * b.offset * depth)
-    return out
+    products = digit_products(a, b)
+    out = np.empty((products.rows, b.filters), dtype=np.float64)
+    kernels.recombine_digits(*products.recombine_args(), kernels.EPILOGUE_SUM, _NO_BIAS, 0, 0, 64, 0, 0, 0, 1, 0, 0,
+                             0, out)
+    return torch.from_numpy(out)
 
 
-def unfold_digits(x: Digits, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
-                  fill: tuple[int, ...], out_hw: tuple[int, int]) -> Digits:
-    """im2col of channels-last digit maps (N, H, W, C) → (N·OH·OW, kh·kw·C), K in (kernel row,
-    kernel column, channel) order; zero padding is expressed in digits (``fill``). Each window row
-    is copied in runs of C contiguous bytes."""
-    kh, kw = kernel
-    (sh, sw), (ph, pw) = stride, padding
-    oh, ow = out_hw
-    cols = []
-    for d, value in zip(x.digits, fill):
-        padded = F.pad(d, (0, 0, pw, pw, ph, ph), value=value) if (ph or pw) else d.contiguous()
-        n, _, _, c = padded.shape
-        s_n, s_h, s_w, s_c = padded.stride()
-        windows = padded.as_strided((n, oh, ow, kh, kw, c), (s_n, s_h * sh, s_w * sw, s_h, s_w, s_c))
-        cols.append(row_major(windows.reshape(n * oh * ow, kh * kw * c)))
-    return Digits(tuple(cols), x.offset)
+_NO_BIAS = np.zeros(0, dtype=np.int64)
+
+
+def im2col_digits(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+                  out_hw: tuple[int, int], word_bits: int) -> Digits:
+    """The digits of the im2col matrix (N·OH·OW, kh·kw·C) of channels-last words ``x``
+    (N, H, W, C; float64 exact integers), K in (kernel row, kernel column, channel) order, zero
+    padding; equal to :func:`split` of the im2col matrix."""
+    if word_bits > MAX_WORD_BITS:
+        raise ValueError(f"int8 digits hold words of at most {MAX_WORD_BITS} bits, got {word_bits}")
+    words = x.to(torch.float64).contiguous().numpy()
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
+    shape = (words.shape[0] * oh * ow, kh * kw * words.shape[3])
+    two = word_bits > 8
+    lo = np.empty(shape, dtype=np.int8)
+    hi = np.empty(shape if two else (0, 0), dtype=np.int8)
+    rowsums = np.empty((2 if two else 1, shape[0]), dtype=np.int64)
+    kernels.im2col_digits(words, kh, kw, sh, sw, ph, pw, oh, ow, int(two), lo, hi, rowsums)
+    digits = (torch.from_numpy(lo), torch.from_numpy(hi)) if two else (torch.from_numpy(lo),)
+    return Digits(digits, 128 if two else 0, rowsums)
 
 
 @functools.cache

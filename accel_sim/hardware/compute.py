@@ -207,8 +207,11 @@ def _fused_int8_layer(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConf
     general path)."""
     layer = prepared.layer
     dp = hw.datapath
-    if dp.overflow == "saturate" and not abs_max(x) * prepared.abs_col_sum_max < float(dp.acc_max) * _MARGIN:
-        return None
+    if dp.overflow == "saturate":
+        limit = float(dp.acc_max) * _MARGIN
+        word_max = float(max(-layer.in_format.raw_min, layer.in_format.raw_max))  # any input word
+        if not (word_max * prepared.abs_col_sum_max < limit or abs_max(x) * prepared.abs_col_sum_max < limit):
+            return None
     products = int8_gemm.digit_products(_input_digits(layer, x), prepared.weight_digits)
     out = np.empty((products.rows, layer.out_channels), dtype=np.float64)
     fmt = layer.out_format

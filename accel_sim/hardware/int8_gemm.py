@@ -8,7 +8,10 @@ digits and an offset: ``v = 256·hi + lo + 128`` with ``hi = ⌊v / 256⌋`` and
     A @ B = Σ_ij 256^(i+j) (A_i @ B_j) + β · Σ_i 256^i rowsum(A_i) + α · Σ_j 256^j colsum(B_j) + α·β·K
 
 Every ``A_i @ B_j`` is exact in int32 when ``K · 128² < 2³¹`` (every partial sum is bounded by
-that), and the recombination is done in int64. CPU int8 matrix units (VNNI, AMX) run these
+that), and the recombination is done in int64. For two-digit A and B the two middle terms share
+one product over a doubled depth, ``[A_0 | A_1] @ [B_1; B_0] = A_0 @ B_1 + A_1 @ B_0`` (exact
+while ``2K · 128² < 2³¹``): three int8 GEMMs instead of four, and A's digits are column blocks
+of one (M × 2K) matrix. CPU int8 matrix units (VNNI, AMX) run these
 products several times faster than float64 BLAS. Some int8 kernels saturate 16-bit
 intermediates; :func:`int8_matmul_is_exact` checks the installed one once per process with worst-
 case operands, and callers use the float64 path when it fails.
@@ -39,6 +42,7 @@ class Digits:
     digits: tuple[torch.Tensor, ...]
     offset: int
     rowsums: np.ndarray | None = None
+    concat: torch.Tensor | None = None  # (M, 2K) whose column blocks are the two digits, if so
 
     def digit_rowsums(self) -> np.ndarray:
         if self.rowsums is not None:
@@ -55,7 +59,11 @@ def split(values: torch.Tensor, word_bits: int) -> Digits:
     v = values.to(torch.int32)
     hi = torch.div(v, 256, rounding_mode="floor")
     lo = v - 256 * hi - 128
-    return Digits((lo.to(torch.int8), hi.to(torch.int8)), 128)
+    if v.dim() != 2:
+        return Digits((lo.to(torch.int8), hi.to(torch.int8)), 128)
+    concat = torch.cat([lo, hi], dim=1).to(torch.int8)
+    depth = v.shape[1]
+    return Digits((concat[:, :depth], concat[:, depth:]), 128, concat=concat)
 
 
 def row_major(t: torch.Tensor) -> torch.Tensor:
@@ -81,6 +89,7 @@ class WeightDigits:
     offset: int
     colsums: tuple[torch.Tensor, ...]  # float64 (N,), Σ_k B_j[k, n]
     filters: int
+    cross: torch.Tensor | None = None  # [B_1; B_0] (2K × N) for two-digit B
 
     @property
     def depth(self) -> int:
@@ -91,7 +100,9 @@ def prepare_weights(b: torch.Tensor, word_bits: int) -> WeightDigits:
     """Digits of the integer weight matrix ``b`` (K × N) of ``word_bits``-bit words."""
     split_b = split(b, word_bits)
     colsums = tuple(d.to(torch.float64).sum(dim=0) for d in split_b.digits)
-    return WeightDigits(tuple(row_major(d) for d in split_b.digits), split_b.offset, colsums, b.shape[1])
+    digits = tuple(row_major(d) for d in split_b.digits)
+    cross = torch.cat([digits[1], digits[0]]) if len(digits) == 2 else None
+    return WeightDigits(digits, split_b.offset, colsums, b.shape[1], cross)
 
 
 def patch_weights(b: WeightDigits, k: np.ndarray, n: np.ndarray, values: torch.Tensor, word_bits: int) -> WeightDigits:
@@ -107,7 +118,12 @@ def patch_weights(b: WeightDigits, k: np.ndarray, n: np.ndarray, values: torch.T
         s.index_add_(0, nt, d_new.to(torch.float64) - before)
         digits.append(d)
         colsums.append(s)
-    return WeightDigits(tuple(digits), b.offset, tuple(colsums), b.filters)
+    cross = None
+    if b.cross is not None:
+        cross = b.cross.clone()
+        cross[kt, nt] = new.digits[1]
+        cross[kt + b.depth, nt] = new.digits[0]
+    return WeightDigits(tuple(digits), b.offset, tuple(colsums), b.filters, cross)
 
 
 @dataclass(frozen=True)
@@ -136,11 +152,13 @@ def digit_products(a: Digits, b: WeightDigits) -> DigitProducts:
     depth = a.digits[0].shape[1]
     if depth > MAX_DEPTH:
         raise ValueError(f"window of {depth} elements is too deep for exact int8 products (max {MAX_DEPTH})")
-    products, powers = [], []
-    for i, a_i in enumerate(a.digits):
-        for j, b_j in enumerate(b.digits):
-            products.append(torch._int_mm(row_major(a_i), b_j).numpy())
-            powers.append(i + j)
+    if a.concat is not None and b.cross is not None and 2 * depth <= MAX_DEPTH:
+        pairs = [(_operand(a.digits[0]), b.digits[0], 0), (_operand(a.concat), b.cross, 1),
+                 (_operand(a.digits[1]), b.digits[1], 2)]
+    else:
+        pairs = [(_operand(a_i), b_j, i + j) for i, a_i in enumerate(a.digits) for j, b_j in enumerate(b.digits)]
+    products = [torch._int_mm(a_i, b_j).numpy() for a_i, b_j, _ in pairs]
+    powers = [power for _, _, power in pairs]
     rowsums = a.digit_rowsums() if b.offset else np.zeros((0, 0), dtype=np.int64)
     col_term = np.zeros(b.filters, dtype=np.int64)
     if a.offset:
@@ -149,6 +167,12 @@ def digit_products(a: Digits, b: WeightDigits) -> DigitProducts:
         col_term *= a.offset
     return DigitProducts(tuple(products), np.array(powers, np.int64), rowsums, b.filters, b.offset, col_term,
                          a.offset * b.offset * depth)
+
+
+def _operand(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as ``torch._int_mm`` reads it correctly: rows may be spaced wider than a row
+    (column blocks of a wider matrix) unless a dimension has size 1 (see :func:`row_major`)."""
+    return t if t.stride(1) == 1 and min(t.shape) > 1 else row_major(t)
 
 
 def matmul(a: Digits, b: WeightDigits) -> torch.Tensor:
@@ -178,12 +202,15 @@ def im2col_digits(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, i
     (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
     shape = (words.shape[0] * oh * ow, kh * kw * words.shape[3])
     two = word_bits > 8
-    lo = np.empty(shape, dtype=np.int8)
-    hi = np.empty(shape if two else (0, 0), dtype=np.int8)
+    depth = shape[1]
+    both = np.empty((shape[0], 2 * depth if two else depth), dtype=np.int8)
+    lo, hi = both[:, :depth], both[:, depth:]
     rowsums = np.empty((2 if two else 1, shape[0]), dtype=np.int64)
     kernels.im2col_digits(words, kh, kw, sh, sw, ph, pw, oh, ow, int(two), lo, hi, rowsums)
-    digits = (torch.from_numpy(lo), torch.from_numpy(hi)) if two else (torch.from_numpy(lo),)
-    return Digits(digits, 128 if two else 0, rowsums)
+    if not two:
+        return Digits((torch.from_numpy(lo),), 0, rowsums)
+    concat = torch.from_numpy(both)
+    return Digits((concat[:, :depth], concat[:, depth:]), 128, rowsums, concat)
 
 
 @functools.cache

@@ -6,7 +6,7 @@ ratio emulator ÷ torch, and the MAC rate of the faithful (MAC-by-MAC) path on a
 Each figure is the best of --repeats timed runs after a warm-up, so the ratios compare runs made
 minutes apart on the same machine.
 
-    python benchmarks/throughput.py [--images 256] [--repeats 3] [--hw campaigns/hardware/edge16.toml]
+    python benchmarks/throughput.py [--images 256] [--repeats 5] [--hw campaigns/hardware/edge16.toml]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def main() -> None:
     tune_allocator()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--hw", help="hardware preset (default: built-in edge16)")
     parser.add_argument("--faithful-images", type=int, default=2)

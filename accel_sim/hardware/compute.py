@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,8 +151,9 @@ def run_layer(layer: Layer, prepared: PreparedLayer | None, x: torch.Tensor, hw:
         return x.reshape(x.shape[0], -1)  # channel-major order, whatever the memory layout
     if isinstance(layer, MaxPool2d):
         return F.max_pool2d(x, layer.kernel, layer.stride, layer.padding)
-    if engine == "fast" and (pe_faults is None or not pe_faults.count) and _uses_int8(prepared):
-        fused = _fused_int8_layer(prepared, x, hw)
+    faulty = pe_faults is not None and pe_faults.count
+    if engine == "fast" and _uses_int8(prepared) and (not faulty or _pe_faults_on_fast_path(layer, hw)):
+        fused = _fused_int8_layer(prepared, x, hw, pe_faults if faulty else None)
         if fused is not None:
             return fused
     acc = weighted_accumulators(prepared, x, hw, engine, pe_faults)
@@ -201,10 +203,11 @@ def _int8_accumulators(prepared: PreparedLayer, x: torch.Tensor) -> torch.Tensor
     return _from_rows(layer, int8_gemm.matmul(_input_digits(layer, x), prepared.weight_digits), x.shape[0])
 
 
-def _fused_int8_layer(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig) -> torch.Tensor | None:
+def _fused_int8_layer(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig,
+                      pe_faults: PeFaults | None = None) -> torch.Tensor | None:
     """The int8 digit products and the activation unit in one pass over the outputs (no float64
     accumulator map), when no partial sum can saturate; None otherwise (the caller takes the
-    general path)."""
+    general path). The outputs faulty PEs touch are then recomputed and activated on their own."""
     layer = prepared.layer
     dp = hw.datapath
     if dp.overflow == "saturate":
@@ -214,15 +217,31 @@ def _fused_int8_layer(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConf
             return None
     products = int8_gemm.digit_products(_input_digits(layer, x), prepared.weight_digits)
     out = np.empty((products.rows, layer.out_channels), dtype=np.float64)
+    _recombine(prepared, hw, products, out, activate=True)
+    if pe_faults is not None:
+        def clean(rows: np.ndarray, filters: np.ndarray) -> torch.Tensor:
+            block = np.empty((products.rows, filters.size), dtype=np.float64)
+            _recombine(prepared, hw, products.columns(filters), block, activate=False)
+            return torch.from_numpy(block[rows])
+
+        for rows, filters, values in _faulty_blocks(prepared, x, hw, pe_faults, clean):
+            out[rows[:, None], filters[None, :]] = activation_unit(prepared, values, hw, filters).numpy()
+    return _from_rows(layer, torch.from_numpy(out), x.shape[0])
+
+
+def _recombine(prepared: PreparedLayer, hw: HardwareConfig, products: int8_gemm.DigitProducts, out: np.ndarray,
+               activate: bool) -> None:
+    """:func:`kernels.recombine_digits` into ``out``: the activation unit's output words (the
+    accumulators for a last layer), or with ``activate`` False the plain sums."""
+    layer, dp = prepared.layer, hw.datapath
     fmt = layer.out_format
+    mode = kernels.EPILOGUE_SUM if not activate else kernels.EPILOGUE_FULL if fmt is not None else kernels.EPILOGUE_BIAS
     threshold = threshold_to_acc(layer.threshold, layer.acc_frac_bits) if layer.threshold is not None else 0
     kernels.recombine_digits(
-        *products.recombine_args(), kernels.EPILOGUE_FULL if fmt is not None else kernels.EPILOGUE_BIAS,
-        prepared.bias.numpy().astype(np.int64), dp.acc_min, dp.acc_max, dp.acc_bits, int(dp.overflow == "wrap"),
-        kernels.ACTIVATION_CODES[layer.activation], threshold,
+        *products.recombine_args(), mode, prepared.bias.numpy().astype(np.int64), dp.acc_min, dp.acc_max,
+        dp.acc_bits, int(dp.overflow == "wrap"), kernels.ACTIVATION_CODES[layer.activation], threshold,
         layer.acc_frac_bits - (fmt.frac_bits if fmt is not None else 0), kernels.ROUNDING_CODES[dp.rounding],
         fmt.raw_min if fmt is not None else 0, fmt.raw_max if fmt is not None else 0, out)
-    return _from_rows(layer, torch.from_numpy(out), x.shape[0])
 
 
 def weighted_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, engine: str,
@@ -240,36 +259,51 @@ def weighted_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: Hardware
 def _with_pe_faults(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, pe_faults: PeFaults,
                     acc: torch.Tensor) -> torch.Tensor:
     """Replace the outputs the faulty PEs touch by their exact faulty values; all other outputs
-    keep their fast-path values. In WS a PE (r, c) works on every output of the filters
-    n ≡ c (mod cols); in OS on the outputs of pixels ≡ r (mod rows) of those filters."""
+    keep their fast-path values."""
+    layer = prepared.layer
+    if not _pe_faults_on_fast_path(layer, hw):
+        return _recompute_touched(prepared, x, hw, pe_faults, acc)
+    by_row = (acc.permute(0, 2, 3, 1) if acc.dim() == 4 else acc).contiguous().view(-1, layer.out_channels)
+    for rows, filters, values in _faulty_blocks(prepared, x, hw, pe_faults, lambda r, f: by_row[r][:, f]):
+        by_row[torch.from_numpy(rows)[:, None], torch.from_numpy(filters)[None, :]] = values
+    return _from_rows(layer, by_row, x.shape[0])
+
+
+def _pe_faults_on_fast_path(layer: WeightedLayer, hw: HardwareConfig) -> bool:
+    return not layer.weight_format.is_float and fits_float64(hw, layer.weight_format.word_bits + layer.in_format.word_bits)
+
+
+def _faulty_blocks(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, pe_faults: PeFaults,
+                   clean: Callable[[np.ndarray, np.ndarray], torch.Tensor]):
+    """The exact faulty accumulators (float64 (I, J), bias not added) of the outputs the faulty
+    PEs touch, as (im2col rows (I,), filters (J,), values) blocks that do not overlap.
+
+    In WS a PE (r, c) works on every output of the filters n ≡ c (mod cols); in OS on the
+    outputs of pixels ≡ r (mod rows) of those filters. ``clean(rows, filters)`` gives the
+    fault-free accumulators of a block (for product-fault corrections)."""
     layer = prepared.layer
     batch = x.shape[0]
     product_bits = layer.weight_format.word_bits + layer.in_format.word_bits
-    if layer.weight_format.is_float or not fits_float64(hw, product_bits):
-        return _recompute_touched(prepared, x, hw, pe_faults, acc)
-    by_row = (acc.permute(0, 2, 3, 1) if acc.dim() == 4 else acc).contiguous().view(-1, layer.out_channels)
     if isinstance(layer, Conv2d):
         x_hwc = x.permute(0, 2, 3, 1).contiguous().numpy()
         geometry = (*layer.kernel, *layer.stride, *layer.padding, layer.out_shape[2])
+        pixels = layer.out_shape[1] * layer.out_shape[2]
     else:
         x_hwc = x.reshape(batch, 1, 1, -1).contiguous().numpy()
-        geometry = (1, 1, 1, 1, 0, 0, 1)
-    pixels = by_row.shape[0] // batch
+        geometry, pixels = (1, 1, 1, 1, 0, 0, 1), 1
     bound = abs_max(x) * prepared.abs_col_sums
     for rows, filters, values, correction in faulty_column_blocks(
             x_hwc, prepared.weight_t_hwc, geometry, pixels, hw, pe_faults, layer.weight_format.word_bits,
             product_bits, bound):
-        index = (torch.from_numpy(rows)[:, None], torch.from_numpy(filters)[None, :])
-        values = torch.from_numpy(values).to(acc.dtype)
+        values = torch.from_numpy(values).to(torch.float64)
         if correction:
-            values = by_row[index] + values
+            values = clean(rows, filters) + values
             values = values if hw.datapath.overflow == "saturate" else _wrap(values, hw.datapath.acc_bits)
-        by_row[index] = values
+        yield rows, filters, values
     rows, filters = pe_faults.transient_outputs(prepared.weight_t_hwc.shape[1], layer.out_channels)
     for m, n in set(zip(rows.tolist(), filters.tolist())):  # a transient fault hits a single output
         exact = faithful_accumulators(prepared, x, hw, pe_faults, np.array([m]), np.array([n]))
-        by_row[m, n] = float(exact[0, 0])
-    return _from_rows(layer, by_row, batch)
+        yield np.array([m]), np.array([n]), torch.from_numpy(exact).to(torch.float64)
 
 
 def _recompute_touched(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, pe_faults: PeFaults,
@@ -373,11 +407,14 @@ def _wrap(values: torch.Tensor, bits: int) -> torch.Tensor:
     return (torch.remainder(as_int + half, 1 << bits) - half).to(values.dtype)
 
 
-def activation_unit(prepared: PreparedLayer, acc: torch.Tensor, hw: HardwareConfig) -> torch.Tensor:
+def activation_unit(prepared: PreparedLayer, acc: torch.Tensor, hw: HardwareConfig,
+                    filters: np.ndarray | None = None) -> torch.Tensor:
     """Bias (the accumulator's last addition), activation in the accumulator domain, rescaling
-    with rounding, saturation to the next activation word; shapes as ``acc``."""
+    with rounding, saturation to the next activation word; shapes as ``acc`` (channels in
+    dimension 1; only the channels ``filters`` when given)."""
     layer = prepared.layer
-    bias = prepared.bias.view(1, -1, *([1] * (acc.dim() - 2)))
+    bias = prepared.bias if filters is None else prepared.bias[torch.from_numpy(np.asarray(filters))]
+    bias = bias.view(1, -1, *([1] * (acc.dim() - 2)))
     if layer.weight_format.is_float:
         return _activation(acc + bias, layer.activation, prepared.threshold_acc)
     dp = hw.datapath

@@ -19,6 +19,7 @@ case operands, and callers use the float64 path when it fails.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -142,6 +143,11 @@ class DigitProducts:
     @property
     def rows(self) -> int:
         return int(self.products[0].shape[0])
+
+    def columns(self, filters: np.ndarray) -> "DigitProducts":
+        """The products of the filters (columns) ``filters`` only (copies)."""
+        return dataclasses.replace(self, products=tuple(p[:, filters] for p in self.products),
+                                   col_term=self.col_term[filters], filters=int(np.asarray(filters).size))
 
     def recombine_args(self) -> tuple:
         return (self.products, self.powers, self.rowsums, self.b_offset, self.col_term, self.const)

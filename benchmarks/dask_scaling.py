@@ -6,7 +6,7 @@ clock runs from the first submission to the last result (cluster start-up, the o
 scatter of images and data, and one warm-up job per worker are not timed). Per-job overhead = (workers × wall − Σ job
 compute seconds) / jobs.
 
-    python benchmarks/dask_scaling.py [--jobs 12] [--images 100]
+    python benchmarks/dask_scaling.py [--jobs 16] [--images 200] [--batch-size 50]
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ def main() -> None:
     from dask.distributed import Client, LocalCluster, wait
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=12)
-    parser.add_argument("--images", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=20)
+    parser.add_argument("--jobs", type=int, default=16)
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=50)
     args = parser.parse_args()
     config = campaign(args.jobs, args.images, args.batch_size)
     context = build_context(config)

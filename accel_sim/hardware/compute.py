@@ -217,25 +217,28 @@ def _fused_int8_layer(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConf
             return None
     products = int8_gemm.digit_products(_input_digits(layer, x), prepared.weight_digits)
     out = np.empty((products.rows, layer.out_channels), dtype=np.float64)
-    _recombine(prepared, hw, products, out, activate=True)
+    _recombine(prepared, hw, products, out)
     if pe_faults is not None:
         def clean(rows: np.ndarray, filters: np.ndarray) -> torch.Tensor:
-            block = np.empty((products.rows, filters.size), dtype=np.float64)
-            _recombine(prepared, hw, products.columns(filters), block, activate=False)
-            return torch.from_numpy(block[rows])
+            sums = products.column_sums(filters)
+            return torch.from_numpy(sums if rows.size == sums.shape[0] else sums[rows])
 
         for rows, filters, values in _faulty_blocks(prepared, x, hw, pe_faults, clean):
-            out[rows[:, None], filters[None, :]] = activation_unit(prepared, values, hw, filters).numpy()
+            words = activation_unit(prepared, values, hw, filters).numpy()
+            if rows.size == out.shape[0]:  # every row (WS): a column slice is much cheaper
+                out[:, filters] = words
+            else:
+                out[rows[:, None], filters[None, :]] = words
     return _from_rows(layer, torch.from_numpy(out), x.shape[0])
 
 
-def _recombine(prepared: PreparedLayer, hw: HardwareConfig, products: int8_gemm.DigitProducts, out: np.ndarray,
-               activate: bool) -> None:
+def _recombine(prepared: PreparedLayer, hw: HardwareConfig, products: int8_gemm.DigitProducts,
+               out: np.ndarray) -> None:
     """:func:`kernels.recombine_digits` into ``out``: the activation unit's output words (the
-    accumulators for a last layer), or with ``activate`` False the plain sums."""
+    accumulators plus bias for a last layer)."""
     layer, dp = prepared.layer, hw.datapath
     fmt = layer.out_format
-    mode = kernels.EPILOGUE_SUM if not activate else kernels.EPILOGUE_FULL if fmt is not None else kernels.EPILOGUE_BIAS
+    mode = kernels.EPILOGUE_FULL if fmt is not None else kernels.EPILOGUE_BIAS
     threshold = threshold_to_acc(layer.threshold, layer.acc_frac_bits) if layer.threshold is not None else 0
     kernels.recombine_digits(
         *products.recombine_args(), mode, prepared.bias.numpy().astype(np.int64), dp.acc_min, dp.acc_max,

@@ -19,7 +19,6 @@ case operands, and callers use the float64 path when it fails.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -144,10 +143,12 @@ class DigitProducts:
     def rows(self) -> int:
         return int(self.products[0].shape[0])
 
-    def columns(self, filters: np.ndarray) -> "DigitProducts":
-        """The products of the filters (columns) ``filters`` only (copies)."""
-        return dataclasses.replace(self, products=tuple(p[:, filters] for p in self.products),
-                                   col_term=self.col_term[filters], filters=int(np.asarray(filters).size))
+    def column_sums(self, filters: np.ndarray) -> np.ndarray:
+        """The exact sums (float64 (M, J)) of the columns ``filters`` only."""
+        out = np.empty((self.rows, len(filters)), dtype=np.float64)
+        kernels.recombine_columns(self.products, self.powers, self.rowsums, self.b_offset, self.col_term, self.const,
+                                  np.asarray(filters, dtype=np.int64), out)
+        return out
 
     def recombine_args(self) -> tuple:
         return (self.products, self.powers, self.rowsums, self.b_offset, self.col_term, self.const)

@@ -316,7 +316,8 @@ def product_fault_corrections(x, w, pixels_per_image, kh, kw, sh, sw, ph, pw, ow
 
     When no partial sum saturates, the faulty accumulator is the clean one plus this correction,
     so only MACs k ≡ r (mod ``period``) for the faulty rows r are visited (1/(rows·cols) of the
-    layer). Arguments as :func:`gemm_faulty_column`; ``fault_rows`` int64 lists the faulty rows.
+    layer). Arguments as :func:`gemm_faulty_column`, except ``w``: int64 (K, J); ``fault_rows``
+    int64 lists the faulty rows.
 
     Returns
     -------
@@ -329,18 +330,48 @@ def product_fault_corrections(x, w, pixels_per_image, kh, kw, sh, sw, ph, pw, ow
     points = np.array([k for r in fault_rows for k in range(r, depth, period)], dtype=np.int64)
     residue = points % period
     ki, kj, c = (points // ch) // kw, (points // ch) % kw, points % ch  # window position of each point
+    zero_term = np.zeros(points.shape[0], dtype=np.int64)  # a zero activation: corrupt(0) − 0
+    for q in range(points.shape[0]):
+        zero_term[q] = _masked(np.int64(0), masks[residue[q]], 1, product_bits)
     out = np.zeros((n_out, n_filters), dtype=np.int64)
     for i in prange(n_out):
         p = i % pixels_per_image
         img, oy, ox = i // pixels_per_image, p // ow, p % ow
+        row = out[i]
+        zeros = np.int64(0)
         for q in range(points.shape[0]):
             y, xx = oy * sh + ki[q] - ph, ox * sw + kj[q] - pw
             a = np.int64(x[img, y, xx, c[q]]) if 0 <= y < h and 0 <= xx < wd else np.int64(0)
-            k, r = points[q], residue[q]
+            if a == 0:
+                zeros += zero_term[q]
+                continue
+            m = masks[residue[q]]
+            and_, or_, xor = m[1, 0], m[1, 1], m[1, 2]
+            weights = w[points[q]]
             for j in range(n_filters):
-                product = a * np.int64(w[k, j])
-                out[i, j] += _masked(product, masks[r], 1, product_bits) - product
+                product = a * weights[j]
+                row[j] += _sign_extend(((product & and_) | or_) ^ xor, product_bits) - product
+        for j in range(n_filters):
+            row[j] += zeros
     return out
+
+
+@njit(cache=True, parallel=True)
+def recombine_columns(products, powers, rowsums, b_offset, col_term, const, columns, out):
+    """The plain sums of :func:`recombine_digits` for the columns ``columns`` only (int64
+    (J,)); ``col_term`` holds every column's term; ``out`` float64 (M, J)."""
+    for m in prange(out.shape[0]):
+        row_term = np.int64(0)
+        if b_offset:
+            for i in range(rowsums.shape[0]):
+                row_term += rowsums[i, m] << (8 * i)
+        row_term = row_term * b_offset + const
+        for j in range(columns.shape[0]):
+            n = columns[j]
+            v = row_term + col_term[n]
+            for p in range(len(products)):
+                v += np.int64(products[p][m, n]) << (8 * powers[p])
+            out[m, j] = np.float64(v)
 
 
 EPILOGUE_SUM, EPILOGUE_BIAS, EPILOGUE_FULL = 0, 1, 2

@@ -145,7 +145,8 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
             limit = 2.0**53 - 2.0 ** (dp.acc_bits - 1) if dp.overflow == "wrap" else float(dp.acc_max) * _MARGIN
             if float(partial_sum_bound[filters].max()) + growth < limit:
                 yield rows, filters, kernels.product_fault_corrections(
-                    x_hwc, w, pixels, *geometry, period, fault_rows.astype(np.int64), masks, product_bits), True
+                    x_hwc, np.ascontiguousarray(weight_t_hwc[filters].T), pixels, *geometry, period,
+                    fault_rows.astype(np.int64), masks, product_bits), True
                 continue
         values = kernels.gemm_faulty_column(x_hwc, w, rows, pixels, *geometry, period, has_fault, masks, weight_bits,
                                             product_bits, dp.acc_min, dp.acc_max, dp.acc_bits,

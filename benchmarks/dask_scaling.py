@@ -2,9 +2,10 @@
 
 Not a test. Builds one campaign context (VGG-16 fixed16, weight-memory flips, bundled images),
 then runs the same jobs on a LocalCluster of 1 and of 2 single-threaded worker processes. The
-clock runs from the first submission to the last result (cluster start-up, the one-time
-scatter of images and data, and one warm-up job per worker are not timed). Per-job overhead = (workers × wall − Σ job
-compute seconds) / jobs.
+clock runs from the first submission to the last result (cluster start-up, the one-time scatter
+of images and data, and one warm-up job per worker are not timed). Per-job overhead =
+(workers × wall − Σ job compute seconds) / jobs. For reference it also measures how this
+machine scales plain memory-bound work (elementwise numpy passes) from 1 to 2 processes.
 
     python benchmarks/dask_scaling.py [--jobs 16] [--images 200] [--batch-size 50]
 """
@@ -12,7 +13,11 @@ compute seconds) / jobs.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
 
 from accel_sim.campaign import build_context, campaign_from_dict, plan_jobs, run_job
 
@@ -27,6 +32,27 @@ def campaign(jobs: int, images: int, batch: int):
         "variants": [{"name": "relu", "activation": "relu"}],
         "execution": {"engine": "dask", "batch_size": batch},
     })
+
+
+def _stream(seconds: float) -> int:
+    """Memory-bound work (elementwise passes over 32 MiB arrays); returns the passes done."""
+    x = np.random.default_rng(0).random(4_000_000)
+    y = np.empty_like(x)
+    passes, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        np.multiply(x, 1.0001, out=y)
+        np.add(y, x, out=x)
+        passes += 1
+    return passes
+
+
+def memory_scaling(seconds: float = 4.0) -> float:
+    """How this machine scales memory-bound work: passes of 2 processes ÷ passes of 1."""
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(_stream, 0.1).result()
+        alone = pool.submit(_stream, seconds).result()
+        both = sum(f.result() for f in [pool.submit(_stream, seconds) for _ in range(2)])
+    return both / alone
 
 
 def main() -> None:
@@ -67,6 +93,7 @@ def main() -> None:
         client.close()
         cluster.close()
     print(f"throughput 2 workers / 1 worker: {rates[2] / rates[1]:.2f}")
+    print(f"machine reference, memory-bound numpy passes in 2 processes / 1: {memory_scaling():.2f}")
 
 
 if __name__ == "__main__":

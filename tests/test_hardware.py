@@ -108,24 +108,28 @@ def test_pe_faults_on_fast_path_equal_faithful_kernel(case, dataflow, array, ove
 
 
 @pytest.mark.parametrize("overflow", ["saturate", "wrap"])
-def test_product_faults_in_ws_use_the_correction_and_equal_faithful_kernel(overflow, monkeypatch):
-    """WS product-register faults only: the fast path adds corrections to the clean accumulators."""
+@pytest.mark.parametrize("dataflow", ["ws", "os"])
+def test_register_faults_use_the_correction_and_equal_faithful_kernel(dataflow, overflow, monkeypatch):
+    """Weight- and product-register faults only: the fast path adds corrections to the clean sums."""
     from accel_sim.hardware import kernels
 
     rng = np.random.default_rng(5)
     layer = Conv2d("conv", (20, 6, 6), (24, 6, 6), rng.integers(-2**15, 2**15, (24, 20, 3, 3)), np.zeros(24, np.int64),
                    Fixed(16, 12), Fixed(32, 20), Fixed(16, 8), None, "none", None, padding=(1, 1))
-    x = torch.from_numpy(rng.integers(-2**15, 2**15, (2, 20, 6, 6))).double()
-    hw = HardwareConfig("t", 8, 5, dataflow="ws", acc_bits=48, overflow=overflow)
-    faults = PeFaults.build(8, 5, [3, 6, 6], [2, 2, 4], [1, 1, 1], [31, 4, 17], [0, 2, 1], [-1, -1, -1])
+    x = rng.integers(-2**15, 2**15, (2, 20, 6, 6))
+    x[0, :, :3] = 0  # zero activations take the constant-term shortcut
+    hw = HardwareConfig("t", 8, 5, dataflow=dataflow, acc_bits=48, overflow=overflow)
+    register = [1, 1, 1] if dataflow == "ws" else [1, 0, 1]  # a WS weight register is folded into the weights
+    faults = PeFaults.build(8, 5, [3, 6, 6], [2, 2, 4], register, [31, 4, 14], [0, 2, 1], [-1, -1, -1])
     calls = []
-    original = kernels.product_fault_corrections
-    monkeypatch.setattr(kernels, "product_fault_corrections", lambda *a: calls.append(1) or original(*a))
+    original = kernels.register_fault_corrections
+    monkeypatch.setattr(kernels, "register_fault_corrections", lambda *a: calls.append(1) or original(*a))
     prepared = prepare_layer(layer)
-    fast, faithful = (run_layer(layer, prepared, x, hw, engine, faults) for engine in ("fast", "faithful"))
+    fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
+                      for engine in ("fast", "faithful"))
     np.testing.assert_array_equal(fast.numpy(), faithful.numpy())
-    assert len(calls) == 2  # columns 2 and 4
-    assert not np.array_equal(fast.numpy(), run_layer(layer, prepared, x, hw, "fast").numpy())
+    assert len(calls) == (2 if dataflow == "ws" else 3)  # WS: columns 2 and 4; OS: each faulty PE
+    assert not np.array_equal(fast.numpy(), run_layer(layer, prepared, torch.from_numpy(x).double(), hw, "fast").numpy())
 
 
 @settings(max_examples=60, deadline=None)

@@ -294,10 +294,9 @@ def _faulty_blocks(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig,
     else:
         x_hwc = x.reshape(batch, 1, 1, -1).contiguous().numpy()
         geometry, pixels = (1, 1, 1, 1, 0, 0, 1), 1
-    bound = abs_max(x) * prepared.abs_col_sums
     for rows, filters, values, correction in faulty_column_blocks(
             x_hwc, prepared.weight_t_hwc, geometry, pixels, hw, pe_faults, layer.weight_format.word_bits,
-            product_bits, bound):
+            product_bits, abs_max(x), prepared.abs_col_sums):
         values = torch.from_numpy(values).to(torch.float64)
         if correction:
             values = clean(rows, filters) + values

@@ -309,34 +309,38 @@ def gemm_faulty_column(x, w, m_idx, pixels_per_image, kh, kw, sh, sw, ph, pw, ow
 
 
 @njit(cache=True, parallel=True)
-def product_fault_corrections(x, w, pixels_per_image, kh, kw, sh, sw, ph, pw, ow, period, fault_rows, masks,
-                              product_bits):
-    """``Σ_k (faulty product − product)`` over the fault points of a WS column whose PEs have
-    product-register faults only.
+def register_fault_corrections(x, w, m_idx, pixels_per_image, kh, kw, sh, sw, ph, pw, ow, period, fault_rows, masks,
+                               weight_bits, product_bits):
+    """``Σ_k (faulty product − clean product)`` over the MACs through faulty PEs whose faults
+    sit in the weight or product register only.
 
     When no partial sum saturates, the faulty accumulator is the clean one plus this correction,
-    so only MACs k ≡ r (mod ``period``) for the faulty rows r are visited (1/(rows·cols) of the
-    layer). Arguments as :func:`gemm_faulty_column`, except ``w``: int64 (K, J); ``fault_rows``
-    int64 lists the faulty rows.
+    so only the fault points are visited: MACs k ≡ r (mod ``period``) for the faulty rows r
+    (WS: 1/(rows·cols) of the layer; OS, ``period`` 1: every MAC of the PE's outputs).
+    Arguments as :func:`gemm_faulty_column`, except ``w``: int64 (K, J); ``fault_rows`` int64
+    lists the faulty residues.
 
     Returns
     -------
-    int64 (B · pixels, J)
-        One row per im2col row of the batch.
+    int64 (I, J)
+        One row per entry of ``m_idx``.
     """
-    n_img, h, wd, ch = x.shape
+    _, h, wd, ch = x.shape
     depth, n_filters = w.shape
-    n_out = n_img * pixels_per_image
     points = np.array([k for r in fault_rows for k in range(r, depth, period)], dtype=np.int64)
     residue = points % period
     ki, kj, c = (points // ch) // kw, (points // ch) % kw, points % ch  # window position of each point
     zero_term = np.zeros(points.shape[0], dtype=np.int64)  # a zero activation: corrupt(0) − 0
     for q in range(points.shape[0]):
         zero_term[q] = _masked(np.int64(0), masks[residue[q]], 1, product_bits)
-    out = np.zeros((n_out, n_filters), dtype=np.int64)
-    for i in prange(n_out):
-        p = i % pixels_per_image
-        img, oy, ox = i // pixels_per_image, p // ow, p % ow
+    faulty_w = np.empty_like(w)  # the weights as the faulty registers hold them, per point
+    for q in range(points.shape[0]):
+        for j in range(n_filters):
+            faulty_w[points[q], j] = _masked(w[points[q], j], masks[residue[q]], 0, weight_bits)
+    out = np.zeros((m_idx.shape[0], n_filters), dtype=np.int64)
+    for i in prange(m_idx.shape[0]):
+        p = m_idx[i] % pixels_per_image
+        img, oy, ox = m_idx[i] // pixels_per_image, p // ow, p % ow
         row = out[i]
         zeros = np.int64(0)
         for q in range(points.shape[0]):
@@ -347,10 +351,10 @@ def product_fault_corrections(x, w, pixels_per_image, kh, kw, sh, sw, ph, pw, ow
                 continue
             m = masks[residue[q]]
             and_, or_, xor = m[1, 0], m[1, 1], m[1, 2]
-            weights = w[points[q]]
+            clean, faulty = w[points[q]], faulty_w[points[q]]
             for j in range(n_filters):
-                product = a * weights[j]
-                row[j] += _sign_extend(((product & and_) | or_) ^ xor, product_bits) - product
+                product = a * faulty[j]
+                row[j] += _sign_extend(((product & and_) | or_) ^ xor, product_bits) - a * clean[j]
         for j in range(n_filters):
             row[j] += zeros
     return out

@@ -92,7 +92,7 @@ def _register_masks(faults: PeFaults, pe: int) -> np.ndarray:
 
 def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: tuple[int, ...],
                          pixels: int, hw: HardwareConfig, faults: PeFaults, weight_bits: int, product_bits: int,
-                         partial_sum_bound: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
+                         x_max: float, abs_col_sums: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
     """Exact accumulators of the outputs touched by permanent PE faults, in blocks.
 
     Parameters
@@ -106,15 +106,15 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
         for a linear layer).
     pixels : int
         Output pixels per image.
-    partial_sum_bound : float64 (N,)
-        Per filter, a bound on every clean partial sum (max |x| · Σ_k |w[k, n]|).
+    x_max, abs_col_sums : float, float64 (N,)
+        max |x| and, per filter, Σ_k |w[k, n]|: their product bounds every clean partial sum.
 
     Yields
     ------
     (rows int64 (I,), filters int64 (J,), int64 (I, J), correction bool)
         Im2col rows, filters and either their accumulators (bias not added) or, when
-        ``correction``, what to add to the clean accumulators (a WS column with product faults
-        only, where no partial sum can saturate); blocks do not overlap. The caller checks
+        ``correction``, what to add to the clean accumulators (PEs without partial-sum faults,
+        where no partial sum can saturate); blocks do not overlap. The caller checks
         :func:`fits_float64` first.
     """
     dp = hw.datapath
@@ -138,23 +138,24 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
             masks = _register_masks(faults, pe_row * hw.cols + col)[None]
         if not filters.size or not rows.size:
             continue
-        w = np.ascontiguousarray(weight_t_hwc[filters].T, dtype=np.float64)
-        if pe_row is None and _products_only(masks[fault_rows]):
-            points = sum(len(range(r, weight_t_hwc.shape[1], hw.rows)) for r in fault_rows)
-            growth = points * 2.0**product_bits  # |faulty − clean product| < 2**product_bits
+        if _no_partial_sum_faults(masks):
+            fault_rows = np.flatnonzero(has_fault)
+            points = sum(len(range(r, weight_t_hwc.shape[1], period)) for r in fault_rows)
+            # |faulty − clean product| ≤ |a| · |w' − w| + |p' − p| < max|x| · 2**weight_bits + 2**product_bits
+            growth = points * (x_max * 2.0**weight_bits + 2.0**product_bits)
             limit = 2.0**53 - 2.0 ** (dp.acc_bits - 1) if dp.overflow == "wrap" else float(dp.acc_max) * _MARGIN
-            if float(partial_sum_bound[filters].max()) + growth < limit:
-                yield rows, filters, kernels.product_fault_corrections(
-                    x_hwc, np.ascontiguousarray(weight_t_hwc[filters].T), pixels, *geometry, period,
-                    fault_rows.astype(np.int64), masks, product_bits), True
+            if x_max * float(abs_col_sums[filters].max()) + growth < limit:
+                yield rows, filters, kernels.register_fault_corrections(
+                    x_hwc, np.ascontiguousarray(weight_t_hwc[filters].T), rows, pixels, *geometry, period, fault_rows,
+                    masks, weight_bits, product_bits), True
                 continue
+        w = np.ascontiguousarray(weight_t_hwc[filters].T, dtype=np.float64)
         values = kernels.gemm_faulty_column(x_hwc, w, rows, pixels, *geometry, period, has_fault, masks, weight_bits,
                                             product_bits, dp.acc_min, dp.acc_max, dp.acc_bits,
                                             int(dp.overflow == "wrap"), 64)
         yield rows, filters, values, False
 
 
-def _products_only(masks: np.ndarray) -> bool:
-    """Whether the (…, 3, 3) register masks change the product register only."""
-    identity = np.array(_IDENTITY)
-    return bool((masks[..., 0, :] == identity).all() and (masks[..., 2, :] == identity).all())
+def _no_partial_sum_faults(masks: np.ndarray) -> bool:
+    """Whether the (…, 3, 3) register masks leave the partial-sum register alone."""
+    return bool((masks[..., 2, :] == np.array(_IDENTITY)).all())

@@ -3,8 +3,9 @@
 Not a test. Prints images/s of the emulator (fast exact path) for VGG-16 and AlexNet images at
 fixed16, fixed8 and fp32, of the zoo's PyTorch model in float32 eager mode (channels-last), the
 ratio emulator ÷ torch, and the MAC rate of the faithful (MAC-by-MAC) path on a few images.
-Each figure is the best of --repeats timed runs after a warm-up, so the ratios compare runs made
-minutes apart on the same machine.
+Torch and emulator runs alternate (each after a warm-up) and each figure is the best of its
+runs, so that drift on a shared machine hits both sides alike; torch's figure on a row is its
+best so far for that model.
 
     python benchmarks/throughput.py [--images 256] [--repeats 5] [--hw campaigns/hardware/edge16.toml]
 """
@@ -58,15 +59,17 @@ def main() -> None:
     for name in ("vgg16", "alexnet"):
         model = load_weights(name)
         fast_model = load_weights(name).to(memory_format=torch.channels_last)
-        torch_s = best_seconds(lambda: predict(fast_model, images, batch_size=args.batch_size), args.repeats)
-        torch_rate = len(images) / torch_s
+        torch_s = float("inf")
         for fmt in ("fixed16", "fixed8", "fp32"):
             bits = None if fmt == "fp32" else int(fmt.removeprefix("fixed"))
             image = export_model(model, calibration, bits, model_name=name)
             accelerator = Accelerator(hw, batch_size=args.batch_size)
             prepared = accelerator.prepare(image)
-            emu_s = best_seconds(lambda: accelerator.run(image, images, prepared), args.repeats)
-            rate = len(images) / emu_s
+            emu_s = float("inf")
+            for _ in range(args.repeats):  # alternate, so that drift on a shared machine hits both alike
+                torch_s = min(torch_s, best_seconds(lambda: predict(fast_model, images, batch_size=args.batch_size), 1))
+                emu_s = min(emu_s, best_seconds(lambda: accelerator.run(image, images, prepared), 1))
+            torch_rate, rate = len(images) / torch_s, len(images) / emu_s
             faithful = "—"
             if bits is not None:
                 few = images[:args.faithful_images]

@@ -3,14 +3,17 @@
 Feature maps travel between layers as ``torch.float64`` tensors holding exact integers (raw
 words) for fixed-point images, or ``torch.float32`` tensors for ``fp32`` images.
 
-**Fast exact path.** A float64 GEMM (im2col + matmul through BLAS) is exact when every partial
-sum is an integer of magnitude below 2**53: then every addition is exact, whatever order the BLAS
-library uses. :func:`exact_bound` proves this per layer from ``max|a| · max_n Σ_k |B[k, n]|``;
-with a saturating accumulator the bound must also stay below the accumulator's range (then no
-addition saturates, so the order of additions cannot matter). Outputs for which the layer-wide
-bound fails get a per-output bound ``|A| @ |B|``; those that fail it too are computed by the
-faithful path. A wrapping accumulator needs only exactness: wrap(exact sum) = the wrapped
-accumulation.
+**Fast exact path.** Words of up to 16 bits take the fused int8 path: im2col straight into int8
+digits, int8 GEMMs (:mod:`accel_sim.hardware.int8_gemm`), and one Numba pass that recombines
+the digit products and applies the activation unit. It is exact whatever the size; with a
+saturating accumulator it is used when no partial sum can reach the accumulator's range
+(``max|a| · max_n Σ_k |B[k, n]|`` below it, from the input format or the batch): then no
+addition saturates, so the order of additions cannot matter. Otherwise a float64 GEMM (im2col +
+matmul through BLAS), exact when every partial sum is an integer below 2**53, with the same
+layer-wide bound; outputs for which it fails get a per-output bound ``|A| @ |B|``, and those
+that fail it too are computed by the faithful path. A wrapping accumulator needs only
+exactness: wrap(exact sum) = the wrapped accumulation. Outputs touched by faulty PEs are
+recomputed or corrected on their own (:mod:`accel_sim.hardware.pe_faults`).
 
 **Faithful path.** :func:`accel_sim.hardware.kernels.gemm_faithful`, MAC by MAC in window order,
 with the accumulator's overflow applied after every addition and PE faults applied where the
@@ -28,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from accel_sim.hardware import int8_gemm, kernels
+from accel_sim.hardware import int8_gemm, int8_kernels, kernels
 from accel_sim.hardware.config import HardwareConfig
 from accel_sim.hardware.pe_faults import PeFaults, faulty_column_blocks, fits_float64
 from accel_sim.image import Conv2d, Flatten, Layer, Linear, MaxPool2d, WeightedLayer
@@ -234,16 +237,16 @@ def _fused_int8_layer(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConf
 
 def _recombine(prepared: PreparedLayer, hw: HardwareConfig, products: int8_gemm.DigitProducts,
                out: np.ndarray) -> None:
-    """:func:`kernels.recombine_digits` into ``out``: the activation unit's output words (the
+    """:func:`accel_sim.hardware.int8_kernels.recombine_digits` into ``out``: the activation unit's output words (the
     accumulators plus bias for a last layer)."""
     layer, dp = prepared.layer, hw.datapath
     fmt = layer.out_format
-    mode = kernels.EPILOGUE_FULL if fmt is not None else kernels.EPILOGUE_BIAS
+    mode = int8_kernels.EPILOGUE_FULL if fmt is not None else int8_kernels.EPILOGUE_BIAS
     threshold = threshold_to_acc(layer.threshold, layer.acc_frac_bits) if layer.threshold is not None else 0
-    kernels.recombine_digits(
+    int8_kernels.recombine_digits(
         *products.recombine_args(), mode, prepared.bias.numpy().astype(np.int64), dp.acc_min, dp.acc_max,
-        dp.acc_bits, int(dp.overflow == "wrap"), kernels.ACTIVATION_CODES[layer.activation], threshold,
-        layer.acc_frac_bits - (fmt.frac_bits if fmt is not None else 0), kernels.ROUNDING_CODES[dp.rounding],
+        dp.acc_bits, int(dp.overflow == "wrap"), int8_kernels.ACTIVATION_CODES[layer.activation], threshold,
+        layer.acc_frac_bits - (fmt.frac_bits if fmt is not None else 0), int8_kernels.ROUNDING_CODES[dp.rounding],
         fmt.raw_min if fmt is not None else 0, fmt.raw_max if fmt is not None else 0, out)
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from accel_sim.hardware import kernels
+from accel_sim.hardware import int8_kernels
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def patch_weights(b: WeightDigits, k: np.ndarray, n: np.ndarray, values: torch.T
 @dataclass(frozen=True)
 class DigitProducts:
     """The int8 products of ``A @ B`` and the terms that turn them into the exact result
-    (arguments of :func:`accel_sim.hardware.kernels.recombine_digits`)."""
+    (arguments of :func:`accel_sim.hardware.int8_kernels.recombine_digits`)."""
 
     products: tuple[np.ndarray, ...]  # int32 (M, N) per digit pair
     powers: np.ndarray  # int64: i + j per product
@@ -146,7 +146,7 @@ class DigitProducts:
     def column_sums(self, filters: np.ndarray) -> np.ndarray:
         """The exact sums (float64 (M, J)) of the columns ``filters`` only."""
         out = np.empty((self.rows, len(filters)), dtype=np.float64)
-        kernels.recombine_columns(self.products, self.powers, self.rowsums, self.b_offset, self.col_term, self.const,
+        int8_kernels.recombine_columns(self.products, self.powers, self.rowsums, self.b_offset, self.col_term, self.const,
                                   np.asarray(filters, dtype=np.int64), out)
         return out
 
@@ -190,7 +190,7 @@ def matmul(a: Digits, b: WeightDigits) -> torch.Tensor:
     """
     products = digit_products(a, b)
     out = np.empty((products.rows, b.filters), dtype=np.float64)
-    kernels.recombine_digits(*products.recombine_args(), kernels.EPILOGUE_SUM, _NO_BIAS, 0, 0, 64, 0, 0, 0, 1, 0, 0,
+    int8_kernels.recombine_digits(*products.recombine_args(), int8_kernels.EPILOGUE_SUM, _NO_BIAS, 0, 0, 64, 0, 0, 0, 1, 0, 0,
                              0, out)
     return torch.from_numpy(out)
 
@@ -213,7 +213,7 @@ def im2col_digits(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, i
     both = np.empty((shape[0], 2 * depth if two else depth), dtype=np.int8)
     lo, hi = both[:, :depth], both[:, depth:]
     rowsums = np.empty((2 if two else 1, shape[0]), dtype=np.int64)
-    kernels.im2col_digits(words, kh, kw, sh, sw, ph, pw, oh, ow, int(two), lo, hi, rowsums)
+    int8_kernels.im2col_digits(words, kh, kw, sh, sw, ph, pw, oh, ow, int(two), lo, hi, rowsums)
     if not two:
         return Digits((torch.from_numpy(lo),), 0, rowsums)
     concat = torch.from_numpy(both)

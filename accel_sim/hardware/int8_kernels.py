@@ -1,0 +1,160 @@
+"""Numba kernels of the fused int8 fast path (see :mod:`accel_sim.hardware.int8_gemm`).
+
+Kernels take only arrays and scalars; :mod:`accel_sim.hardware.compute` and
+:mod:`accel_sim.hardware.int8_gemm` check inputs, allocate and document.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from accel_sim.hardware.kernels import _sign_extend
+
+EPILOGUE_SUM, EPILOGUE_BIAS, EPILOGUE_FULL = 0, 1, 2
+ACTIVATION_CODES = {"none": 0, "relu": 1, "clipact": 2, "clamp": 3}
+ROUNDING_CODES = {"floor": 0, "nearest_even": 1, "nearest_up": 2}
+
+
+@njit(cache=True, inline="always")
+def _shift_round(v, shift, rounding):
+    """``v / 2**shift`` rounded (see :func:`accel_sim.numerics.shift_round`); ``shift`` ≥ 1."""
+    if shift >= 63:
+        return np.int64(-1) if rounding == 0 and v < 0 else np.int64(0)
+    quotient = v >> shift
+    if rounding == 0:
+        return quotient
+    remainder = v - (quotient << shift)
+    half = np.int64(1) << (shift - 1)
+    if remainder > half or (remainder == half and (rounding == 2 or (quotient & 1) == 1)):
+        quotient += 1
+    return quotient
+
+
+@njit(cache=True, parallel=True)
+def recombine_digits(products, powers, rowsums, b_offset, col_term, const, mode, bias, acc_min, acc_max,
+                     acc_bits, wrap, activation, threshold, shift, rounding, out_min, out_max, out):
+    """Exact ``A @ B`` from int8 digit products, optionally followed by the activation unit.
+
+    One pass over the products instead of a float64 pass per digit and per epilogue step (see
+    :mod:`accel_sim.hardware.int8_gemm` for the digit algebra).
+
+    Parameters
+    ----------
+    products : tuple of int32 (M, N)
+        ``A_i @ B_j`` per digit pair.
+    powers : int64 (P,)
+        ``i + j`` per product (its weight is 256**(i + j)).
+    rowsums : int64 (D, M)
+        ``rowsum(A_i)`` per digit of A (not read when ``b_offset`` is 0).
+    b_offset, col_term, const : int, int64 (N,), int
+        Offset terms: ``b_offset · Σ_i 256^i rowsum(A_i) + col_term[n] + const``.
+    mode : int
+        0: the sums; 1: plus bias, then saturate or wrap to the accumulator (a last layer);
+        2: then the activation (codes as ``ACTIVATION_CODES``, ``threshold`` in accumulator units)
+        and rescaling by ``2**-shift`` (``ROUNDING_CODES``) with saturation to [out_min, out_max].
+    out : float64 (M, N)
+        Written in place (exact integers).
+    """
+    n_rows, filters = out.shape
+    for m in prange(n_rows):
+        row_term = np.int64(0)
+        if b_offset:
+            for i in range(rowsums.shape[0]):
+                row_term += rowsums[i, m] << (8 * i)
+        row_term = row_term * b_offset + const
+        for n in range(filters):
+            v = row_term + col_term[n]
+            for p in range(len(products)):
+                v += np.int64(products[p][m, n]) << (8 * powers[p])
+            if mode >= 1:
+                v += bias[n]
+                if wrap:
+                    v = _sign_extend(v, acc_bits)
+                else:
+                    v = min(max(v, acc_min), acc_max)
+            if mode == 2:
+                if activation == 1:
+                    v = max(v, 0)
+                elif activation == 2:
+                    v = v if 0 <= v <= threshold else 0
+                elif activation == 3:
+                    v = min(max(v, 0), threshold)
+                if shift > 0:
+                    v = _shift_round(v, shift, rounding)
+                else:  # clip first so that the left shift cannot overflow (see shift_round)
+                    limit = np.int64(1) << max(0, 62 + shift)
+                    v = min(max(v, -limit), limit) << -shift
+                v = min(max(v, out_min), out_max)
+            out[m, n] = np.float64(v)
+
+
+@njit(cache=True, parallel=True)
+def im2col_digits(x, kh, kw, sh, sw, ph, pw, oh, ow, two_digits, lo, hi, rowsums):
+    """im2col of channels-last words straight into int8 digits (see
+    :mod:`accel_sim.hardware.int8_gemm`): one pass instead of split, pad and copy per digit.
+
+    Parameters
+    ----------
+    x : float64 (B, H, W, C)
+        Words (exact integers), channels last.
+    two_digits : int
+        0: words of ≤ 8 bits, one digit (``lo`` = the word); 1: ``word = 256·hi + lo + 128``.
+    lo, hi : int8 (B·OH·OW, kh·kw·C)
+        Written in place; ``hi`` is not touched for one digit. Padding is the word 0.
+    rowsums : int64 (1 or 2, B·OH·OW)
+        Written in place: the row sums of ``lo`` (and ``hi``).
+    """
+    n_img, h, w, ch = x.shape
+    pad_lo = np.int8(-128) if two_digits else np.int8(0)
+    for row in prange(n_img * oh * ow):
+        img = row // (oh * ow)
+        p = row % (oh * ow)
+        oy, ox = p // ow, p % ow
+        sum_lo, sum_hi = np.int64(0), np.int64(0)
+        for ki in range(kh):
+            y = oy * sh + ki - ph
+            for kj in range(kw):
+                xx = ox * sw + kj - pw
+                base = (ki * kw + kj) * ch
+                if y < 0 or y >= h or xx < 0 or xx >= w:
+                    sum_lo += np.int64(pad_lo) * ch
+                    for c in range(ch):
+                        lo[row, base + c] = pad_lo
+                        if two_digits:
+                            hi[row, base + c] = 0
+                elif two_digits:
+                    for c in range(ch):
+                        v = np.int64(x[img, y, xx, c])
+                        high = v >> 8  # floor division by 256
+                        low = v - (high << 8) - 128
+                        lo[row, base + c] = np.int8(low)
+                        hi[row, base + c] = np.int8(high)
+                        sum_lo += low
+                        sum_hi += high
+                else:
+                    for c in range(ch):
+                        v = np.int64(x[img, y, xx, c])
+                        lo[row, base + c] = np.int8(v)
+                        sum_lo += v
+        rowsums[0, row] = sum_lo
+        if two_digits:
+            rowsums[1, row] = sum_hi
+
+
+@njit(cache=True, parallel=True)
+def recombine_columns(products, powers, rowsums, b_offset, col_term, const, columns, out):
+    """The plain sums of :func:`recombine_digits` for the columns ``columns`` only (int64
+    (J,)); ``col_term`` holds every column's term; ``out`` float64 (M, J)."""
+    for m in prange(out.shape[0]):
+        row_term = np.int64(0)
+        if b_offset:
+            for i in range(rowsums.shape[0]):
+                row_term += rowsums[i, m] << (8 * i)
+        row_term = row_term * b_offset + const
+        for j in range(columns.shape[0]):
+            n = columns[j]
+            v = row_term + col_term[n]
+            for p in range(len(products)):
+                v += np.int64(products[p][m, n]) << (8 * powers[p])
+            out[m, j] = np.float64(v)

@@ -188,14 +188,7 @@ def matmul(a: Digits, b: WeightDigits) -> torch.Tensor:
     Every term is an integer below 2**53 in magnitude (|A @ B| ≤ K · 2**30 for 16-bit words), so
     the int64 recombination converts to float64 exactly.
     """
-    products = digit_products(a, b)
-    out = np.empty((products.rows, b.filters), dtype=np.float64)
-    int8_kernels.recombine_digits(*products.recombine_args(), int8_kernels.EPILOGUE_SUM, _NO_BIAS, 0, 0, 64, 0, 0, 0, 1, 0, 0,
-                             0, out)
-    return torch.from_numpy(out)
-
-
-_NO_BIAS = np.zeros(0, dtype=np.int64)
+    return torch.from_numpy(digit_products(a, b).column_sums(np.arange(b.filters)))
 
 
 def im2col_digits(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],

@@ -11,7 +11,7 @@ from numba import njit, prange
 
 from accel_sim.hardware.kernels import _sign_extend
 
-EPILOGUE_SUM, EPILOGUE_BIAS, EPILOGUE_FULL = 0, 1, 2
+EPILOGUE_BIAS, EPILOGUE_FULL = 1, 2
 ACTIVATION_CODES = {"none": 0, "relu": 1, "clipact": 2, "clamp": 3}
 ROUNDING_CODES = {"floor": 0, "nearest_even": 1, "nearest_up": 2}
 
@@ -34,7 +34,8 @@ def _shift_round(v, shift, rounding):
 @njit(cache=True, parallel=True)
 def recombine_digits(products, powers, rowsums, b_offset, col_term, const, mode, bias, acc_min, acc_max,
                      acc_bits, wrap, activation, threshold, shift, rounding, out_min, out_max, out):
-    """Exact ``A @ B`` from int8 digit products, optionally followed by the activation unit.
+    """Exact ``A @ B`` from int8 digit products plus bias, through the accumulator's overflow and
+    (mode 2) the activation unit; plain sums are :func:`recombine_columns`.
 
     One pass over the products instead of a float64 pass per digit and per epilogue step (see
     :mod:`accel_sim.hardware.int8_gemm` for the digit algebra).
@@ -50,8 +51,8 @@ def recombine_digits(products, powers, rowsums, b_offset, col_term, const, mode,
     b_offset, col_term, const : int, int64 (N,), int
         Offset terms: ``b_offset · Σ_i 256^i rowsum(A_i) + col_term[n] + const``.
     mode : int
-        0: the sums; 1: plus bias, then saturate or wrap to the accumulator (a last layer);
-        2: then the activation (codes as ``ACTIVATION_CODES``, ``threshold`` in accumulator units)
+        1: the sums plus bias, saturated or wrapped to the accumulator (a last layer); 2: then
+        the activation (codes as ``ACTIVATION_CODES``, ``threshold`` in accumulator units)
         and rescaling by ``2**-shift`` (``ROUNDING_CODES``) with saturation to [out_min, out_max].
     out : float64 (M, N)
         Written in place (exact integers).
@@ -67,12 +68,11 @@ def recombine_digits(products, powers, rowsums, b_offset, col_term, const, mode,
             v = row_term + col_term[n]
             for p in range(len(products)):
                 v += np.int64(products[p][m, n]) << (8 * powers[p])
-            if mode >= 1:
-                v += bias[n]
-                if wrap:
-                    v = _sign_extend(v, acc_bits)
-                else:
-                    v = min(max(v, acc_min), acc_max)
+            v += bias[n]
+            if wrap:
+                v = _sign_extend(v, acc_bits)
+            else:
+                v = min(max(v, acc_min), acc_max)
             if mode == 2:
                 if activation == 1:
                     v = max(v, 0)

@@ -1,13 +1,18 @@
 """Campaign throughput on Dask: 2 workers ÷ 1 worker on the same VGG-16 jobs, in one run.
 
 Not a test. Builds one campaign context (VGG-16 fixed16, weight-memory flips, bundled images),
-then runs the same jobs on a LocalCluster of 1 and of 2 single-threaded worker processes. The
-clock runs from the first submission to the last result (cluster start-up, the one-time scatter
-of images and data, and one warm-up job per worker are not timed). Per-job overhead =
+then runs the same jobs on a LocalCluster of 1 and of 2 single-threaded worker processes
+(:func:`accel_sim.campaign.runner.local_cluster`, as campaigns do). The clock runs from the first
+submission to the last result (cluster start-up, the one-time scatter of images and data, and one
+warm-up job per worker are not timed). Each vCPU of the development machine changes speed by up
+to 2× within minutes (other tenants of the host), so both clusters stay up and passes alternate
+over several rounds; the figure is the ratio of the best pass of each (interference only ever
+slows a pass down), with the per-round ratios and their median beside it. Per-job overhead =
 (workers × wall − Σ job compute seconds) / jobs. For reference it also measures how this
 machine scales plain memory-bound work (elementwise numpy passes) from 1 to 2 processes.
 
-    python benchmarks/dask_scaling.py [--jobs 16] [--images 200] [--batch-size 50]
+    python benchmarks/dask_scaling.py [--jobs 16] [--images 100] [--batch-size 50] [--rounds 6]
+        [--format fixed16]
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from accel_sim.campaign import build_context, campaign_from_dict, plan_jobs, run_job
+from accel_sim.campaign.runner import local_cluster
 
 
-def campaign(jobs: int, images: int, batch: int):
+def campaign(jobs: int, images: int, batch: int, fmt: str = "fixed16"):
     return campaign_from_dict({
         "name": "dask-scaling", "seed": 1,
-        "model": {"zoo": "vgg16", "format": "fixed16", "calibration": 128},
+        "model": {"zoo": "vgg16", "format": fmt, "calibration": 128},
         "data": {"source": "bundled", "count": images, "profile_count": 64},
         "hardware": {"preset": "edge16"},
         "faults": {"site": "weight_memory", "rates": [1e-6], "trials": jobs},
@@ -55,44 +61,68 @@ def memory_scaling(seconds: float = 4.0) -> float:
     return both / alone
 
 
-def main() -> None:
-    from dask.distributed import Client, LocalCluster, wait
+def start_cluster(context, jobs, workers: int) -> dict:
+    """A LocalCluster of ``workers`` job processes, the context scattered and every worker warm
+    (JIT compilation and each worker's prepared layers); returns its handles and set-up times."""
+    from dask.distributed import Client, wait
 
+    started = time.perf_counter()
+    cluster = local_cluster(workers)
+    client = Client(cluster)
+    up = time.perf_counter() - started
+    started = time.perf_counter()
+    shared = client.scatter(context, broadcast=True)
+    wait(shared)
+    scatter = time.perf_counter() - started
+    wait([client.submit(run_job, jobs[0], shared, pure=False, workers=[address], allow_other_workers=False)
+          for address in client.scheduler_info()["workers"]])
+    return {"cluster": cluster, "client": client, "shared": shared, "up": up, "scatter": scatter}
+
+
+def timed_pass(handles: dict, jobs, workers: int) -> dict:
+    """Run ``jobs`` once on a started cluster: wall seconds, throughput and overhead per job."""
+    client, shared = handles["client"], handles["shared"]
+    started = time.perf_counter()
+    rows = client.gather([client.submit(run_job, job, shared, pure=False) for job in jobs])
+    wall = time.perf_counter() - started
+    compute = sum(r["seconds"] for r in rows)
+    return {"wall": wall, "rate": len(jobs) / wall, "compute": compute, "overhead": (workers * wall - compute) / len(jobs)}
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=16)
-    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--jobs", type=int, default=16, help="jobs per pass")
+    parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=6, help="alternating 1-worker / 2-worker passes")
+    parser.add_argument("--format", default="fixed16", choices=("fixed16", "fixed8", "fp32"))
     args = parser.parse_args()
-    config = campaign(args.jobs, args.images, args.batch_size)
+    config = campaign(args.jobs, args.images, args.batch_size, args.format)
     context = build_context(config)
     context.threads = 1
     jobs = plan_jobs(config)
-    print(f"VGG-16 fixed16, {len(jobs)} jobs of {args.images} images each")
-    print("| workers | start-up s | scatter s | jobs wall s | jobs/s | Σ job s | overhead per job s |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    rates = {}
-    for workers in (1, 2):
-        started = time.perf_counter()
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = Client(cluster)
-        up = time.perf_counter() - started
-        started = time.perf_counter()
-        shared = client.scatter(context, broadcast=True)
-        wait(shared)
-        scatter = time.perf_counter() - started
-        # warm-up on every worker: JIT compilation and each worker's prepared layers
-        wait([client.submit(run_job, jobs[0], shared, pure=False, workers=[address], allow_other_workers=False)
-              for address in client.scheduler_info()["workers"]])
-        started = time.perf_counter()
-        rows = client.gather([client.submit(run_job, job, shared, pure=False) for job in jobs])
-        wall = time.perf_counter() - started
-        compute = sum(r["seconds"] for r in rows)
-        rates[workers] = len(jobs) / wall
-        print(f"| {workers} | {up:.1f} | {scatter:.1f} | {wall:.1f} | {rates[workers]:.3f} | {compute:.1f} | "
-              f"{(workers * wall - compute) / len(jobs):.3f} |", flush=True)
-        client.close()
-        cluster.close()
-    print(f"throughput 2 workers / 1 worker: {rates[2] / rates[1]:.2f}")
+    print(f"VGG-16 {args.format}, passes of {len(jobs)} jobs × {args.images} images, {args.rounds} rounds")
+    clusters = {workers: start_cluster(context, jobs, workers) for workers in (1, 2)}
+    for workers, handles in clusters.items():
+        print(f"{workers} worker(s): start-up {handles['up']:.1f} s, scatter {handles['scatter']:.1f} s")
+    print("| round | workers | jobs wall s | jobs/s | Σ job s | overhead per job s |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    try:
+        for round_ in range(args.rounds):
+            # alternate the order so that the machine's drift in speed does not favour one side
+            for workers in ((1, 2) if round_ % 2 == 0 else (2, 1)):
+                r = timed_pass(clusters[workers], jobs, workers)
+                rates[workers].append(r["rate"])
+                print(f"| {round_ + 1} | {workers} | {r['wall']:.1f} | {r['rate']:.3f} | {r['compute']:.1f} | "
+                      f"{r['overhead']:.3f} |", flush=True)
+    finally:
+        for handles in clusters.values():
+            handles["client"].close()
+            handles["cluster"].close()
+    ratios = [two / one for one, two in zip(rates[1], rates[2])]
+    print(f"throughput 2 workers / 1 worker: {max(rates[2]) / max(rates[1]):.2f} (best pass of each); "
+          f"per round {', '.join(f'{x:.2f}' for x in ratios)}; median {float(np.median(ratios)):.2f}")
     print(f"machine reference, memory-bound numpy passes in 2 processes / 1: {memory_scaling():.2f}")
 
 

@@ -220,25 +220,35 @@ def _fused_int8_layer(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConf
             return None
     products = int8_gemm.digit_products(_input_digits(layer, x), prepared.weight_digits)
     out = np.empty((products.rows, layer.out_channels), dtype=np.float64)
-    _recombine(prepared, hw, products, out)
-    if pe_faults is not None:
-        def clean(rows: np.ndarray, filters: np.ndarray) -> torch.Tensor:
-            sums = products.column_sums(filters)
-            return torch.from_numpy(sums if rows.size == sums.shape[0] else sums[rows])
-
-        for rows, filters, values in _faulty_blocks(prepared, x, hw, pe_faults, clean):
-            words = activation_unit(prepared, values, hw, filters).numpy()
-            if rows.size == out.shape[0]:  # every row (WS): a column slice is much cheaper
-                out[:, filters] = words
-            else:
-                out[rows[:, None], filters[None, :]] = words
+    blocks = list(_faulty_blocks(prepared, x, hw, pe_faults, None)) if pe_faults is not None else []
+    # register-fault corrections go into the epilogue; the other blocks replace their outputs after it
+    corrected = np.unique(np.concatenate([f for _, f, _, is_correction in blocks if is_correction] or [[]])).astype(np.int64)
+    column = np.searchsorted(corrected, np.arange(layer.out_channels))  # filter → column of `correction`
+    correction = np.zeros((products.rows if corrected.size else 0, corrected.size), dtype=np.int64)
+    for rows, filters, values, is_correction in blocks:
+        if not is_correction:
+            continue
+        if rows.size == products.rows:  # every row (WS)
+            correction[:, column[filters]] += values.numpy()
+        else:
+            correction[rows[:, None], column[filters][None, :]] += values.numpy()
+    _recombine(prepared, hw, products, out, correction, corrected)
+    for rows, filters, values, is_correction in blocks:
+        if is_correction:
+            continue
+        words = activation_unit(prepared, values, hw, filters).numpy()
+        if rows.size == out.shape[0]:  # every row (WS): a column slice is much cheaper
+            out[:, filters] = words
+        else:
+            out[rows[:, None], filters[None, :]] = words
     return _from_rows(layer, torch.from_numpy(out), x.shape[0])
 
 
 def _recombine(prepared: PreparedLayer, hw: HardwareConfig, products: int8_gemm.DigitProducts,
-               out: np.ndarray) -> None:
+               out: np.ndarray, correction: np.ndarray, corrected: np.ndarray) -> None:
     """:func:`accel_sim.hardware.int8_kernels.recombine_digits` into ``out``: the activation unit's output words (the
-    accumulators plus bias for a last layer)."""
+    accumulators plus bias for a last layer), with ``correction[:, c]`` (int64 (M, C)) added to
+    the sums of filter ``corrected[c]``."""
     layer, dp = prepared.layer, hw.datapath
     fmt = layer.out_format
     mode = int8_kernels.EPILOGUE_FULL if fmt is not None else int8_kernels.EPILOGUE_BIAS
@@ -247,7 +257,7 @@ def _recombine(prepared: PreparedLayer, hw: HardwareConfig, products: int8_gemm.
         *products.recombine_args(), mode, prepared.bias.numpy().astype(np.int64), dp.acc_min, dp.acc_max,
         dp.acc_bits, int(dp.overflow == "wrap"), int8_kernels.ACTIVATION_CODES[layer.activation], threshold,
         layer.acc_frac_bits - (fmt.frac_bits if fmt is not None else 0), int8_kernels.ROUNDING_CODES[dp.rounding],
-        fmt.raw_min if fmt is not None else 0, fmt.raw_max if fmt is not None else 0, out)
+        fmt.raw_min if fmt is not None else 0, fmt.raw_max if fmt is not None else 0, correction, corrected, out)
 
 
 def weighted_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, engine: str,
@@ -270,7 +280,7 @@ def _with_pe_faults(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig
     if not _pe_faults_on_fast_path(layer, hw):
         return _recompute_touched(prepared, x, hw, pe_faults, acc)
     by_row = (acc.permute(0, 2, 3, 1) if acc.dim() == 4 else acc).contiguous().view(-1, layer.out_channels)
-    for rows, filters, values in _faulty_blocks(prepared, x, hw, pe_faults, lambda r, f: by_row[r][:, f]):
+    for rows, filters, values, _ in _faulty_blocks(prepared, x, hw, pe_faults, lambda r, f: by_row[r][:, f]):
         by_row[torch.from_numpy(rows)[:, None], torch.from_numpy(filters)[None, :]] = values
     return _from_rows(layer, by_row, x.shape[0])
 
@@ -280,13 +290,15 @@ def _pe_faults_on_fast_path(layer: WeightedLayer, hw: HardwareConfig) -> bool:
 
 
 def _faulty_blocks(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, pe_faults: PeFaults,
-                   clean: Callable[[np.ndarray, np.ndarray], torch.Tensor]):
+                   clean: Callable[[np.ndarray, np.ndarray], torch.Tensor] | None):
     """The exact faulty accumulators (float64 (I, J), bias not added) of the outputs the faulty
-    PEs touch, as (im2col rows (I,), filters (J,), values) blocks that do not overlap.
+    PEs touch, as (im2col rows (I,), filters (J,), values, is_correction) blocks that do not
+    overlap.
 
     In WS a PE (r, c) works on every output of the filters n ≡ c (mod cols); in OS on the
     outputs of pixels ≡ r (mod rows) of those filters. ``clean(rows, filters)`` gives the
-    fault-free accumulators of a block (for product-fault corrections)."""
+    fault-free accumulators of a block, to which register-fault corrections are added; without
+    it (None) those blocks come as the corrections themselves (int64, ``is_correction`` true)."""
     layer = prepared.layer
     batch = x.shape[0]
     product_bits = layer.weight_format.word_bits + layer.in_format.word_bits
@@ -300,15 +312,18 @@ def _faulty_blocks(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig,
     for rows, filters, values, correction in faulty_column_blocks(
             x_hwc, prepared.weight_t_hwc, geometry, pixels, hw, pe_faults, layer.weight_format.word_bits,
             product_bits, abs_max(x), prepared.abs_col_sums):
+        if correction and clean is None:
+            yield rows, filters, torch.from_numpy(values), True
+            continue
         values = torch.from_numpy(values).to(torch.float64)
         if correction:
             values = clean(rows, filters) + values
             values = values if hw.datapath.overflow == "saturate" else _wrap(values, hw.datapath.acc_bits)
-        yield rows, filters, values
+        yield rows, filters, values, False
     rows, filters = pe_faults.transient_outputs(prepared.weight_t_hwc.shape[1], layer.out_channels)
     for m, n in set(zip(rows.tolist(), filters.tolist())):  # a transient fault hits a single output
         exact = faithful_accumulators(prepared, x, hw, pe_faults, np.array([m]), np.array([n]))
-        yield np.array([m]), np.array([n]), torch.from_numpy(exact).to(torch.float64)
+        yield np.array([m]), np.array([n]), torch.from_numpy(exact).to(torch.float64), False
 
 
 def _recompute_touched(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, pe_faults: PeFaults,

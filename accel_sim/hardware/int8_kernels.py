@@ -31,9 +31,33 @@ def _shift_round(v, shift, rounding):
     return quotient
 
 
+@njit(cache=True, inline="always")
+def _epilogue(v, wrap, acc_bits, acc_min, acc_max, mode, activation, threshold, shift, rounding, out_min, out_max):
+    """An accumulator value (bias added) through overflow and, in mode 2, the activation unit."""
+    if wrap:
+        v = _sign_extend(v, acc_bits)
+    else:
+        v = min(max(v, acc_min), acc_max)
+    if mode == 2:
+        if activation == 1:
+            v = max(v, 0)
+        elif activation == 2:
+            v = v if 0 <= v <= threshold else 0
+        elif activation == 3:
+            v = min(max(v, 0), threshold)
+        if shift > 0:
+            v = _shift_round(v, shift, rounding)
+        else:  # clip first so that the left shift cannot overflow (see shift_round)
+            limit = np.int64(1) << max(0, 62 + shift)
+            v = min(max(v, -limit), limit) << -shift
+        v = min(max(v, out_min), out_max)
+    return v
+
+
 @njit(cache=True, parallel=True)
 def recombine_digits(products, powers, rowsums, b_offset, col_term, const, mode, bias, acc_min, acc_max,
-                     acc_bits, wrap, activation, threshold, shift, rounding, out_min, out_max, out):
+                     acc_bits, wrap, activation, threshold, shift, rounding, out_min, out_max, correction,
+                     corrected, out):
     """Exact ``A @ B`` from int8 digit products plus bias, through the accumulator's overflow and
     (mode 2) the activation unit; plain sums are :func:`recombine_columns`.
 
@@ -54,6 +78,11 @@ def recombine_digits(products, powers, rowsums, b_offset, col_term, const, mode,
         1: the sums plus bias, saturated or wrapped to the accumulator (a last layer); 2: then
         the activation (codes as ``ACTIVATION_CODES``, ``threshold`` in accumulator units)
         and rescaling by ``2**-shift`` (``ROUNDING_CODES``) with saturation to [out_min, out_max].
+    correction, corrected : int64 (M, C), int64 (C,)
+        ``correction[:, c]`` is added to the sums of column ``corrected[c]`` before the bias
+        (PE-register faults: their effect is a sum over the MACs through the faulty PE when no
+        partial sum saturates). Those columns are redone after the others, so that the main
+        loop stays free of branches. C may be 0.
     out : float64 (M, N)
         Written in place (exact integers).
     """
@@ -68,25 +97,15 @@ def recombine_digits(products, powers, rowsums, b_offset, col_term, const, mode,
             v = row_term + col_term[n]
             for p in range(len(products)):
                 v += np.int64(products[p][m, n]) << (8 * powers[p])
-            v += bias[n]
-            if wrap:
-                v = _sign_extend(v, acc_bits)
-            else:
-                v = min(max(v, acc_min), acc_max)
-            if mode == 2:
-                if activation == 1:
-                    v = max(v, 0)
-                elif activation == 2:
-                    v = v if 0 <= v <= threshold else 0
-                elif activation == 3:
-                    v = min(max(v, 0), threshold)
-                if shift > 0:
-                    v = _shift_round(v, shift, rounding)
-                else:  # clip first so that the left shift cannot overflow (see shift_round)
-                    limit = np.int64(1) << max(0, 62 + shift)
-                    v = min(max(v, -limit), limit) << -shift
-                v = min(max(v, out_min), out_max)
-            out[m, n] = np.float64(v)
+            out[m, n] = np.float64(_epilogue(v + bias[n], wrap, acc_bits, acc_min, acc_max, mode, activation,
+                                             threshold, shift, rounding, out_min, out_max))
+        for c in range(corrected.shape[0]):
+            n = corrected[c]
+            v = row_term + col_term[n] + correction[m, c]
+            for p in range(len(products)):
+                v += np.int64(products[p][m, n]) << (8 * powers[p])
+            out[m, n] = np.float64(_epilogue(v + bias[n], wrap, acc_bits, acc_min, acc_max, mode, activation,
+                                             threshold, shift, rounding, out_min, out_max))
 
 
 @njit(cache=True, parallel=True)

@@ -210,7 +210,8 @@ def _fused_int8_layer(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConf
                       pe_faults: PeFaults | None = None) -> torch.Tensor | None:
     """The int8 digit products and the activation unit in one pass over the outputs (no float64
     accumulator map), when no partial sum can saturate; None otherwise (the caller takes the
-    general path). The outputs faulty PEs touch are then recomputed and activated on their own."""
+    general path). Register-fault corrections of faulty PEs are added in the same pass; the
+    other outputs faulty PEs touch are recomputed and activated on their own afterwards."""
     layer = prepared.layer
     dp = hw.datapath
     if dp.overflow == "saturate":
@@ -221,27 +222,28 @@ def _fused_int8_layer(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConf
     products = int8_gemm.digit_products(_input_digits(layer, x), prepared.weight_digits)
     out = np.empty((products.rows, layer.out_channels), dtype=np.float64)
     blocks = list(_faulty_blocks(prepared, x, hw, pe_faults, None)) if pe_faults is not None else []
-    # register-fault corrections go into the epilogue; the other blocks replace their outputs after it
-    corrected = np.unique(np.concatenate([f for _, f, _, is_correction in blocks if is_correction] or [[]])).astype(np.int64)
-    column = np.searchsorted(corrected, np.arange(layer.out_channels))  # filter → column of `correction`
-    correction = np.zeros((products.rows if corrected.size else 0, corrected.size), dtype=np.int64)
-    for rows, filters, values, is_correction in blocks:
-        if not is_correction:
-            continue
-        if rows.size == products.rows:  # every row (WS)
-            correction[:, column[filters]] += values.numpy()
-        else:
-            correction[rows[:, None], column[filters][None, :]] += values.numpy()
-    _recombine(prepared, hw, products, out, correction, corrected)
-    for rows, filters, values, is_correction in blocks:
-        if is_correction:
-            continue
+    _recombine(prepared, hw, products, out, *_gathered_corrections([b for b in blocks if b[3]], products.rows))
+    for rows, filters, values, _ in (b for b in blocks if not b[3]):
         words = activation_unit(prepared, values, hw, filters).numpy()
         if rows.size == out.shape[0]:  # every row (WS): a column slice is much cheaper
             out[:, filters] = words
         else:
             out[rows[:, None], filters[None, :]] = words
     return _from_rows(layer, torch.from_numpy(out), x.shape[0])
+
+
+def _gathered_corrections(blocks: list, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Correction blocks (im2col rows, filters, int64 values, True) as one int64 (rows, C) matrix
+    and the C filters its columns belong to (blocks do not overlap)."""
+    corrected = np.unique(np.concatenate([filters for _, filters, _, _ in blocks] or [[]])).astype(np.int64)
+    correction = np.zeros((rows if corrected.size else 0, corrected.size), dtype=np.int64)
+    for block_rows, filters, values, _ in blocks:
+        columns = np.searchsorted(corrected, filters)
+        if block_rows.size == rows:  # every row (WS)
+            correction[:, columns] = values.numpy()
+        else:
+            correction[block_rows[:, None], columns[None, :]] = values.numpy()
+    return correction, corrected
 
 
 def _recombine(prepared: PreparedLayer, hw: HardwareConfig, products: int8_gemm.DigitProducts,

@@ -32,6 +32,25 @@ def _shift_round(v, shift, rounding):
 
 
 @njit(cache=True, inline="always")
+def _row_term(rowsums, b_offset, const, m):
+    """The part of row m's offset terms that does not depend on the column."""
+    term = np.int64(0)
+    if b_offset:
+        for i in range(rowsums.shape[0]):
+            term += rowsums[i, m] << (8 * i)
+    return term * b_offset + const
+
+
+@njit(cache=True, inline="always")
+def _digit_sum(products, powers, row_term, col_term, m, n):
+    """Exact (A @ B)[m, n] from the digit products and the offset terms."""
+    v = row_term + col_term[n]
+    for p in range(len(products)):
+        v += np.int64(products[p][m, n]) << (8 * powers[p])
+    return v
+
+
+@njit(cache=True, inline="always")
 def _epilogue(v, wrap, acc_bits, acc_min, acc_max, mode, activation, threshold, shift, rounding, out_min, out_max):
     """An accumulator value (bias added) through overflow and, in mode 2, the activation unit."""
     if wrap:
@@ -88,24 +107,16 @@ def recombine_digits(products, powers, rowsums, b_offset, col_term, const, mode,
     """
     n_rows, filters = out.shape
     for m in prange(n_rows):
-        row_term = np.int64(0)
-        if b_offset:
-            for i in range(rowsums.shape[0]):
-                row_term += rowsums[i, m] << (8 * i)
-        row_term = row_term * b_offset + const
+        row_term = _row_term(rowsums, b_offset, const, m)
         for n in range(filters):
-            v = row_term + col_term[n]
-            for p in range(len(products)):
-                v += np.int64(products[p][m, n]) << (8 * powers[p])
-            out[m, n] = np.float64(_epilogue(v + bias[n], wrap, acc_bits, acc_min, acc_max, mode, activation,
-                                             threshold, shift, rounding, out_min, out_max))
+            v = _digit_sum(products, powers, row_term, col_term, m, n) + bias[n]
+            out[m, n] = np.float64(_epilogue(v, wrap, acc_bits, acc_min, acc_max, mode, activation, threshold, shift,
+                                             rounding, out_min, out_max))
         for c in range(corrected.shape[0]):
             n = corrected[c]
-            v = row_term + col_term[n] + correction[m, c]
-            for p in range(len(products)):
-                v += np.int64(products[p][m, n]) << (8 * powers[p])
-            out[m, n] = np.float64(_epilogue(v + bias[n], wrap, acc_bits, acc_min, acc_max, mode, activation,
-                                             threshold, shift, rounding, out_min, out_max))
+            v = _digit_sum(products, powers, row_term, col_term, m, n) + correction[m, c] + bias[n]
+            out[m, n] = np.float64(_epilogue(v, wrap, acc_bits, acc_min, acc_max, mode, activation, threshold, shift,
+                                             rounding, out_min, out_max))
 
 
 @njit(cache=True, parallel=True)
@@ -166,14 +177,6 @@ def recombine_columns(products, powers, rowsums, b_offset, col_term, const, colu
     """The plain sums of :func:`recombine_digits` for the columns ``columns`` only (int64
     (J,)); ``col_term`` holds every column's term; ``out`` float64 (M, J)."""
     for m in prange(out.shape[0]):
-        row_term = np.int64(0)
-        if b_offset:
-            for i in range(rowsums.shape[0]):
-                row_term += rowsums[i, m] << (8 * i)
-        row_term = row_term * b_offset + const
+        row_term = _row_term(rowsums, b_offset, const, m)
         for j in range(columns.shape[0]):
-            n = columns[j]
-            v = row_term + col_term[n]
-            for p in range(len(products)):
-                v += np.int64(products[p][m, n]) << (8 * powers[p])
-            out[m, j] = np.float64(v)
+            out[m, j] = np.float64(_digit_sum(products, powers, row_term, col_term, m, columns[j]))

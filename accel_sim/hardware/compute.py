@@ -235,6 +235,9 @@ def _fused_int8_layer(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConf
 def _gathered_corrections(blocks: list, rows: int) -> tuple[np.ndarray, np.ndarray]:
     """Correction blocks (im2col rows, filters, int64 values, True) as one int64 (rows, C) matrix
     and the C filters its columns belong to (blocks do not overlap)."""
+    if len(blocks) == 1 and blocks[0][0].size == rows:  # one faulty column under WS: no copy
+        _, filters, values, _ = blocks[0]
+        return values.numpy(), filters.astype(np.int64)
     corrected = np.unique(np.concatenate([filters for _, filters, _, _ in blocks] or [[]])).astype(np.int64)
     correction = np.zeros((rows if corrected.size else 0, corrected.size), dtype=np.int64)
     for block_rows, filters, values, _ in blocks:
@@ -311,9 +314,11 @@ def _faulty_blocks(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig,
     else:
         x_hwc = x.reshape(batch, 1, 1, -1).contiguous().numpy()
         geometry, pixels = (1, 1, 1, 1, 0, 0, 1), 1
+    word_max = float(max(-layer.in_format.raw_min, layer.in_format.raw_max))
+    x_bounds = (lambda: word_max, functools.cache(lambda: abs_max(x)))
     for rows, filters, values, correction in faulty_column_blocks(
             x_hwc, prepared.weight_t_hwc, geometry, pixels, hw, pe_faults, layer.weight_format.word_bits,
-            product_bits, abs_max(x), prepared.abs_col_sums):
+            product_bits, x_bounds, prepared.abs_col_sums):
         if correction and clean is None:
             yield rows, filters, torch.from_numpy(values), True
             continue

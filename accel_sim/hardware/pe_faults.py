@@ -10,7 +10,7 @@ map (no im2col copy). A transient fault hits one MAC, hence one output.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,7 +92,8 @@ def _register_masks(faults: PeFaults, pe: int) -> np.ndarray:
 
 def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: tuple[int, ...],
                          pixels: int, hw: HardwareConfig, faults: PeFaults, weight_bits: int, product_bits: int,
-                         x_max: float, abs_col_sums: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
+                         x_bounds: Sequence[Callable[[], float]],
+                         abs_col_sums: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
     """Exact accumulators of the outputs touched by permanent PE faults, in blocks.
 
     Parameters
@@ -106,8 +107,11 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
         for a linear layer).
     pixels : int
         Output pixels per image.
-    x_max, abs_col_sums : float, float64 (N,)
-        max |x| and, per filter, Σ_k |w[k, n]|: their product bounds every clean partial sum.
+    x_bounds : sequence of callables
+        Bounds of max |x|, cheapest first (the input format's largest word, then the measured
+        maximum); a bound is evaluated only when the ones before it are too loose.
+    abs_col_sums : float64 (N,)
+        Per filter, Σ_k |w[k, n]|: times max |x|, it bounds every clean partial sum.
 
     Yields
     ------
@@ -141,10 +145,11 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
         if _no_partial_sum_faults(masks):
             fault_rows = np.flatnonzero(has_fault)
             points = sum(len(range(r, weight_t_hwc.shape[1], period)) for r in fault_rows)
-            # |faulty − clean product| ≤ |a| · |w' − w| + |p' − p| < max|x| · 2**weight_bits + 2**product_bits
-            growth = points * (x_max * 2.0**weight_bits + 2.0**product_bits)
             limit = 2.0**53 - 2.0 ** (dp.acc_bits - 1) if dp.overflow == "wrap" else float(dp.acc_max) * _MARGIN
-            if x_max * float(abs_col_sums[filters].max()) + growth < limit:
+            col_max = float(abs_col_sums[filters].max())
+            # |faulty − clean product| ≤ |a| · |w' − w| + |p' − p| < max|x| · 2**weight_bits + 2**product_bits
+            if any(bound() * col_max + points * (bound() * 2.0**weight_bits + 2.0**product_bits) < limit
+                   for bound in x_bounds):
                 yield rows, filters, kernels.register_fault_corrections(
                     x_hwc, np.ascontiguousarray(weight_t_hwc[filters].T), rows, pixels, *geometry, period, fault_rows,
                     masks, weight_bits, product_bits), True

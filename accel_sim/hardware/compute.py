@@ -232,28 +232,31 @@ def _fused_int8_layer(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConf
     return _from_rows(layer, torch.from_numpy(out), x.shape[0])
 
 
-def _gathered_corrections(blocks: list, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Correction blocks (im2col rows, filters, int64 values, True) as one int64 (rows, C) matrix
-    and the C filters its columns belong to (blocks do not overlap)."""
-    if len(blocks) == 1 and blocks[0][0].size == rows:  # one faulty column under WS: no copy
-        _, filters, values, _ = blocks[0]
-        return values.numpy(), filters.astype(np.int64)
-    corrected = np.unique(np.concatenate([filters for _, filters, _, _ in blocks] or [[]])).astype(np.int64)
-    correction = np.zeros((rows if corrected.size else 0, corrected.size), dtype=np.int64)
+def _gathered_corrections(blocks: list, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Correction blocks (im2col rows, filters, int64 values, True) as one int64 (R, C) matrix
+    over the R rows they touch, the slot of each of the ``rows`` im2col rows in it (int64 (rows,),
+    -1 where untouched) and the C filters its columns belong to (blocks do not overlap)."""
+    if len(blocks) == 1:  # one faulty column (WS) or PE (OS): no copy
+        block_rows, filters, values, _ = blocks[0]
+        slot = np.full(rows, -1, dtype=np.int64)
+        slot[block_rows] = np.arange(block_rows.size)
+        return values.numpy(), slot, filters.astype(np.int64)
+    touched = np.unique(np.concatenate([r for r, _, _, _ in blocks] or [[]])).astype(np.int64)
+    corrected = np.unique(np.concatenate([f for _, f, _, _ in blocks] or [[]])).astype(np.int64)
+    correction = np.zeros((touched.size, corrected.size), dtype=np.int64)
     for block_rows, filters, values, _ in blocks:
-        columns = np.searchsorted(corrected, filters)
-        if block_rows.size == rows:  # every row (WS)
-            correction[:, columns] = values.numpy()
-        else:
-            correction[block_rows[:, None], columns[None, :]] = values.numpy()
-    return correction, corrected
+        at_rows, at_columns = np.searchsorted(touched, block_rows), np.searchsorted(corrected, filters)
+        correction[at_rows[:, None], at_columns[None, :]] = values.numpy()
+    slot = np.full(rows if touched.size else 0, -1, dtype=np.int64)
+    slot[touched] = np.arange(touched.size)
+    return correction, slot, corrected
 
 
 def _recombine(prepared: PreparedLayer, hw: HardwareConfig, products: int8_gemm.DigitProducts,
-               out: np.ndarray, correction: np.ndarray, corrected: np.ndarray) -> None:
+               out: np.ndarray, correction: np.ndarray, correction_row: np.ndarray, corrected: np.ndarray) -> None:
     """:func:`accel_sim.hardware.int8_kernels.recombine_digits` into ``out``: the activation unit's output words (the
-    accumulators plus bias for a last layer), with ``correction[:, c]`` (int64 (M, C)) added to
-    the sums of filter ``corrected[c]``."""
+    accumulators plus bias for a last layer), with ``correction[correction_row[m], c]`` (int64
+    (R, C)) added to the sum of row m and filter ``corrected[c]`` where ``correction_row[m] ≥ 0``."""
     layer, dp = prepared.layer, hw.datapath
     fmt = layer.out_format
     mode = int8_kernels.EPILOGUE_FULL if fmt is not None else int8_kernels.EPILOGUE_BIAS
@@ -262,7 +265,8 @@ def _recombine(prepared: PreparedLayer, hw: HardwareConfig, products: int8_gemm.
         *products.recombine_args(), mode, prepared.bias.numpy().astype(np.int64), dp.acc_min, dp.acc_max,
         dp.acc_bits, int(dp.overflow == "wrap"), int8_kernels.ACTIVATION_CODES[layer.activation], threshold,
         layer.acc_frac_bits - (fmt.frac_bits if fmt is not None else 0), int8_kernels.ROUNDING_CODES[dp.rounding],
-        fmt.raw_min if fmt is not None else 0, fmt.raw_max if fmt is not None else 0, correction, corrected, out)
+        fmt.raw_min if fmt is not None else 0, fmt.raw_max if fmt is not None else 0, correction, correction_row,
+        corrected, out)
 
 
 def weighted_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, engine: str,

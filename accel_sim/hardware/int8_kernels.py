@@ -76,7 +76,7 @@ def _epilogue(v, wrap, acc_bits, acc_min, acc_max, mode, activation, threshold, 
 @njit(cache=True, parallel=True)
 def recombine_digits(products, powers, rowsums, b_offset, col_term, const, mode, bias, acc_min, acc_max,
                      acc_bits, wrap, activation, threshold, shift, rounding, out_min, out_max, correction,
-                     corrected, out):
+                     correction_row, corrected, out):
     """Exact ``A @ B`` from int8 digit products plus bias, through the accumulator's overflow and
     (mode 2) the activation unit; plain sums are :func:`recombine_columns`.
 
@@ -97,11 +97,13 @@ def recombine_digits(products, powers, rowsums, b_offset, col_term, const, mode,
         1: the sums plus bias, saturated or wrapped to the accumulator (a last layer); 2: then
         the activation (codes as ``ACTIVATION_CODES``, ``threshold`` in accumulator units)
         and rescaling by ``2**-shift`` (``ROUNDING_CODES``) with saturation to [out_min, out_max].
-    correction, corrected : int64 (M, C), int64 (C,)
-        ``correction[:, c]`` is added to the sums of column ``corrected[c]`` before the bias
-        (PE-register faults: their effect is a sum over the MACs through the faulty PE when no
-        partial sum saturates). Those columns are redone after the others, so that the main
-        loop stays free of branches. C may be 0.
+    correction, correction_row, corrected : int64 (R, C), int64 (M,), int64 (C,)
+        ``correction[correction_row[m], c]`` is added to the sum of row m, column
+        ``corrected[c]`` before the bias, for the rows with ``correction_row[m] ≥ 0`` (PE-register
+        faults: their effect is a sum over the MACs through the faulty PE when no partial sum
+        saturates; OS touches one pixel in ``rows``, WS every row). Those entries are redone
+        after the row's others, so that the main loop stays free of branches. C may be 0, and
+        then ``correction_row`` is not read.
     out : float64 (M, N)
         Written in place (exact integers).
     """
@@ -112,9 +114,12 @@ def recombine_digits(products, powers, rowsums, b_offset, col_term, const, mode,
             v = _digit_sum(products, powers, row_term, col_term, m, n) + bias[n]
             out[m, n] = np.float64(_epilogue(v, wrap, acc_bits, acc_min, acc_max, mode, activation, threshold, shift,
                                              rounding, out_min, out_max))
+        if corrected.shape[0] == 0 or correction_row[m] < 0:
+            continue
+        slot = correction_row[m]
         for c in range(corrected.shape[0]):
             n = corrected[c]
-            v = _digit_sum(products, powers, row_term, col_term, m, n) + correction[m, c] + bias[n]
+            v = _digit_sum(products, powers, row_term, col_term, m, n) + correction[slot, c] + bias[n]
             out[m, n] = np.float64(_epilogue(v, wrap, acc_bits, acc_min, acc_max, mode, activation, threshold, shift,
                                              rounding, out_min, out_max))
 

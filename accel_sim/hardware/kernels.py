@@ -208,6 +208,25 @@ def _masked(value, masks, register, bits):
     return _sign_extend(((value & masks[register, 0]) | masks[register, 1]) ^ masks[register, 2], bits)
 
 
+@njit(cache=True, inline="always")
+def _gather_windows(x, m_idx, first, pixels_per_image, kh, kw, sh, sw, ph, pw, ow, windows):
+    """The im2col rows ``m_idx[first:first + windows.shape[1]]`` of channels-last ``x`` into the
+    columns of ``windows`` (K, size), which holds zeros (the padding) on entry."""
+    _, h, wd, ch = x.shape
+    for b in range(windows.shape[1]):
+        p = m_idx[first + b] % pixels_per_image
+        img = m_idx[first + b] // pixels_per_image
+        oy, ox = p // ow, p % ow
+        for ki in range(kh):
+            y = oy * sh + ki - ph
+            for kj in range(kw):
+                xx = ox * sw + kj - pw
+                if 0 <= y < h and 0 <= xx < wd:
+                    base = (ki * kw + kj) * ch
+                    for c in range(ch):
+                        windows[base + c, b] = x[img, y, xx, c]
+
+
 @njit(cache=True, parallel=True, fastmath=True)
 def gemm_faulty_column(x, w, m_idx, pixels_per_image, kh, kw, sh, sw, ph, pw, ow, period, has_fault, masks,
                        weight_bits, product_bits, acc_min, acc_max, acc_bits, wrap, block):
@@ -242,7 +261,6 @@ def gemm_faulty_column(x, w, m_idx, pixels_per_image, kh, kw, sh, sw, ph, pw, ow
     int64 (I, J)
         The accumulator values (bias not added).
     """
-    _, h, wd, ch = x.shape
     depth, n_filters = w.shape
     n_out = m_idx.shape[0]
     out = np.empty((n_out, n_filters), dtype=np.int64)
@@ -251,19 +269,8 @@ def gemm_faulty_column(x, w, m_idx, pixels_per_image, kh, kw, sh, sw, ph, pw, ow
         first = t * block
         size = min(n_out, first + block) - first
         windows = np.zeros((depth, size))  # im2col rows of the block, transposed
+        _gather_windows(x, m_idx, first, pixels_per_image, kh, kw, sh, sw, ph, pw, ow, windows)
         acc = np.zeros((n_filters, size))
-        for b in range(size):
-            p = m_idx[first + b] % pixels_per_image
-            img = m_idx[first + b] // pixels_per_image
-            oy, ox = p // ow, p % ow
-            for ki in range(kh):
-                y = oy * sh + ki - ph
-                for kj in range(kw):
-                    xx = ox * sw + kj - pw
-                    if 0 <= y < h and 0 <= xx < wd:
-                        base = (ki * kw + kj) * ch
-                        for c in range(ch):
-                            windows[base + c, b] = x[img, y, xx, c]
         r = 0
         for k in range(depth):
             row = windows[k]
@@ -305,6 +312,48 @@ def gemm_faulty_column(x, w, m_idx, pixels_per_image, kh, kw, sh, sw, ph, pw, ow
             for j in range(n_filters):
                 value = np.int64(acc[j, b])
                 out[first + b, j] = _sign_extend(value, acc_bits) if wrap else value
+    return out
+
+
+@njit(cache=True, parallel=True)
+def gemm_faulty_pe(x, w, m_idx, pixels_per_image, kh, kw, sh, sw, ph, pw, ow, masks, weight_bits, product_bits,
+                   acc_min, acc_max, acc_bits, wrap, block):
+    """Accumulators of outputs whose every MAC runs on one faulty PE (OS), exact.
+
+    The OS case of :func:`gemm_faulty_column` (``period`` 1): with every MAC a fault point the
+    whole computation stays in int64, with no conversions. Arguments as there, except ``w``:
+    int64 (K, J), and ``masks``: int64 (3, 3), the PE's (and, or, xor) masks per register.
+    """
+    depth, n_filters = w.shape
+    n_out = m_idx.shape[0]
+    out = np.empty((n_out, n_filters), dtype=np.int64)
+    p_and, p_or, p_xor = masks[1, 0], masks[1, 1], masks[1, 2]
+    s_and, s_or, s_xor = masks[2, 0], masks[2, 1], masks[2, 2]
+    weights = np.empty((depth, n_filters), dtype=np.int64)  # as the faulty weight register holds them
+    for k in range(depth):
+        for j in range(n_filters):
+            weights[k, j] = _masked(w[k, j], masks, 0, weight_bits)
+    for t in prange((n_out + block - 1) // block):
+        first = t * block
+        size = min(n_out, first + block) - first
+        windows = np.zeros((depth, size), dtype=np.int64)
+        _gather_windows(x, m_idx, first, pixels_per_image, kh, kw, sh, sw, ph, pw, ow, windows)
+        acc = np.zeros((n_filters, size), dtype=np.int64)
+        for k in range(depth):
+            row = windows[k]
+            for j in range(n_filters):
+                weight = weights[k, j]
+                sums = acc[j]
+                for b in range(size):  # identity masks cost less than a branch here
+                    total = sums[b] + _sign_extend(((row[b] * weight & p_and) | p_or) ^ p_xor, product_bits)
+                    if wrap:
+                        total = _sign_extend(total, acc_bits)
+                    else:
+                        total = min(max(total, acc_min), acc_max)
+                    sums[b] = _sign_extend(((total & s_and) | s_or) ^ s_xor, acc_bits)
+        for b in range(size):
+            for j in range(n_filters):
+                out[first + b, j] = acc[j, b]
     return out
 
 

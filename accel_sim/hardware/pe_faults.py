@@ -3,8 +3,9 @@
 A permanent fault of PE (r, c) touches, under WS, every output of the filters n ≡ c (mod cols)
 (the PE works on MACs k ≡ r of each); under OS, the outputs of pixels ≡ r (mod rows) of those
 filters (every MAC of them). :func:`faulty_column_blocks` computes exactly these outputs with
-:func:`accel_sim.hardware.kernels.gemm_faulty_column`, which runs only the MACs through faulty
-PEs in int64 with the faults and the rest as float64 multiply-adds, straight from the feature
+:func:`accel_sim.hardware.kernels.gemm_faulty_column` (WS), which runs only the MACs through
+faulty PEs in int64 with the faults and the rest as float64 multiply-adds, or with
+:func:`accel_sim.hardware.kernels.gemm_faulty_pe` (OS, all in int64), straight from the feature
 map (no im2col copy). A transient fault hits one MAC, hence one output.
 """
 
@@ -154,10 +155,15 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
                     x_hwc, np.ascontiguousarray(weight_t_hwc[filters].T), rows, pixels, *geometry, period, fault_rows,
                     masks, weight_bits, product_bits), True
                 continue
-        w = np.ascontiguousarray(weight_t_hwc[filters].T, dtype=np.float64)
-        values = kernels.gemm_faulty_column(x_hwc, w, rows, pixels, *geometry, period, has_fault, masks, weight_bits,
-                                            product_bits, dp.acc_min, dp.acc_max, dp.acc_bits,
-                                            int(dp.overflow == "wrap"), 64)
+        wrap = int(dp.overflow == "wrap")
+        if pe_row is not None:  # OS: every MAC of these outputs runs on the faulty PE
+            w = np.ascontiguousarray(weight_t_hwc[filters].T)
+            values = kernels.gemm_faulty_pe(x_hwc, w, rows, pixels, *geometry, masks[0], weight_bits, product_bits,
+                                            dp.acc_min, dp.acc_max, dp.acc_bits, wrap, 32)
+        else:
+            w = np.ascontiguousarray(weight_t_hwc[filters].T, dtype=np.float64)
+            values = kernels.gemm_faulty_column(x_hwc, w, rows, pixels, *geometry, period, has_fault, masks,
+                                                weight_bits, product_bits, dp.acc_min, dp.acc_max, dp.acc_bits, wrap, 64)
         yield rows, filters, values, False
 
 

@@ -10,7 +10,9 @@ to 2× within minutes (other tenants of the host), so both clusters stay up and 
 over rounds of the two passes' ratio, with each round's ratio and the ratio of the best pass of
 each beside it. Per-job overhead =
 (workers × wall − Σ job compute seconds) / jobs. For reference it also measures how this
-machine scales plain memory-bound work (elementwise numpy passes) from 1 to 2 processes.
+machine scales the same jobs without Dask (one or two plain processes, each running the same
+jobs, in alternating rounds: the machine's own ceiling for this work) and plain memory-bound work
+(elementwise numpy passes) from 1 to 2 processes.
 
     python benchmarks/dask_scaling.py [--jobs 16] [--images 200] [--batch-size 50] [--rounds 4]
         [--format fixed16]
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import pickle
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -60,6 +63,46 @@ def memory_scaling(seconds: float = 4.0) -> float:
         alone = pool.submit(_stream, seconds).result()
         both = sum(f.result() for f in [pool.submit(_stream, seconds) for _ in range(2)])
     return both / alone
+
+
+def _process_loop(context_bytes: bytes, jobs, commands, results) -> None:
+    """A plain worker process: warm up, then run ``jobs`` on each command until None."""
+    context = pickle.loads(context_bytes)
+    run_job(jobs[0], context)
+    results.put(0.0)
+    while commands.get() is not None:
+        started = time.perf_counter()
+        for job in jobs:
+            run_job(job, context)
+        results.put(time.perf_counter() - started)
+
+
+def process_scaling(context, jobs, rounds: int) -> list[float]:
+    """Throughput of 2 plain processes ÷ 1 on the same jobs, per round (alternating order): each
+    process runs all of ``jobs``, so the ratio is 2 · (1-process time) / (2-process wall time)."""
+    spawn = multiprocessing.get_context("spawn")
+    pipes = [(spawn.Queue(), spawn.Queue()) for _ in range(2)]
+    data = pickle.dumps(context)
+    procs = [spawn.Process(target=_process_loop, args=(data, jobs, c, r)) for c, r in pipes]
+    for proc in procs:
+        proc.start()
+    try:
+        for _, results in pipes:
+            results.get()
+        ratios = []
+        for round_ in range(rounds):
+            seconds = {}
+            for n in ((1, 2) if round_ % 2 == 0 else (2, 1)):
+                for commands, _ in pipes[:n]:
+                    commands.put(True)
+                seconds[n] = max(results.get() for _, results in pipes[:n])
+            ratios.append(2 * seconds[1] / seconds[2])
+        return ratios
+    finally:
+        for commands, _ in pipes:
+            commands.put(None)
+        for proc in procs:
+            proc.join()
 
 
 def start_cluster(context, jobs, workers: int) -> dict:
@@ -125,6 +168,9 @@ def main() -> None:
     print(f"throughput 2 workers / 1 worker: {float(np.median(ratios)):.2f} (median over rounds of back-to-back "
           f"passes); per round {', '.join(f'{x:.2f}' for x in ratios)}; best pass of each "
           f"{max(rates[2]) / max(rates[1]):.2f}")
+    plain = process_scaling(context, jobs[:4], args.rounds)
+    print(f"machine reference, the same jobs in 2 plain processes / 1 (4 jobs each, no Dask): "
+          f"{float(np.median(plain)):.2f} (median); per round {', '.join(f'{x:.2f}' for x in plain)}")
     print(f"machine reference, memory-bound numpy passes in 2 processes / 1: {memory_scaling():.2f}")
 
 

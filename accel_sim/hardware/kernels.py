@@ -248,7 +248,8 @@ def gemm_faulty_column(x, w, m_idx, pixels_per_image, kh, kw, sh, sw, ph, pw, ow
         The im2col rows (image · pixels + pixel) to compute.
     period, has_fault : int, bool (period,)
         MAC k is a fault point when ``has_fault[k % period]`` (WS: period = array rows, the PE
-        row of MAC k is k mod rows; OS: period = 1, every MAC runs on the faulty PE).
+        row of MAC k is k mod rows). With period 1 every MAC is one; :func:`gemm_faulty_pe`
+        does that case (OS) faster.
     masks : int64 (period, 3, 3)
         Per residue and register (weight, product, partial sum): the (and, or, xor) masks of
         the composed faults; identity is (-1, 0, 0).

@@ -386,6 +386,7 @@ def register_fault_corrections(x, w, m_idx, pixels_per_image, kh, kw, sh, sw, ph
         m = masks[r]
         and_, or_, xor = m[1, 0], m[1, 1], m[1, 2]
         weight_clean = m[0, 0] == -1 and m[0, 1] == 0 and m[0, 2] == 0
+        product_clean = and_ == -1 and or_ == 0 and xor == 0
         zero_term = _masked(np.int64(0), m, 1, product_bits)  # a zero activation: corrupt(0) − 0
         clean = np.empty((n_points, n_filters), dtype=np.int64)
         faulty = np.empty((n_points, n_filters), dtype=np.int64)  # as the faulty weight register holds them
@@ -410,7 +411,12 @@ def register_fault_corrections(x, w, m_idx, pixels_per_image, kh, kw, sh, sw, ph
                     point_of[nonzero] = q
                     nonzero += a != 0
                 sums[:] = 0
-                if weight_clean:  # one product per MAC
+                if product_clean:  # the weight register alone: a · (w' − w)
+                    for e in range(nonzero):
+                        a, q = values[e], point_of[e]
+                        for j in range(n_filters):
+                            sums[j] += a * (faulty[q, j] - clean[q, j])
+                elif weight_clean:  # one product per MAC
                     for e in range(nonzero):
                         a, q = values[e], point_of[e]
                         for j in range(n_filters):

@@ -138,7 +138,9 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
             has_fault[fault_rows] = True
             masks = np.array([_register_masks(faults, r * hw.cols + col) for r in range(hw.rows)])
         else:
-            rows, period = all_rows[(all_rows % pixels) % hw.rows == pe_row], 1
+            # the pixels pe_row, pe_row + rows, … of every image
+            rows = (np.arange(x_hwc.shape[0])[:, None] * pixels + np.arange(pe_row, pixels, hw.rows)).ravel()
+            period = 1
             has_fault = np.ones(1, dtype=np.bool_)
             masks = _register_masks(faults, pe_row * hw.cols + col)[None]
         if not filters.size or not rows.size:

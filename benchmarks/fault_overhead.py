@@ -49,8 +49,9 @@ def main() -> None:
         hw = HardwareConfig("edge16", 16, 16, dataflow=dataflow)
         acc = Accelerator(hw, batch_size=64)
         prepared = acc.prepare(image)
-        cases = [(f"1 PE, {name} register", one_pe_fault(image, hw, reg, rng))
-                 for reg, name in enumerate(("weight", "product", "psum"))]
+        cases = [(f"1 PE ({int(fmap.row[0])}, {int(fmap.col[0])}), {name} register bit {int(fmap.bit[0])}", fmap)
+                 for reg, name in enumerate(("weight", "product", "psum"))
+                 for fmap in [one_pe_fault(image, hw, reg, rng)]]
         memory = draw_fault_map(image, hw, DrawSpec("weight_memory", 1e-5), job_rng(0, dataflow))
         cases.append((f"weight memory 1e-5 ({len(memory)} flips)", memory))
         for label, fmap in cases:

@@ -30,6 +30,7 @@ import numpy as np
 
 from accel_sim.campaign import build_context, campaign_from_dict, plan_jobs, run_job
 from accel_sim.campaign.runner import local_cluster
+from alternating import alternating_rounds  # benchmarks/ is on sys.path when a script here runs
 
 
 def campaign(jobs: int, images: int, batch: int, fmt: str = "fixed16"):
@@ -77,6 +78,13 @@ def _process_loop(context_bytes: bytes, jobs, commands, results) -> None:
         results.put(time.perf_counter() - started)
 
 
+def _run_on(pipes) -> float:
+    """Every process of ``pipes`` runs its jobs once, at the same time; the wall seconds."""
+    for commands, _ in pipes:
+        commands.put(True)
+    return max(results.get() for _, results in pipes)
+
+
 def process_scaling(context, jobs, rounds: int) -> list[float]:
     """Throughput of 2 plain processes ÷ 1 on the same jobs, per round (alternating order): each
     process runs all of ``jobs``, so the ratio is 2 · (1-process time) / (2-process wall time)."""
@@ -88,16 +96,9 @@ def process_scaling(context, jobs, rounds: int) -> list[float]:
         proc.start()
     try:
         for _, results in pipes:
-            results.get()
-        ratios = []
-        for round_ in range(rounds):
-            seconds = {}
-            for n in ((1, 2) if round_ % 2 == 0 else (2, 1)):
-                for commands, _ in pipes[:n]:
-                    commands.put(True)
-                seconds[n] = max(results.get() for _, results in pipes[:n])
-            ratios.append(2 * seconds[1] / seconds[2])
-        return ratios
+            results.get()  # warm
+        seconds = alternating_rounds({n: lambda n=n: _run_on(pipes[:n]) for n in (1, 2)}, rounds)
+        return [2 * one / two for one, two in zip(seconds[1], seconds[2])]
     finally:
         for commands, _ in pipes:
             commands.put(None)
@@ -149,27 +150,28 @@ def main() -> None:
     clusters = {workers: start_cluster(context, jobs, workers) for workers in (1, 2)}
     for workers, handles in clusters.items():
         print(f"{workers} worker(s): start-up {handles['up']:.1f} s, scatter {handles['scatter']:.1f} s")
-    print("| round | workers | jobs wall s | jobs/s | Σ job s | overhead per job s |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    rates: dict[int, list[float]] = {1: [], 2: []}
     try:
-        for round_ in range(args.rounds):
-            # alternate the order so that the machine's drift in speed does not favour one side
-            for workers in ((1, 2) if round_ % 2 == 0 else (2, 1)):
-                r = timed_pass(clusters[workers], jobs, workers)
-                rates[workers].append(r["rate"])
-                print(f"| {round_ + 1} | {workers} | {r['wall']:.1f} | {r['rate']:.3f} | {r['compute']:.1f} | "
-                      f"{r['overhead']:.3f} |", flush=True)
+        passes = alternating_rounds({workers: lambda w=workers: timed_pass(clusters[w], jobs, w)
+                                     for workers in (1, 2)}, args.rounds)
     finally:
         for handles in clusters.values():
             handles["client"].close()
             handles["cluster"].close()
+    print("| round | workers | jobs wall s | jobs/s | Σ job s | overhead per job s |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for round_ in range(args.rounds):
+        for workers in (1, 2):
+            r = passes[workers][round_]
+            print(f"| {round_ + 1} | {workers} | {r['wall']:.1f} | {r['rate']:.3f} | {r['compute']:.1f} | "
+                  f"{r['overhead']:.3f} |")
+    rates = {workers: [r["rate"] for r in passes[workers]] for workers in (1, 2)}
     ratios = [two / one for one, two in zip(rates[1], rates[2])]
     print(f"throughput 2 workers / 1 worker: {float(np.median(ratios)):.2f} (median over rounds of back-to-back "
           f"passes); per round {', '.join(f'{x:.2f}' for x in ratios)}; best pass of each "
           f"{max(rates[2]) / max(rates[1]):.2f}")
-    plain = process_scaling(context, jobs[:4], args.rounds)
-    print(f"machine reference, the same jobs in 2 plain processes / 1 (4 jobs each, no Dask): "
+    plain_jobs = jobs[:4]
+    plain = process_scaling(context, plain_jobs, args.rounds)
+    print(f"machine reference, the same jobs in 2 plain processes / 1 ({len(plain_jobs)} jobs each, no Dask): "
           f"{float(np.median(plain)):.2f} (median); per round {', '.join(f'{x:.2f}' for x in plain)}")
     print(f"machine reference, memory-bound numpy passes in 2 processes / 1: {memory_scaling():.2f}")
 

@@ -12,7 +12,6 @@ times compare different machine states). The best time of each is printed too.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
@@ -22,6 +21,7 @@ from accel_sim.hardware import Accelerator, HardwareConfig
 from accel_sim.image.export import export_model
 from accel_sim.models import load_weights
 from accel_sim.runtime import tune_allocator
+from alternating import alternating_rounds, timed  # benchmarks/ is on sys.path when a script here runs
 
 
 def one_pe_fault(image, hw, register: int, rng) -> FaultMap:
@@ -59,12 +59,7 @@ def main() -> None:
                     "faulty": lambda: run_with_faults(acc, image, images, fmap)}
             for run in runs.values():
                 run()  # warm-up: JIT compilation, allocator, caches
-            times: dict[str, list[float]] = {"clean": [], "faulty": []}
-            for i in range(args.rounds):
-                for name in ("clean", "faulty") if i % 2 == 0 else ("faulty", "clean"):
-                    started = time.perf_counter()
-                    runs[name]()
-                    times[name].append(time.perf_counter() - started)
+            times = alternating_rounds({name: timed(run) for name, run in runs.items()}, args.rounds)
             ratios = np.array(times["faulty"]) / np.array(times["clean"])
             print(f"| {dataflow} | {label} | {min(times['faulty']):.2f} | {min(times['clean']):.2f} | "
                   f"{np.median(ratios):.2f} | {', '.join(f'{r:.2f}' for r in ratios)} |", flush=True)

@@ -216,8 +216,8 @@ def _fused_int8_layer(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConf
     dp = hw.datapath
     if dp.overflow == "saturate":
         limit = float(dp.acc_max) * _MARGIN
-        word_max = float(max(-layer.in_format.raw_min, layer.in_format.raw_max))  # any input word
-        if not (word_max * prepared.abs_col_sum_max < limit or abs_max(x) * prepared.abs_col_sum_max < limit):
+        col_max = prepared.abs_col_sum_max
+        if not (_largest_word(layer) * col_max < limit or abs_max(x) * col_max < limit):
             return None
     products = int8_gemm.digit_products(_input_digits(layer, x), prepared.weight_digits)
     out = np.empty((products.rows, layer.out_channels), dtype=np.float64)
@@ -230,6 +230,11 @@ def _fused_int8_layer(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConf
         else:
             out[rows[:, None], filters[None, :]] = words
     return _from_rows(layer, torch.from_numpy(out), x.shape[0])
+
+
+def _largest_word(layer: WeightedLayer) -> float:
+    """max |word| of the layer's input format: a bound of max |x| that costs no pass over x."""
+    return float(max(-layer.in_format.raw_min, layer.in_format.raw_max))
 
 
 def _gathered_corrections(blocks: list, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -318,8 +323,7 @@ def _faulty_blocks(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig,
     else:
         x_hwc = x.reshape(batch, 1, 1, -1).contiguous().numpy()
         geometry, pixels = (1, 1, 1, 1, 0, 0, 1), 1
-    word_max = float(max(-layer.in_format.raw_min, layer.in_format.raw_max))
-    x_bounds = (lambda: word_max, functools.cache(lambda: abs_max(x)))
+    x_bounds = (lambda: _largest_word(layer), functools.cache(lambda: abs_max(x)))  # measured at most once
     for rows, filters, values, correction in faulty_column_blocks(
             x_hwc, prepared.weight_t_hwc, geometry, pixels, hw, pe_faults, layer.weight_format.word_bits,
             product_bits, x_bounds, prepared.abs_col_sums):

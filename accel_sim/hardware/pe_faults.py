@@ -124,7 +124,6 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
     """
     dp = hw.datapath
     permanent_pes = np.unique(np.repeat(np.arange(hw.rows * hw.cols), np.diff(faults.pe_start))[faults.mac < 0])
-    all_rows = np.arange(x_hwc.shape[0] * pixels, dtype=np.int64)
     if hw.dataflow == "ws":  # one block per faulty column: every row, fault points k ≡ faulty rows
         groups = [(c, None, np.unique(permanent_pes[permanent_pes % hw.cols == c] // hw.cols))
                   for c in np.unique(permanent_pes % hw.cols)]
@@ -133,7 +132,7 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
     for col, pe_row, fault_rows in groups:
         filters = np.arange(col, weight_t_hwc.shape[0], hw.cols, dtype=np.int64)
         if pe_row is None:
-            rows, period = all_rows, hw.rows
+            rows, period = np.arange(x_hwc.shape[0] * pixels, dtype=np.int64), hw.rows
             has_fault = np.zeros(hw.rows, dtype=np.bool_)
             has_fault[fault_rows] = True
             masks = np.array([_register_masks(faults, r * hw.cols + col) for r in range(hw.rows)])
@@ -150,9 +149,12 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
             points = sum(len(range(r, weight_t_hwc.shape[1], period)) for r in fault_rows)
             limit = 2.0**53 - 2.0 ** (dp.acc_bits - 1) if dp.overflow == "wrap" else float(dp.acc_max) * _MARGIN
             col_max = float(abs_col_sums[filters].max())
-            # |faulty − clean product| ≤ |a| · |w' − w| + |p' − p| < max|x| · 2**weight_bits + 2**product_bits
-            if any(bound() * col_max + points * (bound() * 2.0**weight_bits + 2.0**product_bits) < limit
-                   for bound in x_bounds):
+
+            def fits(x_max: float) -> bool:  # no partial sum, clean or corrected, can saturate
+                # |faulty − clean product| ≤ |a|·|w' − w| + |p' − p| < max|x|·2**weight_bits + 2**product_bits
+                return x_max * col_max + points * (x_max * 2.0**weight_bits + 2.0**product_bits) < limit
+
+            if any(fits(bound()) for bound in x_bounds):
                 yield rows, filters, kernels.register_fault_corrections(
                     x_hwc, np.ascontiguousarray(weight_t_hwc[filters].T), rows, pixels, *geometry, period, fault_rows,
                     masks, weight_bits, product_bits), True
@@ -165,7 +167,8 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
         else:
             w = np.ascontiguousarray(weight_t_hwc[filters].T, dtype=np.float64)
             values = kernels.gemm_faulty_column(x_hwc, w, rows, pixels, *geometry, period, has_fault, masks,
-                                                weight_bits, product_bits, dp.acc_min, dp.acc_max, dp.acc_bits, wrap, 64)
+                                                weight_bits, product_bits, dp.acc_min, dp.acc_max, dp.acc_bits,
+                                                wrap, 64)
         yield rows, filters, values, False
 
 

@@ -1,0 +1,34 @@
+"""Alternating rounds: how the benchmarks compare runs on a machine whose speed drifts.
+
+Each vCPU of the development machine changes speed by up to 2× within minutes, so two runs timed
+minutes apart mostly measure the machine. Running them back to back in every round, in reversed
+order every other round, and comparing within rounds cancels most of that drift.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+K = TypeVar("K")
+T = TypeVar("T")
+
+
+def alternating_rounds(runs: dict[K, Callable[[], T]], rounds: int) -> dict[K, list[T]]:
+    """Call every run once per round, back to back: in the given order in even rounds, reversed
+    in odd ones. Returns each run's results in round order."""
+    results: dict[K, list[T]] = {name: [] for name in runs}
+    for round_ in range(rounds):
+        for name in list(runs) if round_ % 2 == 0 else reversed(list(runs)):
+            results[name].append(runs[name]())
+    return results
+
+
+def timed(run: Callable[[], object]) -> Callable[[], float]:
+    """``run`` as a call that returns its wall-clock seconds."""
+    def seconds() -> float:
+        started = time.perf_counter()
+        run()
+        return time.perf_counter() - started
+    return seconds

@@ -132,6 +132,36 @@ def test_register_faults_use_the_correction_and_equal_faithful_kernel(dataflow, 
     assert not np.array_equal(fast.numpy(), run_layer(layer, prepared, torch.from_numpy(x).double(), hw, "fast").numpy())
 
 
+@pytest.mark.parametrize("overflow, acc_bits, stride, bits, registers", [
+    ("saturate", 48, 1, [30, 30], [2, 2]),  # 32-bit lanes, psum faults only
+    ("saturate", 48, 2, [40, 3], [2, 1]),  # 64-bit lanes, strided, a product fault beside
+    ("wrap", 32, 1, [29, 15], [2, 0]),  # a wrapping 32-bit accumulator, a weight fault beside
+])
+def test_ws_partial_sum_faults_use_the_correction_and_equal_faithful_kernel(overflow, acc_bits, stride, bits,
+                                                                            registers, monkeypatch):
+    """WS partial-sum faults below the sign bit: the fast path follows the faulty running sums in
+    integer lanes and adds the difference to the clean sums."""
+    from accel_sim.hardware import psum_kernels
+
+    rng = np.random.default_rng(6)
+    layer = Conv2d("conv", (20, 7, 7), (9, *conv_output_hw(7, 7, (3, 3), (stride, stride), (1, 1))),
+                   rng.integers(-2**15, 2**15, (9, 20, 3, 3)), np.zeros(9, np.int64), Fixed(16, 12), Fixed(32, 20),
+                   Fixed(16, 8), None, "none", None, stride=(stride, stride), padding=(1, 1))
+    x = rng.integers(-2**15, 2**15, (3, 20, 7, 7))
+    hw = HardwareConfig("t", 8, 5, dataflow="ws", acc_bits=acc_bits, overflow=overflow)
+    faults = PeFaults.build(8, 5, [3, 6], [2, 2], registers, bits, [0, 2], [-1, -1])
+    calls = []
+    original = psum_kernels.partial_sum_fault_corrections
+    monkeypatch.setattr(psum_kernels, "partial_sum_fault_corrections",
+                        lambda x, w, *a: calls.append(w.dtype) or original(x, w, *a))
+    prepared = prepare_layer(layer)
+    fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
+                      for engine in ("fast", "faithful"))
+    np.testing.assert_array_equal(fast.numpy(), faithful.numpy())
+    assert calls == [np.int32 if max(bits) < 31 else np.int64]
+    assert not np.array_equal(fast.numpy(), run_layer(layer, prepared, torch.from_numpy(x).double(), hw, "fast").numpy())
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 16), st.integers(1, 6), st.integers(1, 7), st.integers(1, 7), st.integers(1, 3), st.integers(1, 3),
        st.integers(1, 2), st.integers(0, 2), st.integers(0, 2**32 - 1))

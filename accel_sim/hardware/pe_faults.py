@@ -11,12 +11,13 @@ map (no im2col copy). A transient fault hits one MAC, hence one output.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from accel_sim.hardware import kernels
+from accel_sim.hardware import kernels, psum_kernels
 from accel_sim.hardware.config import HardwareConfig
 
 _IDENTITY = (-1, 0, 0)  # (and, or, xor) masks of a register without faults
@@ -91,7 +92,7 @@ def _register_masks(faults: PeFaults, pe: int) -> np.ndarray:
     return masks
 
 
-def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: tuple[int, ...],
+def faulty_column_blocks(x: np.ndarray, weight_t_hwc: np.ndarray, geometry: tuple[int, ...],
                          pixels: int, hw: HardwareConfig, faults: PeFaults, weight_bits: int, product_bits: int,
                          x_bounds: Sequence[Callable[[], float]],
                          abs_col_sums: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
@@ -99,8 +100,8 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
 
     Parameters
     ----------
-    x_hwc : float64 (B, H, W, C)
-        The layer's input feature maps (words), channels last; (B, 1, 1, F) for a linear layer.
+    x : float64 (B, C, H, W)
+        The layer's input feature maps (words); (B, F, 1, 1) for a linear layer.
     weight_t_hwc : int64 (N, K)
         Weights, one row per filter, K in im2col order.
     geometry : (kh, kw, sh, sw, ph, pw, ow)
@@ -118,11 +119,12 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
     ------
     (rows int64 (I,), filters int64 (J,), int64 (I, J), correction bool)
         Im2col rows, filters and either their accumulators (bias not added) or, when
-        ``correction``, what to add to the clean accumulators (PEs without partial-sum faults,
-        where no partial sum can saturate); blocks do not overlap. The caller checks
-        :func:`fits_float64` first.
+        ``correction``, what to add to the clean accumulators (where no partial sum can
+        saturate); blocks do not overlap. The caller checks :func:`fits_float64` first.
     """
     dp = hw.datapath
+    x_hwc = functools.cache(lambda: np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+    x_batch_last = functools.cache(lambda: _batch_last(x, product_bits - weight_bits))
     permanent_pes = np.unique(np.repeat(np.arange(hw.rows * hw.cols), np.diff(faults.pe_start))[faults.mac < 0])
     if hw.dataflow == "ws":  # one block per faulty column: every row, fault points k ≡ faulty rows
         groups = [(c, None, np.unique(permanent_pes[permanent_pes % hw.cols == c] // hw.cols))
@@ -132,46 +134,71 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
     for col, pe_row, fault_rows in groups:
         filters = np.arange(col, weight_t_hwc.shape[0], hw.cols, dtype=np.int64)
         if pe_row is None:
-            rows, period = np.arange(x_hwc.shape[0] * pixels, dtype=np.int64), hw.rows
+            rows, period = np.arange(x.shape[0] * pixels, dtype=np.int64), hw.rows
             has_fault = np.zeros(hw.rows, dtype=np.bool_)
             has_fault[fault_rows] = True
             masks = np.array([_register_masks(faults, r * hw.cols + col) for r in range(hw.rows)])
         else:
             # the pixels pe_row, pe_row + rows, … of every image
-            rows = (np.arange(x_hwc.shape[0])[:, None] * pixels + np.arange(pe_row, pixels, hw.rows)).ravel()
+            rows = (np.arange(x.shape[0])[:, None] * pixels + np.arange(pe_row, pixels, hw.rows)).ravel()
             period = 1
             has_fault = np.ones(1, dtype=np.bool_)
             masks = _register_masks(faults, pe_row * hw.cols + col)[None]
         if not filters.size or not rows.size:
             continue
-        if _no_partial_sum_faults(masks):
+        psum_bits = _partial_sum_bits(masks, dp.acc_bits)
+        if psum_bits is not None and (psum_bits == 0 or pe_row is None):
             fault_rows = np.flatnonzero(has_fault)
             points = sum(len(range(r, weight_t_hwc.shape[1], period)) for r in fault_rows)
             limit = 2.0**53 - 2.0 ** (dp.acc_bits - 1) if dp.overflow == "wrap" else float(dp.acc_max) * _MARGIN
             col_max = float(abs_col_sums[filters].max())
 
-            def fits(x_max: float) -> bool:  # no partial sum, clean or corrected, can saturate
-                # |faulty − clean product| ≤ |a|·|w' − w| + |p' − p| < max|x|·2**weight_bits + 2**product_bits
-                return x_max * col_max + points * (x_max * 2.0**weight_bits + 2.0**product_bits) < limit
+            def fits(x_max: float) -> bool:  # no partial sum, clean or faulty, can saturate
+                # each fault point changes a partial sum by at most |a|·|w' − w| + |p' − p| + the
+                # partial-sum bits it may change: < max|x|·2**weight_bits + 2**product_bits + psum_bits
+                return x_max * col_max + points * (x_max * 2.0**weight_bits + 2.0**product_bits + psum_bits) < limit
 
             if any(fits(bound()) for bound in x_bounds):
-                yield rows, filters, kernels.register_fault_corrections(
-                    x_hwc, np.ascontiguousarray(weight_t_hwc[filters].T), rows, pixels, *geometry, period, fault_rows,
-                    masks, weight_bits, product_bits), True
+                w = weight_t_hwc[filters].T
+                if psum_bits == 0:
+                    values = kernels.register_fault_corrections(
+                        x_hwc(), np.ascontiguousarray(w), rows, pixels, *geometry, period, fault_rows, masks,
+                        weight_bits, product_bits)
+                else:  # lanes of 32 bits when the faults stay below bit 31 and the words fit
+                    narrow = psum_bits < 2**31 and weight_bits <= 32
+                    kh, kw, sh, sw, ph, pw, ow = geometry
+                    values = psum_kernels.partial_sum_fault_corrections(
+                        x_batch_last(), np.ascontiguousarray(w, dtype=np.int32 if narrow else np.int64),
+                        pixels // ow, ow, kh, kw, sh, sw, ph, pw, period, has_fault, masks, weight_bits, product_bits)
+                yield rows, filters, values, True
                 continue
         wrap = int(dp.overflow == "wrap")
         if pe_row is not None:  # OS: every MAC of these outputs runs on the faulty PE
             w = np.ascontiguousarray(weight_t_hwc[filters].T)
-            values = kernels.gemm_faulty_pe(x_hwc, w, rows, pixels, *geometry, masks[0], weight_bits, product_bits,
+            values = kernels.gemm_faulty_pe(x_hwc(), w, rows, pixels, *geometry, masks[0], weight_bits, product_bits,
                                             dp.acc_min, dp.acc_max, dp.acc_bits, wrap, 32)
         else:
             w = np.ascontiguousarray(weight_t_hwc[filters].T, dtype=np.float64)
-            values = kernels.gemm_faulty_column(x_hwc, w, rows, pixels, *geometry, period, has_fault, masks,
+            values = kernels.gemm_faulty_column(x_hwc(), w, rows, pixels, *geometry, period, has_fault, masks,
                                                 weight_bits, product_bits, dp.acc_min, dp.acc_max, dp.acc_bits,
                                                 wrap, 64)
         yield rows, filters, values, False
 
 
-def _no_partial_sum_faults(masks: np.ndarray) -> bool:
-    """Whether the (…, 3, 3) register masks leave the partial-sum register alone."""
-    return bool((masks[..., 2, :] == np.array(_IDENTITY)).all())
+def _batch_last(x: np.ndarray, word_bits: int) -> np.ndarray:
+    """float64 (B, C, H, W) words as the smallest integer type holding them, (H, C, W, B)."""
+    dtype = np.int16 if word_bits <= 16 else np.int32 if word_bits <= 32 else np.int64
+    out = np.empty((x.shape[2], x.shape[1], x.shape[3], x.shape[0]), dtype=dtype)
+    psum_kernels.batch_last(np.ascontiguousarray(x), out)
+    return out
+
+
+def _partial_sum_bits(masks: np.ndarray, acc_bits: int) -> int | None:
+    """The value of the accumulator bits the (…, 3, 3) masks' partial-sum faults may change
+    (0: none), or None when they include its sign bit (a change that is not a fixed amount)."""
+    and_, or_, xor = (np.bitwise_or.reduce(v.ravel()) for v in
+                      (~masks[..., 2, 0], masks[..., 2, 1], masks[..., 2, 2]))
+    touched = int(and_ | or_ | xor) & ((1 << acc_bits) - 1)
+    return None if touched >> (acc_bits - 1) else touched
+
+

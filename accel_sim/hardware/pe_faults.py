@@ -2,12 +2,13 @@
 
 A permanent fault of PE (r, c) touches, under WS, every output of the filters n ≡ c (mod cols)
 (the PE works on MACs k ≡ r of each); under OS, the outputs of pixels ≡ r (mod rows) of those
-filters (every MAC of them). :func:`faulty_column_blocks` computes exactly these outputs with
-:func:`accel_sim.hardware.kernels.gemm_faulty_column` (WS), which runs only the MACs through
-faulty PEs in int64 with the faults and the rest as float64 multiply-adds, or with
-:func:`accel_sim.hardware.kernels.gemm_faulty_pe` (OS, all in int64), straight from the feature
-map (no im2col copy). A transient fault hits one MAC, hence one output.
-"""
+filters (every MAC of them). :func:`faulty_column_blocks` computes what the faults add to these
+outputs' clean accumulators with :func:`accel_sim.hardware.lane_kernels.pe_fault_corrections`
+when no partial sum can saturate and no fault touches the accumulator's sign bit; otherwise it
+recomputes the outputs with :func:`accel_sim.hardware.kernels.gemm_faulty_column` (WS: the MACs
+through faulty PEs in int64 with the faults, the rest as float64 multiply-adds) or
+:func:`accel_sim.hardware.kernels.gemm_faulty_pe` (OS, all in int64). A transient fault hits
+one MAC, hence one output."""
 
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from accel_sim.hardware import kernels, psum_kernels
+from accel_sim.hardware import kernels, lane_kernels
 from accel_sim.hardware.config import HardwareConfig
 
 _IDENTITY = (-1, 0, 0)  # (and, or, xor) masks of a register without faults
 _MARGIN = 1 - 2.0**-40  # float64 bounds are computed with rounding; stay clear of the edge
+_BLOCK_LANES = 512  # (output column, image) lanes per task of the lane kernel: its sums stay in L1
+_GROUP_FILTERS = 8  # filters per task of the lane kernel: work for every core when the pixels are few
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ def faulty_column_blocks(x: np.ndarray, weight_t_hwc: np.ndarray, geometry: tupl
     """
     dp = hw.datapath
     x_hwc = functools.cache(lambda: np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
-    x_batch_last = functools.cache(lambda: _batch_last(x, product_bits - weight_bits))
+    x_batch_last = functools.cache(lambda: _batch_last(x))
     permanent_pes = np.unique(np.repeat(np.arange(hw.rows * hw.cols), np.diff(faults.pe_start))[faults.mac < 0])
     if hw.dataflow == "ws":  # one block per faulty column: every row, fault points k ≡ faulty rows
         groups = [(c, None, np.unique(permanent_pes[permanent_pes % hw.cols == c] // hw.cols))
@@ -147,7 +150,7 @@ def faulty_column_blocks(x: np.ndarray, weight_t_hwc: np.ndarray, geometry: tupl
         if not filters.size or not rows.size:
             continue
         psum_bits = _partial_sum_bits(masks, dp.acc_bits)
-        if psum_bits is not None and (psum_bits == 0 or pe_row is None):
+        if psum_bits is not None and product_bits <= 32:  # the lane kernel forms products in int32
             fault_rows = np.flatnonzero(has_fault)
             points = sum(len(range(r, weight_t_hwc.shape[1], period)) for r in fault_rows)
             limit = 2.0**53 - 2.0 ** (dp.acc_bits - 1) if dp.overflow == "wrap" else float(dp.acc_max) * _MARGIN
@@ -159,18 +162,9 @@ def faulty_column_blocks(x: np.ndarray, weight_t_hwc: np.ndarray, geometry: tupl
                 return x_max * col_max + points * (x_max * 2.0**weight_bits + 2.0**product_bits + psum_bits) < limit
 
             if any(fits(bound()) for bound in x_bounds):
-                w = weight_t_hwc[filters].T
-                if psum_bits == 0:
-                    values = kernels.register_fault_corrections(
-                        x_hwc(), np.ascontiguousarray(w), rows, pixels, *geometry, period, fault_rows, masks,
-                        weight_bits, product_bits)
-                else:  # lanes of 32 bits when the faults stay below bit 31 and the words fit
-                    narrow = psum_bits < 2**31 and weight_bits <= 32
-                    kh, kw, sh, sw, ph, pw, ow = geometry
-                    values = psum_kernels.partial_sum_fault_corrections(
-                        x_batch_last(), np.ascontiguousarray(w, dtype=np.int32 if narrow else np.int64),
-                        pixels // ow, ow, kh, kw, sh, sw, ph, pw, period, has_fault, masks, weight_bits, product_bits)
-                yield rows, filters, values, True
+                yield rows, filters, _lane_corrections(
+                    x_batch_last(), weight_t_hwc[filters].T, geometry, pixels, pe_row, hw.rows, period, has_fault,
+                    masks, weight_bits, product_bits, psum_bits, points), True
                 continue
         wrap = int(dp.overflow == "wrap")
         if pe_row is not None:  # OS: every MAC of these outputs runs on the faulty PE
@@ -185,11 +179,32 @@ def faulty_column_blocks(x: np.ndarray, weight_t_hwc: np.ndarray, geometry: tupl
         yield rows, filters, values, False
 
 
-def _batch_last(x: np.ndarray, word_bits: int) -> np.ndarray:
-    """float64 (B, C, H, W) words as the smallest integer type holding them, (H, C, W, B)."""
-    dtype = np.int16 if word_bits <= 16 else np.int32 if word_bits <= 32 else np.int64
-    out = np.empty((x.shape[2], x.shape[1], x.shape[3], x.shape[0]), dtype=dtype)
-    psum_kernels.batch_last(np.ascontiguousarray(x), out)
+def _lane_corrections(x_batch_last: np.ndarray, w: np.ndarray, geometry: tuple[int, ...], pixels: int,
+                      pe_row: int | None, array_rows: int, period: int, has_fault: np.ndarray, masks: np.ndarray,
+                      weight_bits: int, product_bits: int, psum_bits: int, points: int) -> np.ndarray:
+    """:func:`lane_kernels.pe_fault_corrections` for a faulty column (WS, ``pe_row`` None: every
+    output pixel, in tasks of column blocks of each output row) or PE (OS: pixels ≡ pe_row),
+    in 32-bit lanes when the partial-sum faults stay below bit 31 and their changes' count
+    (``points`` per output, each below 2**(top + 1) in units of 2**low) cannot overflow;
+    otherwise in 64-bit lanes."""
+    kh, kw, sh, sw, ph, pw, ow = geometry
+    if pe_row is None:
+        cols = max(1, _BLOCK_LANES // x_batch_last.shape[3])
+        tasks = [(oy, ox, min(ow, ox + cols)) for oy in range(pixels // ow) for ox in range(0, ow, cols)]
+    else:
+        tasks = [(p // ow, p % ow, p % ow + 1) for p in range(pe_row, pixels, array_rows)]
+    low, top = (psum_bits & -psum_bits).bit_length() - 1, psum_bits.bit_length() - 1
+    narrow = top < 31 and (not psum_bits or points * 2.0 ** (top + 1 - low) < 2.0**31)
+    return lane_kernels.pe_fault_corrections(
+        x_batch_last, np.ascontiguousarray(w, dtype=np.int32 if narrow else np.int64),
+        np.array(tasks, dtype=np.int64).reshape(-1, 3), _GROUP_FILTERS, ow, kh, kw, sh, sw, ph, pw, period,
+        has_fault, masks, weight_bits, product_bits, low)
+
+
+def _batch_last(x: np.ndarray) -> np.ndarray:
+    """float64 (B, C, H, W) words of at most 32 bits as int32 (H, C, W, B)."""
+    out = np.empty((x.shape[2], x.shape[1], x.shape[3], x.shape[0]), dtype=np.int32)
+    lane_kernels.batch_last(np.ascontiguousarray(x), out)
     return out
 
 

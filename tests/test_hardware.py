@@ -133,8 +133,8 @@ def test_register_faults_use_the_correction_and_equal_faithful_kernel(dataflow, 
 
 
 @pytest.mark.parametrize("overflow, acc_bits, stride, bits, registers", [
-    ("saturate", 48, 1, [30, 30], [2, 2]),  # 32-bit lanes, psum faults only
-    ("saturate", 48, 2, [40, 3], [2, 1]),  # 64-bit lanes, strided, a product fault beside
+    ("saturate", 48, 1, [30, 30], [2, 2]),  # int32 lanes, psum faults only
+    ("saturate", 48, 2, [40, 3], [2, 1]),  # float64 lanes, strided, a product fault beside
     ("wrap", 32, 1, [29, 15], [2, 0]),  # a wrapping 32-bit accumulator, a weight fault beside
 ])
 def test_ws_partial_sum_faults_use_the_correction_and_equal_faithful_kernel(overflow, acc_bits, stride, bits,
@@ -158,7 +158,7 @@ def test_ws_partial_sum_faults_use_the_correction_and_equal_faithful_kernel(over
     fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
                       for engine in ("fast", "faithful"))
     np.testing.assert_array_equal(fast.numpy(), faithful.numpy())
-    assert calls == [np.int32 if max(bits) < 31 else np.int64]
+    assert calls == [np.int32 if max(bits) < 31 else np.float64]
     assert not np.array_equal(fast.numpy(), run_layer(layer, prepared, torch.from_numpy(x).double(), hw, "fast").numpy())
 
 

@@ -8,12 +8,12 @@ contiguous run of lanes, so the multiply-adds vectorise without gathers.
 Weight- and product-register faults change each MAC through the PE by a known amount, so only
 those MACs are visited and their faulty − clean products summed. A partial-sum fault acts on the
 running sum after each MAC through the PE, and what it does depends on that sum's bits, so the
-running sums are formed (WS: 1/cols of the layer's MACs) — in integer lanes of 32 (or 64) bits.
-A fault on bits below the lane's sign bit sees the same bits in a lane as in the true running
-sum (both are the same integer modulo 2**lane_bits), so the lanes follow the faulty running
-sums bit-exactly while what the faults change is counted beside them. The result is the whole
-answer while no partial sum saturates (the caller bounds them) or when the accumulator wraps
-(the difference then wraps with the sum).
+running sums are formed (WS: 1/cols of the layer's MACs). Where the faults touch bits below 31
+this happens in int32 lanes: a lane holds the true running sum modulo 2**32, which has the same
+bits there, so the lanes follow the faulty running sums bit-exactly while what the faults
+change is counted beside them. Faults on higher bits use float64 lanes, exact below 2**53. The
+result is the whole answer while no partial sum saturates (the caller bounds them) or when the
+accumulator wraps (the difference then wraps with the sum).
 
 The Python that checks inputs, picks lane widths and builds tasks is
 :func:`accel_sim.hardware.pe_faults.faulty_column_blocks`.
@@ -78,15 +78,16 @@ def _add_faulty_products(sums, diff, xs, weight, faulty_weight, p_and, p_or, p_x
 
 @njit(cache=True, inline="always")
 def _fault_partial_sums(sums, units, s_and, s_or, s_xor, low):
-    """The partial-sum register's faults on every lane; ``units`` gains what they change, in
-    units of 2**low (the lowest bit they touch)."""
+    """The partial-sum register's faults on every lane (int32, or float64 holding exact
+    integers); ``units`` gains what they change, in units of 2**low (the lowest bit they touch)."""
     for q in range(sums.shape[0]):
-        before = sums[q]
-        sums[q] = ((before & s_and) | s_or) ^ s_xor
-        units[q] += (sums[q] - before) >> low
+        before = np.int64(sums[q])
+        after = ((before & s_and) | s_or) ^ s_xor
+        sums[q] = after
+        units[q] += (after - before) >> low
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=True)
 def pe_fault_corrections(x, w, tasks, group, ow, kh, kw, sh, sw, ph, pw, period, has_fault, masks, weight_bits,
                          product_bits, low):
     """Faulty − clean accumulators of the outputs one PE column (WS) or one PE (OS) touches, exact.
@@ -95,9 +96,10 @@ def pe_fault_corrections(x, w, tasks, group, ow, kh, kw, sh, sw, ph, pw, period,
     ----------
     x : int32 (H, C, W, B)
         Input words, batch last (a linear layer: H = W = 1).
-    w : int32 or int64 (K, J)
+    w : int32 or float64 (K, J)
         The filters of the faulty column, K in im2col order (kernel row, kernel col, channel);
-        the lane type.
+        the lane type. int32 lanes hold running sums modulo 2**32; float64 lanes hold them
+        exactly (the caller guarantees every partial sum is below 2**53).
     tasks : int64 (T, 3)
         Output pixels, each task a row ``oy`` and columns ``[oxa, oxb)``; its lanes are
         (column, image) pairs.
@@ -181,8 +183,7 @@ def pe_fault_corrections(x, w, tasks, group, ow, kh, kw, sh, sw, ph, pw, period,
                         if count > 0 and has_fault[last]:
                             m = masks[last]
                             for j in range(jn):
-                                _fault_partial_sums(acc[j], units[j], w.dtype.type(m[2, 0]), w.dtype.type(m[2, 1]),
-                                                    w.dtype.type(m[2, 2]), low)
+                                _fault_partial_sums(acc[j], units[j], m[2, 0], m[2, 1], m[2, 2], low)
                         continue
                     if c == ch:
                         break
@@ -207,8 +208,7 @@ def pe_fault_corrections(x, w, tasks, group, ow, kh, kw, sh, sw, ph, pw, period,
                                     if running:
                                         acc[j, q] += zero_product
                         if running:
-                            _fault_partial_sums(acc[j], units[j], w.dtype.type(m[2, 0]), w.dtype.type(m[2, 1]),
-                                                w.dtype.type(m[2, 2]), low)
+                            _fault_partial_sums(acc[j], units[j], m[2, 0], m[2, 1], m[2, 2], low)
                     c += 1
                     r = (r + 1) % period
         for ox in range(oxa, oxb):

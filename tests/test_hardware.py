@@ -111,19 +111,19 @@ def test_pe_faults_on_fast_path_equal_faithful_kernel(case, dataflow, array, ove
 @pytest.mark.parametrize("dataflow", ["ws", "os"])
 def test_register_faults_use_the_correction_and_equal_faithful_kernel(dataflow, overflow, monkeypatch):
     """Weight- and product-register faults only: the fast path adds corrections to the clean sums."""
-    from accel_sim.hardware import lane_kernels
+    from accel_sim.hardware import kernels
 
     rng = np.random.default_rng(5)
     layer = Conv2d("conv", (20, 6, 6), (24, 6, 6), rng.integers(-2**15, 2**15, (24, 20, 3, 3)), np.zeros(24, np.int64),
                    Fixed(16, 12), Fixed(32, 20), Fixed(16, 8), None, "none", None, padding=(1, 1))
     x = rng.integers(-2**15, 2**15, (2, 20, 6, 6))
-    x[0, :, :3] = 0  # a faulty product register corrupts a zero activation's product too
+    x[0, :, :3] = 0  # zero activations take the constant-term shortcut
     hw = HardwareConfig("t", 8, 5, dataflow=dataflow, acc_bits=48, overflow=overflow)
     register = [1, 1, 1] if dataflow == "ws" else [1, 0, 1]  # a WS weight register is folded into the weights
     faults = PeFaults.build(8, 5, [3, 6, 6], [2, 2, 4], register, [31, 4, 14], [0, 2, 1], [-1, -1, -1])
     calls = []
-    original = lane_kernels.pe_fault_corrections
-    monkeypatch.setattr(lane_kernels, "pe_fault_corrections", lambda *a: calls.append(1) or original(*a))
+    original = kernels.register_fault_corrections
+    monkeypatch.setattr(kernels, "register_fault_corrections", lambda *a: calls.append(1) or original(*a))
     prepared = prepare_layer(layer)
     fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
                       for engine in ("fast", "faithful"))
@@ -140,7 +140,7 @@ def test_register_faults_use_the_correction_and_equal_faithful_kernel(dataflow, 
 def test_ws_partial_sum_faults_use_the_correction_and_equal_faithful_kernel(overflow, acc_bits, stride, bits,
                                                                             registers, monkeypatch):
     """WS partial-sum faults below the sign bit: the fast path follows the faulty running sums in
-    integer lanes and adds the difference to the clean sums."""
+    int32 or float64 lanes and adds the difference to the clean sums."""
     from accel_sim.hardware import lane_kernels
 
     rng = np.random.default_rng(6)
@@ -151,8 +151,8 @@ def test_ws_partial_sum_faults_use_the_correction_and_equal_faithful_kernel(over
     hw = HardwareConfig("t", 8, 5, dataflow="ws", acc_bits=acc_bits, overflow=overflow)
     faults = PeFaults.build(8, 5, [3, 6], [2, 2], registers, bits, [0, 2], [-1, -1])
     calls = []
-    original = lane_kernels.pe_fault_corrections
-    monkeypatch.setattr(lane_kernels, "pe_fault_corrections",
+    original = lane_kernels.partial_sum_corrections
+    monkeypatch.setattr(lane_kernels, "partial_sum_corrections",
                         lambda x, w, *a: calls.append(w.dtype) or original(x, w, *a))
     prepared = prepare_layer(layer)
     fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)

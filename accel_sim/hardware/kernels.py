@@ -356,3 +356,80 @@ def gemm_faulty_pe(x, w, m_idx, pixels_per_image, kh, kw, sh, sw, ph, pw, ow, ma
             for j in range(n_filters):
                 out[first + b, j] = acc[j, b]
     return out
+
+
+@njit(cache=True, parallel=True)
+def register_fault_corrections(x, w, m_idx, pixels_per_image, kh, kw, sh, sw, ph, pw, ow, period, fault_rows, masks,
+                               weight_bits, product_bits):
+    """``Σ_k (faulty product − clean product)`` over the MACs through faulty PEs whose faults
+    sit in the weight or product register only.
+
+    When no partial sum saturates, the faulty accumulator is the clean one plus this correction,
+    so only the fault points are visited: MACs k ≡ r (mod ``period``) for the faulty rows r
+    (WS: 1/(rows·cols) of the layer; OS, ``period`` 1: every MAC of the PE's outputs).
+    Arguments as :func:`gemm_faulty_column`, except ``w``: int64 (K, J); ``fault_rows`` int64
+    lists the faulty residues.
+
+    Returns
+    -------
+    int64 (I, J)
+        One row per entry of ``m_idx``.
+    """
+    _, h, wd, ch = x.shape
+    depth, n_filters = w.shape
+    out = np.zeros((m_idx.shape[0], n_filters), dtype=np.int64)
+    block = 32  # outputs per parallel task
+    for r in fault_rows:
+        points = np.arange(r, depth, period)
+        n_points = points.shape[0]
+        ki, kj, c = (points // ch) // kw, (points // ch) % kw, points % ch  # window position of each point
+        m = masks[r]
+        and_, or_, xor = m[1, 0], m[1, 1], m[1, 2]
+        weight_clean = m[0, 0] == -1 and m[0, 1] == 0 and m[0, 2] == 0
+        product_clean = and_ == -1 and or_ == 0 and xor == 0
+        zero_term = _masked(np.int64(0), m, 1, product_bits)  # a zero activation: corrupt(0) − 0
+        clean = np.empty((n_points, n_filters), dtype=np.int64)
+        faulty = np.empty((n_points, n_filters), dtype=np.int64)  # as the faulty weight register holds them
+        for q in range(n_points):
+            for j in range(n_filters):
+                clean[q, j] = w[points[q], j]
+                faulty[q, j] = _masked(w[points[q], j], m, 0, weight_bits)
+        for t in prange((m_idx.shape[0] + block - 1) // block):
+            sums = np.empty(n_filters, dtype=np.int64)
+            values = np.empty(n_points, dtype=np.int64)  # the row's nonzero activations, packed
+            point_of = np.empty(n_points, dtype=np.int64)
+            for i in range(t * block, min(m_idx.shape[0], (t + 1) * block)):
+                p = m_idx[i] % pixels_per_image
+                img, oy, ox = m_idx[i] // pixels_per_image, p // ow, p % ow
+                # Packing without a branch: about half the activations are zero (ReLU), and
+                # a data-dependent branch per point mispredicts that often.
+                nonzero = 0
+                for q in range(n_points):
+                    y, xx = oy * sh + ki[q] - ph, ox * sw + kj[q] - pw
+                    a = np.int64(x[img, y, xx, c[q]]) if 0 <= y < h and 0 <= xx < wd else np.int64(0)
+                    values[nonzero] = a
+                    point_of[nonzero] = q
+                    nonzero += a != 0
+                sums[:] = 0
+                if product_clean:  # the weight register alone: a · (w' − w)
+                    for e in range(nonzero):
+                        a, q = values[e], point_of[e]
+                        for j in range(n_filters):
+                            sums[j] += a * (faulty[q, j] - clean[q, j])
+                elif weight_clean:  # one product per MAC
+                    for e in range(nonzero):
+                        a, q = values[e], point_of[e]
+                        for j in range(n_filters):
+                            product = a * clean[q, j]
+                            v = ((product & and_) | or_) ^ xor
+                            sums[j] += _sign_extend(v, product_bits) - product
+                else:
+                    for e in range(nonzero):
+                        a, q = values[e], point_of[e]
+                        for j in range(n_filters):
+                            product = a * faulty[q, j]
+                            v = ((product & and_) | or_) ^ xor
+                            sums[j] += _sign_extend(v, product_bits) - a * clean[q, j]
+                for j in range(n_filters):
+                    out[i, j] += sums[j] + (n_points - nonzero) * zero_term
+    return out

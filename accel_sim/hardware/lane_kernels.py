@@ -1,23 +1,18 @@
-"""Numba kernels for permanent PE faults, computed as corrections to the clean accumulators.
+"""Numba kernel for WS partial-sum register faults, computed as corrections to the clean sums.
 
-The outputs a faulty PE touches (WS: every output of the filters n ≡ col; OS: pixels ≡ row of
-those filters) are computed in *lanes*, the (output column, image) pairs of one output row:
-with the input batch-last (H, C, W, B), a kernel position of a stride-1 layer reads one
-contiguous run of lanes, so the multiply-adds vectorise without gathers.
+A partial-sum fault of PE (r, c) acts on the running sum after every MAC k ≡ r (mod rows) of the
+filters n ≡ c, and what it does depends on that sum's bits, so the running sums must be formed:
+1/cols of the layer's MACs. Where the faults touch bits below 31 this happens in int32 lanes: a
+lane holds the true running sum modulo 2**32, which has the same bits there, so the lanes
+follow the faulty running sums bit-exactly while what the faults change is counted beside them.
+Faults on higher bits use float64 lanes, exact below 2**53. The result is the whole answer while
+no partial sum saturates (the caller bounds them) or when the accumulator wraps (the difference
+then wraps with the sum).
 
-Weight- and product-register faults change each MAC through the PE by a known amount, so only
-those MACs are visited and their faulty − clean products summed. A partial-sum fault acts on the
-running sum after each MAC through the PE, and what it does depends on that sum's bits, so the
-running sums are formed (WS: 1/cols of the layer's MACs). Where the faults touch bits below 31
-this happens in int32 lanes: a lane holds the true running sum modulo 2**32, which has the same
-bits there, so the lanes follow the faulty running sums bit-exactly while what the faults
-change is counted beside them. Faults on higher bits use float64 lanes, exact below 2**53. The
-result is the whole answer while no partial sum saturates (the caller bounds them) or when the
-accumulator wraps (the difference then wraps with the sum).
-
-The Python that checks inputs, picks lane widths and builds tasks is
-:func:`accel_sim.hardware.pe_faults.faulty_column_blocks`.
-"""
+Lanes are the (output column, image) pairs of one output row: with the input batch-last
+(H, C, W, B), a kernel position of a stride-1 layer reads one contiguous run of lanes, so the
+multiply-adds vectorise without gathers. The Python that checks inputs, picks the lane type and
+builds tasks is :func:`accel_sim.hardware.pe_faults.faulty_column_blocks`."""
 
 from __future__ import annotations
 
@@ -63,17 +58,15 @@ def _accumulate(acc, x, y, c, count, base, w, j0, lane, src, n):
 
 
 @njit(cache=True, inline="always")
-def _add_faulty_products(sums, diff, xs, weight, faulty_weight, p_and, p_or, p_xor, shift, running):
+def _add_faulty_products(sums, diff, xs, weight, faulty_weight, p_and, p_or, p_xor, shift):
     """Products through faulty weight/product registers, in int32 (``shift`` = 32 − product
-    bits): ``diff`` gains faulty − clean product, and the lanes ``sums`` the faulty product
-    when ``running``."""
+    bits), into lanes ``sums``; ``diff`` gains faulty − clean product."""
     for q in range(xs.shape[0]):
         a = xs[q]
         product = np.int32((np.int32(a * faulty_weight) & p_and) | p_or) ^ p_xor
         product = np.int32(product << shift) >> shift
         diff[q] += np.int64(product) - np.int64(np.int32(a * weight))
-        if running:
-            sums[q] += product
+        sums[q] += product
 
 
 @njit(cache=True, inline="always")
@@ -88,9 +81,9 @@ def _fault_partial_sums(sums, units, s_and, s_or, s_xor, low):
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def pe_fault_corrections(x, w, tasks, group, ow, kh, kw, sh, sw, ph, pw, period, has_fault, masks, weight_bits,
-                         product_bits, low):
-    """Faulty − clean accumulators of the outputs one PE column (WS) or one PE (OS) touches, exact.
+def partial_sum_corrections(x, w, tasks, group, ow, kh, kw, sh, sw, ph, pw, period, has_fault, masks, weight_bits,
+                            product_bits, low):
+    """Faulty − clean accumulators of the outputs one faulty PE column touches under WS, exact.
 
     Parameters
     ----------
@@ -108,8 +101,7 @@ def pe_fault_corrections(x, w, tasks, group, ow, kh, kw, sh, sw, ph, pw, period,
     ow, kh, kw, sh, sw, ph, pw : int
         Output width, kernel, stride and padding (1, 1, 1, 1, 1, 0, 0 for a linear layer).
     period, has_fault : int, bool (period,)
-        MAC k passes a faulty PE when ``has_fault[k % period]`` (WS: period = array rows; OS:
-        period 1, every MAC).
+        MAC k passes a faulty PE when ``has_fault[k % period]`` (period = array rows).
     masks : int64 (period, 3, 3)
         Per residue and register (weight, product, partial sum): the (and, or, xor) masks of the
         composed faults; identity (-1, 0, 0). Partial-sum masks touch only bits below the sign
@@ -118,9 +110,8 @@ def pe_fault_corrections(x, w, tasks, group, ow, kh, kw, sh, sw, ph, pw, period,
         Widths of the weight and product registers (bits); products are formed in int32, so
         ``product_bits`` ≤ 32.
     low : int
-        The lowest bit the partial-sum masks touch (their changes are counted in units of
-        2**low in lanes of ``w``'s type, which the caller checks cannot overflow), or -1 when
-        there are no partial-sum faults: then no running sums are formed at all.
+        The lowest bit the partial-sum masks touch: their changes are counted in units of 2**low
+        in lanes of ``w``'s type, which the caller checks cannot overflow.
 
     Returns
     -------
@@ -143,15 +134,14 @@ def pe_fault_corrections(x, w, tasks, group, ow, kh, kw, sh, sw, ph, pw, period,
             clean_run[r] += 1
         for reg in range(2):
             registers_clean &= masks[r, reg, 0] == -1 and masks[r, reg, 1] == 0 and masks[r, reg, 2] == 0
-    running = low >= 0  # partial-sum faults: the running sums are needed
     groups = (n_filters + group - 1) // group
     for task in prange(tasks.shape[0] * groups):
         t, j0 = task // groups, task % groups * group
         oy, oxa, oxb = tasks[t, 0], tasks[t, 1], tasks[t, 2]
         lanes = (oxb - oxa) * nb  # lane (ox − oxa)·nb + image
         jn = min(n_filters - j0, group)  # row j: filter j0 + j
-        acc = np.zeros((jn, lanes if running else 0), dtype=w.dtype)  # low bits of the faulty running sums
-        units = np.zeros((jn, lanes if running else 0), dtype=w.dtype)  # partial-sum changes / 2**low
+        acc = np.zeros((jn, lanes), dtype=w.dtype)  # the faulty running sums (int32: modulo 2**32)
+        units = np.zeros((jn, lanes), dtype=w.dtype)  # partial-sum changes / 2**low
         diff = np.zeros((jn, 0 if registers_clean else lanes), dtype=np.int64)  # faulty − clean products
         r = 0
         for ki in range(kh):
@@ -172,10 +162,9 @@ def pe_fault_corrections(x, w, tasks, group, ow, kh, kw, sh, sw, ph, pw, period,
                 while c < ch:
                     # clean registers: the MAC at a fault point is a clean one, so it joins the run
                     count = min(ch - c, clean_run[r] + (1 if registers_clean else 0))
-                    if running:
-                        for s in range(segments):
-                            _accumulate(acc, flat, y, c, count, base, w, j0, first_lane + s * size,
-                                        first_src + s * sw * nb, size)
+                    for s in range(segments):
+                        _accumulate(acc, flat, y, c, count, base, w, j0, first_lane + s * size,
+                                    first_src + s * sw * nb, size)
                     c += count
                     r = (r + count) % period
                     if registers_clean:
@@ -197,18 +186,15 @@ def pe_fault_corrections(x, w, tasks, group, ow, kh, kw, sh, sw, ph, pw, period,
                         faulty_weight = (faulty_weight << (64 - weight_bits)) >> (64 - weight_bits)
                         for s in range(segments):
                             src, lane = first_src + s * sw * nb, first_lane + s * size
-                            _add_faulty_products(acc[j, lane:lane + size] if running else acc[j],
-                                                 diff[j, lane:lane + size], flat[y, c, src:src + size],
-                                                 np.int32(weight), np.int32(faulty_weight), p_and, p_or, p_xor, shift,
-                                                 running)
+                            _add_faulty_products(acc[j, lane:lane + size], diff[j, lane:lane + size],
+                                                 flat[y, c, src:src + size], np.int32(weight),
+                                                 np.int32(faulty_weight), p_and, p_or, p_xor, shift)
                         if zero_product != 0:  # padding lanes: the product register's faults still act
                             for lo, hi in ((0, first_lane), (first_lane + (ox1 - ox0) * nb, lanes)):
                                 for q in range(lo, hi):
                                     diff[j, q] += zero_product
-                                    if running:
-                                        acc[j, q] += zero_product
-                        if running:
-                            _fault_partial_sums(acc[j], units[j], m[2, 0], m[2, 1], m[2, 2], low)
+                                    acc[j, q] += zero_product
+                        _fault_partial_sums(acc[j], units[j], m[2, 0], m[2, 1], m[2, 2], low)
                     c += 1
                     r = (r + 1) % period
         for ox in range(oxa, oxb):
@@ -216,6 +202,6 @@ def pe_fault_corrections(x, w, tasks, group, ow, kh, kw, sh, sw, ph, pw, period,
                 row = b * first_pixel[-1] + first_pixel[t] + ox - oxa
                 q = (ox - oxa) * nb + b
                 for j in range(jn):
-                    total = (np.int64(units[j, q]) << low) if running else np.int64(0)
+                    total = np.int64(units[j, q]) << low
                     out[row, j0 + j] = total if registers_clean else total + diff[j, q]
     return out

@@ -2,11 +2,13 @@
 
 A permanent fault of PE (r, c) touches, under WS, every output of the filters n ≡ c (mod cols)
 (the PE works on MACs k ≡ r of each); under OS, the outputs of pixels ≡ r (mod rows) of those
-filters (every MAC of them). :func:`faulty_column_blocks` computes what the faults add to these
-outputs' clean accumulators with :func:`accel_sim.hardware.lane_kernels.pe_fault_corrections`
-when no partial sum can saturate and no fault touches the accumulator's sign bit; otherwise it
-recomputes the outputs with :func:`accel_sim.hardware.kernels.gemm_faulty_column` (WS: the MACs
-through faulty PEs in int64 with the faults, the rest as float64 multiply-adds) or
+filters (every MAC of them). Where no partial sum can saturate, :func:`faulty_column_blocks`
+computes what the faults add to these outputs' clean accumulators: for weight- and
+product-register faults with :func:`accel_sim.hardware.kernels.register_fault_corrections`, for
+WS partial-sum faults below the accumulator's sign bit with
+:func:`accel_sim.hardware.lane_kernels.partial_sum_corrections`. Otherwise it recomputes the
+outputs with :func:`accel_sim.hardware.kernels.gemm_faulty_column` (WS: the MACs through faulty
+PEs in int64 with the faults, the rest as float64 multiply-adds) or
 :func:`accel_sim.hardware.kernels.gemm_faulty_pe` (OS, all in int64). A transient fault hits
 one MAC, hence one output."""
 
@@ -150,7 +152,9 @@ def faulty_column_blocks(x: np.ndarray, weight_t_hwc: np.ndarray, geometry: tupl
         if not filters.size or not rows.size:
             continue
         psum_bits = _partial_sum_bits(masks, dp.acc_bits)
-        if psum_bits is not None and product_bits <= 32:  # the lane kernel forms products in int32
+        # corrections: register faults alone (a sum over the fault points), or WS partial-sum
+        # faults (running sums in lanes, which form products in int32)
+        if psum_bits is not None and (psum_bits == 0 or (pe_row is None and product_bits <= 32)):
             fault_rows = np.flatnonzero(has_fault)
             points = sum(len(range(r, weight_t_hwc.shape[1], period)) for r in fault_rows)
             limit = 2.0**53 - 2.0 ** (dp.acc_bits - 1) if dp.overflow == "wrap" else float(dp.acc_max) * _MARGIN
@@ -162,9 +166,14 @@ def faulty_column_blocks(x: np.ndarray, weight_t_hwc: np.ndarray, geometry: tupl
                 return x_max * col_max + points * (x_max * 2.0**weight_bits + 2.0**product_bits + psum_bits) < limit
 
             if any(fits(bound()) for bound in x_bounds):
-                yield rows, filters, _lane_corrections(
-                    x_batch_last(), weight_t_hwc[filters].T, geometry, pixels, pe_row, hw.rows, period, has_fault,
-                    masks, weight_bits, product_bits, psum_bits, points), True
+                w = np.ascontiguousarray(weight_t_hwc[filters].T)
+                if psum_bits == 0:
+                    values = kernels.register_fault_corrections(
+                        x_hwc(), w, rows, pixels, *geometry, period, fault_rows, masks, weight_bits, product_bits)
+                else:
+                    values = _partial_sum_corrections(x_batch_last(), w, geometry, pixels, period, has_fault, masks,
+                                                      weight_bits, product_bits, psum_bits, points)
+                yield rows, filters, values, True
                 continue
         wrap = int(dp.overflow == "wrap")
         if pe_row is not None:  # OS: every MAC of these outputs runs on the faulty PE
@@ -179,27 +188,23 @@ def faulty_column_blocks(x: np.ndarray, weight_t_hwc: np.ndarray, geometry: tupl
         yield rows, filters, values, False
 
 
-def _lane_corrections(x_batch_last: np.ndarray, w: np.ndarray, geometry: tuple[int, ...], pixels: int,
-                      pe_row: int | None, array_rows: int, period: int, has_fault: np.ndarray, masks: np.ndarray,
-                      weight_bits: int, product_bits: int, psum_bits: int, points: int) -> np.ndarray:
-    """:func:`lane_kernels.pe_fault_corrections` for a faulty column (WS, ``pe_row`` None: every
-    output pixel, in tasks of column blocks of each output row) or PE (OS: pixels ≡ pe_row),
-    in int32 lanes when the partial-sum faults stay below bit 31 and their changes' count
-    (``points`` per output, each below 2**(top + 1) in units of 2**low) cannot overflow;
-    otherwise in float64 lanes (exact: the caller has checked :func:`fits_float64`; three
-    times faster than int64, which has no fast vector multiply)."""
+def _partial_sum_corrections(x_batch_last: np.ndarray, w: np.ndarray, geometry: tuple[int, ...], pixels: int,
+                             period: int, has_fault: np.ndarray, masks: np.ndarray, weight_bits: int,
+                             product_bits: int, psum_bits: int, points: int) -> np.ndarray:
+    """:func:`lane_kernels.partial_sum_corrections` for a faulty WS column, in tasks of column
+    blocks of each output row; int32 lanes when the partial-sum faults stay below bit 31 and
+    their changes' count (``points`` per output, each below 2**(top + 1) in units of 2**low)
+    cannot overflow, otherwise float64 lanes (exact: the caller has checked
+    :func:`fits_float64`; three times faster than int64, which has no fast vector multiply)."""
     kh, kw, sh, sw, ph, pw, ow = geometry
-    if pe_row is None:
-        cols = max(1, _BLOCK_LANES // x_batch_last.shape[3])
-        tasks = [(oy, ox, min(ow, ox + cols)) for oy in range(pixels // ow) for ox in range(0, ow, cols)]
-    else:
-        tasks = [(p // ow, p % ow, p % ow + 1) for p in range(pe_row, pixels, array_rows)]
+    cols = max(1, _BLOCK_LANES // x_batch_last.shape[3])
+    tasks = [(oy, ox, min(ow, ox + cols)) for oy in range(pixels // ow) for ox in range(0, ow, cols)]
     low, top = (psum_bits & -psum_bits).bit_length() - 1, psum_bits.bit_length() - 1
-    narrow = top < 31 and (not psum_bits or points * 2.0 ** (top + 1 - low) < 2.0**31)
-    return lane_kernels.pe_fault_corrections(
+    narrow = top < 31 and points * 2.0 ** (top + 1 - low) < 2.0**31
+    return lane_kernels.partial_sum_corrections(
         x_batch_last, np.ascontiguousarray(w, dtype=np.int32 if narrow else np.float64),
-        np.array(tasks, dtype=np.int64).reshape(-1, 3), _GROUP_FILTERS, ow, kh, kw, sh, sw, ph, pw, period,
-        has_fault, masks, weight_bits, product_bits, low)
+        np.array(tasks, dtype=np.int64), _GROUP_FILTERS, ow, kh, kw, sh, sw, ph, pw, period, has_fault, masks,
+        weight_bits, product_bits, low)
 
 
 def _batch_last(x: np.ndarray) -> np.ndarray:

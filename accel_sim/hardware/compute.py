@@ -317,15 +317,15 @@ def _faulty_blocks(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig,
     batch = x.shape[0]
     product_bits = layer.weight_format.word_bits + layer.in_format.word_bits
     if isinstance(layer, Conv2d):
-        x_nchw = x.contiguous().numpy()
+        x_hwc = x.permute(0, 2, 3, 1).contiguous().numpy()
         geometry = (*layer.kernel, *layer.stride, *layer.padding, layer.out_shape[2])
         pixels = layer.out_shape[1] * layer.out_shape[2]
     else:
-        x_nchw = x.reshape(batch, -1, 1, 1).contiguous().numpy()
+        x_hwc = x.reshape(batch, 1, 1, -1).contiguous().numpy()
         geometry, pixels = (1, 1, 1, 1, 0, 0, 1), 1
     x_bounds = (lambda: _largest_word(layer), functools.cache(lambda: abs_max(x)))  # measured at most once
     for rows, filters, values, correction in faulty_column_blocks(
-            x_nchw, prepared.weight_t_hwc, geometry, pixels, hw, pe_faults, layer.weight_format.word_bits,
+            x_hwc, prepared.weight_t_hwc, geometry, pixels, hw, pe_faults, layer.weight_format.word_bits,
             product_bits, x_bounds, prepared.abs_col_sums):
         if correction and clean is None:
             yield rows, filters, torch.from_numpy(values), True

@@ -97,7 +97,7 @@ def _register_masks(faults: PeFaults, pe: int) -> np.ndarray:
     return masks
 
 
-def faulty_column_blocks(x: np.ndarray, weight_t_hwc: np.ndarray, geometry: tuple[int, ...],
+def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: tuple[int, ...],
                          pixels: int, hw: HardwareConfig, faults: PeFaults, weight_bits: int, product_bits: int,
                          x_bounds: Sequence[Callable[[], float]],
                          abs_col_sums: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
@@ -105,8 +105,8 @@ def faulty_column_blocks(x: np.ndarray, weight_t_hwc: np.ndarray, geometry: tupl
 
     Parameters
     ----------
-    x : float64 (B, C, H, W)
-        The layer's input feature maps (words); (B, F, 1, 1) for a linear layer.
+    x_hwc : float64 (B, H, W, C)
+        The layer's input feature maps (words), channels last; (B, 1, 1, F) for a linear layer.
     weight_t_hwc : int64 (N, K)
         Weights, one row per filter, K in im2col order.
     geometry : (kh, kw, sh, sw, ph, pw, ow)
@@ -128,8 +128,7 @@ def faulty_column_blocks(x: np.ndarray, weight_t_hwc: np.ndarray, geometry: tupl
         saturate); blocks do not overlap. The caller checks :func:`fits_float64` first.
     """
     dp = hw.datapath
-    x_hwc = functools.cache(lambda: np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
-    x_batch_last = functools.cache(lambda: _batch_last(x))
+    x_batch_last = functools.cache(lambda: _batch_last(x_hwc))  # for partial-sum faults, made once
     permanent_pes = np.unique(np.repeat(np.arange(hw.rows * hw.cols), np.diff(faults.pe_start))[faults.mac < 0])
     if hw.dataflow == "ws":  # one block per faulty column: every row, fault points k ≡ faulty rows
         groups = [(c, None, np.unique(permanent_pes[permanent_pes % hw.cols == c] // hw.cols))
@@ -139,13 +138,13 @@ def faulty_column_blocks(x: np.ndarray, weight_t_hwc: np.ndarray, geometry: tupl
     for col, pe_row, fault_rows in groups:
         filters = np.arange(col, weight_t_hwc.shape[0], hw.cols, dtype=np.int64)
         if pe_row is None:
-            rows, period = np.arange(x.shape[0] * pixels, dtype=np.int64), hw.rows
+            rows, period = np.arange(x_hwc.shape[0] * pixels, dtype=np.int64), hw.rows
             has_fault = np.zeros(hw.rows, dtype=np.bool_)
             has_fault[fault_rows] = True
             masks = np.array([_register_masks(faults, r * hw.cols + col) for r in range(hw.rows)])
         else:
             # the pixels pe_row, pe_row + rows, … of every image
-            rows = (np.arange(x.shape[0])[:, None] * pixels + np.arange(pe_row, pixels, hw.rows)).ravel()
+            rows = (np.arange(x_hwc.shape[0])[:, None] * pixels + np.arange(pe_row, pixels, hw.rows)).ravel()
             period = 1
             has_fault = np.ones(1, dtype=np.bool_)
             masks = _register_masks(faults, pe_row * hw.cols + col)[None]
@@ -169,7 +168,7 @@ def faulty_column_blocks(x: np.ndarray, weight_t_hwc: np.ndarray, geometry: tupl
                 w = np.ascontiguousarray(weight_t_hwc[filters].T)
                 if psum_bits == 0:
                     values = kernels.register_fault_corrections(
-                        x_hwc(), w, rows, pixels, *geometry, period, fault_rows, masks, weight_bits, product_bits)
+                        x_hwc, w, rows, pixels, *geometry, period, fault_rows, masks, weight_bits, product_bits)
                 else:
                     values = _partial_sum_corrections(x_batch_last(), w, geometry, pixels, period, has_fault, masks,
                                                       weight_bits, product_bits, psum_bits, points)
@@ -178,11 +177,11 @@ def faulty_column_blocks(x: np.ndarray, weight_t_hwc: np.ndarray, geometry: tupl
         wrap = int(dp.overflow == "wrap")
         if pe_row is not None:  # OS: every MAC of these outputs runs on the faulty PE
             w = np.ascontiguousarray(weight_t_hwc[filters].T)
-            values = kernels.gemm_faulty_pe(x_hwc(), w, rows, pixels, *geometry, masks[0], weight_bits, product_bits,
+            values = kernels.gemm_faulty_pe(x_hwc, w, rows, pixels, *geometry, masks[0], weight_bits, product_bits,
                                             dp.acc_min, dp.acc_max, dp.acc_bits, wrap, 32)
         else:
             w = np.ascontiguousarray(weight_t_hwc[filters].T, dtype=np.float64)
-            values = kernels.gemm_faulty_column(x_hwc(), w, rows, pixels, *geometry, period, has_fault, masks,
+            values = kernels.gemm_faulty_column(x_hwc, w, rows, pixels, *geometry, period, has_fault, masks,
                                                 weight_bits, product_bits, dp.acc_min, dp.acc_max, dp.acc_bits,
                                                 wrap, 64)
         yield rows, filters, values, False
@@ -207,10 +206,10 @@ def _partial_sum_corrections(x_batch_last: np.ndarray, w: np.ndarray, geometry: 
         weight_bits, product_bits, low)
 
 
-def _batch_last(x: np.ndarray) -> np.ndarray:
-    """float64 (B, C, H, W) words of at most 32 bits as int32 (H, C, W, B)."""
-    out = np.empty((x.shape[2], x.shape[1], x.shape[3], x.shape[0]), dtype=np.int32)
-    lane_kernels.batch_last(np.ascontiguousarray(x), out)
+def _batch_last(x_hwc: np.ndarray) -> np.ndarray:
+    """float64 (B, H, W, C) words of at most 32 bits as int32 (H, C, W, B)."""
+    out = np.empty((x_hwc.shape[1], x_hwc.shape[3], x_hwc.shape[2], x_hwc.shape[0]), dtype=np.int32)
+    lane_kernels.batch_last(x_hwc, out)
     return out
 
 

@@ -317,6 +317,7 @@ def _faulty_blocks(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig,
     batch = x.shape[0]
     product_bits = layer.weight_format.word_bits + layer.in_format.word_bits
     if isinstance(layer, Conv2d):
+        # a view, not a copy, after the first layer: the fused epilogue writes feature maps channels-last
         x_hwc = x.permute(0, 2, 3, 1).contiguous().numpy()
         geometry = (*layer.kernel, *layer.stride, *layer.padding, layer.out_shape[2])
         pixels = layer.out_shape[1] * layer.out_shape[2]

@@ -12,7 +12,7 @@ then wraps with the sum).
 Lanes are the (output column, image) pairs of one output row: with the input batch-last
 (H, C, W, B), a kernel position of a stride-1 layer reads one contiguous run of lanes, so the
 multiply-adds vectorise without gathers. The Python that checks inputs, picks the lane type and
-builds tasks is :func:`accel_sim.hardware.pe_faults.faulty_column_blocks`."""
+splits the work is :func:`accel_sim.hardware.pe_faults.faulty_column_blocks`."""
 
 from __future__ import annotations
 
@@ -81,8 +81,8 @@ def _fault_partial_sums(sums, units, s_and, s_or, s_xor, low):
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def partial_sum_corrections(x, w, tasks, group, ow, kh, kw, sh, sw, ph, pw, period, has_fault, masks, weight_bits,
-                            product_bits, low):
+def partial_sum_corrections(x, w, oh, ow, block_cols, group, kh, kw, sh, sw, ph, pw, period, has_fault, masks,
+                            weight_bits, product_bits, low):
     """Faulty − clean accumulators of the outputs one faulty PE column touches under WS, exact.
 
     Parameters
@@ -93,13 +93,13 @@ def partial_sum_corrections(x, w, tasks, group, ow, kh, kw, sh, sw, ph, pw, peri
         The filters of the faulty column, K in im2col order (kernel row, kernel col, channel);
         the lane type. int32 lanes hold running sums modulo 2**32; float64 lanes hold them
         exactly (the caller guarantees every partial sum is below 2**53).
-    tasks : int64 (T, 3)
-        Output pixels, each task a row ``oy`` and columns ``[oxa, oxb)``; its lanes are
-        (column, image) pairs.
-    group : int
-        Filters per parallel task: each task's pixels run in groups of this many filters.
-    ow, kh, kw, sh, sw, ph, pw : int
-        Output width, kernel, stride and padding (1, 1, 1, 1, 1, 0, 0 for a linear layer).
+    oh, ow : int
+        Output height and width (1, 1 for a linear layer).
+    block_cols, group : int
+        A parallel task is ``block_cols`` output columns of one output row (its lanes: their
+        (column, image) pairs) and ``group`` filters.
+    kh, kw, sh, sw, ph, pw : int
+        Kernel, stride and padding (1, 1, 1, 1, 0, 0 for a linear layer).
     period, has_fault : int, bool (period,)
         MAC k passes a faulty PE when ``has_fault[k % period]`` (period = array rows).
     masks : int64 (period, 3, 3)
@@ -115,18 +115,14 @@ def partial_sum_corrections(x, w, tasks, group, ow, kh, kw, sh, sw, ph, pw, peri
 
     Returns
     -------
-    int64 (B · P, J)
-        What the faults add to each output's accumulator, row ``b · P + p`` for image b and
-        the task pixels numbered p = 0 … P − 1 in task order; valid while no partial sum
-        saturates (or, for a wrapping accumulator, before the final wrap).
+    int64 (B · oh · ow, J)
+        What the faults add to each output's accumulator (row image · pixels + pixel); valid
+        while no partial sum saturates (or, for a wrapping accumulator, before the final wrap).
     """
     h, ch, wd, nb = x.shape
     flat = x.reshape((h, ch, wd * nb))
     n_filters = w.shape[1]
-    first_pixel = np.zeros(tasks.shape[0] + 1, dtype=np.int64)
-    for t in range(tasks.shape[0]):
-        first_pixel[t + 1] = first_pixel[t] + tasks[t, 2] - tasks[t, 1]
-    out = np.empty((nb * first_pixel[-1], n_filters), dtype=np.int64)
+    out = np.empty((nb * oh * ow, n_filters), dtype=np.int64)
     clean_run = np.zeros(period, dtype=np.int64)  # MACs from residue r up to the next fault point
     registers_clean = True  # no weight- or product-register faults: every product is the clean one
     for r in range(period):
@@ -135,9 +131,11 @@ def partial_sum_corrections(x, w, tasks, group, ow, kh, kw, sh, sw, ph, pw, peri
         for reg in range(2):
             registers_clean &= masks[r, reg, 0] == -1 and masks[r, reg, 1] == 0 and masks[r, reg, 2] == 0
     groups = (n_filters + group - 1) // group
-    for task in prange(tasks.shape[0] * groups):
-        t, j0 = task // groups, task % groups * group
-        oy, oxa, oxb = tasks[t, 0], tasks[t, 1], tasks[t, 2]
+    col_blocks = (ow + block_cols - 1) // block_cols
+    for task in prange(oh * col_blocks * groups):
+        j0 = task % groups * group
+        oy, oxa = task // groups // col_blocks, task // groups % col_blocks * block_cols
+        oxb = min(ow, oxa + block_cols)
         lanes = (oxb - oxa) * nb  # lane (ox − oxa)·nb + image
         jn = min(n_filters - j0, group)  # row j: filter j0 + j
         acc = np.zeros((jn, lanes), dtype=w.dtype)  # the faulty running sums (int32: modulo 2**32)
@@ -199,7 +197,7 @@ def partial_sum_corrections(x, w, tasks, group, ow, kh, kw, sh, sw, ph, pw, peri
                     r = (r + 1) % period
         for ox in range(oxa, oxb):
             for b in range(nb):
-                row = b * first_pixel[-1] + first_pixel[t] + ox - oxa
+                row = (b * oh + oy) * ow + ox
                 q = (ox - oxa) * nb + b
                 for j in range(jn):
                     total = np.int64(units[j, q]) << low

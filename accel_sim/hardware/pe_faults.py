@@ -191,19 +191,17 @@ def _partial_sum_corrections(x_batch_last: np.ndarray, w: np.ndarray, geometry: 
                              period: int, has_fault: np.ndarray, masks: np.ndarray, weight_bits: int,
                              product_bits: int, psum_bits: int, points: int) -> np.ndarray:
     """:func:`lane_kernels.partial_sum_corrections` for a faulty WS column, in tasks of column
-    blocks of each output row; int32 lanes when the partial-sum faults stay below bit 31 and
+    blocks of each output row and filter groups; int32 lanes when the partial-sum faults stay below bit 31 and
     their changes' count (``points`` per output, each below 2**(top + 1) in units of 2**low)
     cannot overflow, otherwise float64 lanes (exact: the caller has checked
     :func:`fits_float64`; three times faster than int64, which has no fast vector multiply)."""
     kh, kw, sh, sw, ph, pw, ow = geometry
-    cols = max(1, _BLOCK_LANES // x_batch_last.shape[3])
-    tasks = [(oy, ox, min(ow, ox + cols)) for oy in range(pixels // ow) for ox in range(0, ow, cols)]
     low, top = (psum_bits & -psum_bits).bit_length() - 1, psum_bits.bit_length() - 1
     narrow = top < 31 and points * 2.0 ** (top + 1 - low) < 2.0**31
     return lane_kernels.partial_sum_corrections(
         x_batch_last, np.ascontiguousarray(w, dtype=np.int32 if narrow else np.float64),
-        np.array(tasks, dtype=np.int64), _GROUP_FILTERS, ow, kh, kw, sh, sw, ph, pw, period, has_fault, masks,
-        weight_bits, product_bits, low)
+        pixels // ow, ow, max(1, _BLOCK_LANES // x_batch_last.shape[3]), _GROUP_FILTERS, kh, kw, sh, sw, ph, pw,
+        period, has_fault, masks, weight_bits, product_bits, low)
 
 
 def _batch_last(x_hwc: np.ndarray) -> np.ndarray:

@@ -153,13 +153,57 @@ def test_ws_partial_sum_faults_use_the_correction_and_equal_faithful_kernel(over
     calls = []
     original = lane_kernels.partial_sum_corrections
     monkeypatch.setattr(lane_kernels, "partial_sum_corrections",
-                        lambda x, w, *a: calls.append(w.dtype) or original(x, w, *a))
+                        lambda x, images, channels, wp, lane_type, *a:
+                        calls.append(lane_type.dtype) or original(x, images, channels, wp, lane_type, *a))
     prepared = prepare_layer(layer)
     fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
                       for engine in ("fast", "faithful"))
     np.testing.assert_array_equal(fast.numpy(), faithful.numpy())
     assert calls == [np.int32 if max(bits) < 31 else np.float64]
     assert not np.array_equal(fast.numpy(), run_layer(layer, prepared, torch.from_numpy(x).double(), hw, "fast").numpy())
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 6), st.integers(1, 3), st.integers(1, 2), st.integers(0, 1),
+       st.integers(1, 40), st.integers(2, 7), st.booleans(), st.data())
+def test_partial_sum_lanes_equal_faithful_kernel(channels, size, kernel, stride, pad, images, rows, register_fault,
+                                                 data):
+    """The lane kernel on odd and even channel counts, runs that start and end inside a channel
+    pair, batches that fill part of a vector step, int32 and float64 lanes, with and without a
+    weight or product fault in the column: equal to the faithful kernel, and really used."""
+    from accel_sim.hardware import lane_kernels
+
+    if size + 2 * pad < kernel:
+        return
+    oh = conv_output_hw(size, size, (kernel, kernel), (stride, stride), (pad, pad))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    layer = Conv2d("conv", (channels, size, size), (3, *oh), rng.integers(-2**15, 2**15, (3, channels, kernel, kernel)),
+                   np.zeros(3, np.int64), Fixed(16, 12), Fixed(32, 20), Fixed(16, 8), None, "none", None,
+                   stride=(stride, stride), padding=(pad, pad))
+    x = rng.integers(-2**15, 2**15, (images, channels, size, size))
+    hw = HardwareConfig("t", rows, 2, dataflow="ws", acc_bits=48, overflow=data.draw(st.sampled_from(["saturate", "wrap"])))
+    n = data.draw(st.integers(1, 2))
+    fault_rows = data.draw(st.lists(st.integers(0, rows - 1), min_size=n, max_size=n))
+    bits = data.draw(st.lists(st.integers(0, 46), min_size=n, max_size=n))
+    models = data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
+    registers = [2] * n
+    if register_fault:
+        fault_rows.append(data.draw(st.integers(0, rows - 1)))
+        registers.append(data.draw(st.integers(0, 1)))
+        bits.append(data.draw(st.integers(0, 15 if registers[-1] == 0 else 31)))
+        models.append(data.draw(st.integers(0, 2)))
+    faults = PeFaults.build(rows, 2, fault_rows, [1] * len(bits), registers, bits, models, [-1] * len(bits))
+    calls = []
+    original = lane_kernels.partial_sum_corrections
+    lane_kernels.partial_sum_corrections = lambda *a: calls.append(a[4].dtype) or original(*a)
+    try:
+        prepared = prepare_layer(layer)
+        fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
+                          for engine in ("fast", "faithful"))
+    finally:
+        lane_kernels.partial_sum_corrections = original
+    np.testing.assert_array_equal(fast.numpy(), faithful.numpy())
+    assert len(calls) == 1
 
 
 @settings(max_examples=60, deadline=None)

@@ -11,58 +11,172 @@ then wraps with the sum).
 
 Lanes are the (output column, image) pairs of one output row: with the input batch-last
 (H, C, W, B), a kernel position of a stride-1 layer reads one contiguous run of lanes, so the
-multiply-adds vectorise without gathers. The Python that checks inputs, picks the lane type and
-splits the work is :func:`accel_sim.hardware.pe_faults.faulty_column_blocks`."""
+multiply-adds vectorise without gathers. Words of at most 16 bits are stored as pairs of
+channels in one int32, and a pair is multiplied and added in one step (x86: ``pmaddwd``, 16
+MACs per 256-bit instruction against 8 for a 32-bit multiply): numba's loops do not emit that, so
+:func:`_run_lanes` writes the LLVM vector IR itself. The Python that checks inputs, picks the
+lane type and splits the work is :func:`accel_sim.hardware.pe_faults.faulty_column_blocks`."""
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+LANE_STEP = 32  # lanes per step of the pair multiply-adds (four independent vectors); lane counts are multiples of it
+_VECTOR = 8  # lanes per vector
+_HIGH = np.int32(-65536)  # 0xFFFF0000: keeps a weight pair's high (odd-channel) half
+_LOW = np.int32(0xFFFF)  # keeps its low (even-channel) half
 
 
 @njit(cache=True, parallel=True)
-def batch_last(x, out):
-    """Copy float64 (B, H, W, C) words, exact integers, into integer ``out`` (H, C, W, B)."""
+def batch_last_pairs(x, out):
+    """Pack float64 (B, H, W, C) words, exact 16-bit integers, into int32 ``out``
+    (H, ⌈C/2⌉, W, B'), B' ≥ B: channel 2i in the low half, 2i + 1 in the high half, zeros where
+    there is no channel or image."""
     nb, h, wd, ch = x.shape
+    full = ch // 2
     for t in prange(h * wd):
         y, xx = t // wd, t % wd
-        for c in range(ch):
+        for p in range(full):
             for b in range(nb):  # strided reads, contiguous writes: faster than the reverse here
-                out[y, c, xx, b] = np.int64(x[b, y, xx, c])
+                high, low = np.int64(x[b, y, xx, 2 * p + 1]), np.int64(x[b, y, xx, 2 * p])
+                out[y, p, xx, b] = np.int32(np.int32(high << 16) | (low & 0xFFFF))
+        if ch % 2 == 1:
+            for b in range(nb):
+                out[y, full, xx, b] = np.int32(np.int64(x[b, y, xx, ch - 1]) & 0xFFFF)
+        for p in range(out.shape[1]):
+            for b in range(nb, out.shape[3]):
+                out[y, p, xx, b] = 0
+
+
+def _splat(builder, value, vector):
+    """LLVM IR: ``value`` in every element of ``vector`` (a type)."""
+    one = builder.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count))
+
+
+def _pair_sums(builder, lanes, x_pairs, w_pair):
+    """LLVM IR: the lanes' a₀·w₀ + a₁·w₁ from int32 words of (a₀, a₁) 16-bit pairs and one int32
+    (w₀, w₁) pair, in the lanes' type. Plain vector IR that x86 lowers to ``pmaddwd`` (int32)
+    and any target can compile; int32 sums wrap like the lanes."""
+    n = lanes.count
+    halves = [builder.bitcast(v, ir.VectorType(ir.IntType(16), 2 * n))
+              for v in (x_pairs, _splat(builder, w_pair, ir.VectorType(ir.IntType(32), n)))]
+    wide = ir.VectorType(lanes.element, 2 * n)
+    if isinstance(lanes.element, ir.IntType):
+        products = builder.mul(*(builder.sext(v, wide) for v in halves))
+    else:  # exact: products below 2**31, sums below 2**53 (the caller checks)
+        products = builder.fmul(*(builder.sitofp(v, wide) for v in halves))
+    even, odd = (builder.shuffle_vector(products, products, ir.Constant(ir.VectorType(ir.IntType(32), n),
+                                                                        list(range(k, 2 * n, 2)))) for k in (0, 1))
+    return _add(builder, even, odd)
+
+
+def _add(builder, a, b):
+    return builder.add(a, b) if isinstance(a.type.element, ir.IntType) else builder.fadd(a, b)
+
+
+def _fault_point(builder, sums, units, masks, low):
+    """LLVM IR: a partial-sum register's (and, or, xor) ``masks`` (int64 values) on lanes ``sums``
+    (int32: modulo 2**32, the masks' low bits; float64: exact integers, through int64); returns
+    (the faulty sums, ``units`` plus their change in units of 2**``low``)."""
+    n, element = sums.type.count, sums.type.element
+    as_int = ir.IntType(32) if isinstance(element, ir.IntType) else ir.IntType(64)
+    vector = ir.VectorType(as_int, n)
+    before = sums if as_int is element else builder.fptosi(sums, vector)
+    and_, or_, xor, shift = (_splat(builder, builder.trunc(v, as_int) if as_int.width < 64 else v, vector)
+                             for v in (*masks, low))
+    after = builder.xor(builder.or_(builder.and_(before, and_), or_), xor)
+    change = builder.ashr(builder.sub(after, before), shift)
+    if as_int is element:
+        return after, builder.add(units, change)
+    return builder.sitofp(after, sums.type), builder.fadd(units, builder.sitofp(change, sums.type))
+
+
+@intrinsic
+def _run_lanes(typingctx, sums, units, lane, x, first, count, src, weights, fault, s_and, s_or, s_xor, low):
+    """A run of channel pairs into lanes ``lane`` … ``lane + LANE_STEP − 1`` of ``sums``, then,
+    if ``fault``, the partial-sum register's masks on them (``units`` gaining the change in units
+    of 2**``low``): ``sums[lane + q] += Σ_i pair_sum(x[first + i, src + q], weights[i])``,
+    i < ``count``. The lanes stay in registers meanwhile, as four vectors (four independent
+    chains of multiply-adds). ``sums``, ``units`` 1-D int32 or float64; ``x`` 2-D (pairs, lanes)
+    int32; ``weights`` 1-D int32 pairs; all C-contiguous. Masks and ``low`` int64."""
+    lanes_ok = isinstance(sums, types.Array) and sums.dtype in (types.int32, types.float64) and units == sums
+    if not (lanes_ok and isinstance(x, types.Array) and x.ndim == 2 and x.dtype == types.int32
+            and isinstance(weights, types.Array) and weights.dtype == types.int32):
+        return None
+    sig = types.void(sums, units, lane, x, first, count, src, weights, fault, s_and, s_or, s_xor, low)
+
+    def codegen(context, builder, signature, args):
+        intp = context.get_value_type(types.intp)
+        lane_vector = ir.VectorType(context.get_value_type(signature.args[0].dtype), _VECTOR)
+        pair_vector = ir.VectorType(ir.IntType(32), _VECTOR)
+        sums_array, units_array, x_array, weight_array = (
+            context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 1, 3, 7))
+        lane_index, first, count, src = (context.cast(builder, args[i], signature.args[i], types.intp)
+                                         for i in (2, 4, 5, 6))
+        masks, low = [context.cast(builder, args[i], signature.args[i], types.int64) for i in (9, 10, 11)], \
+            context.cast(builder, args[12], signature.args[12], types.int64)
+        row_length = cgutils.unpack_tuple(builder, x_array.shape, 2)[1]
+
+        def vectors(array):
+            return [builder.bitcast(builder.gep(array.data, [builder.add(lane_index, ir.Constant(intp, k))]),
+                                    lane_vector.as_pointer()) for k in range(0, LANE_STEP, _VECTOR)]
+
+        targets = vectors(sums_array)
+        totals = [cgutils.alloca_once_value(builder, builder.load(t, align=4)) for t in targets]
+        with cgutils.for_range(builder, count, intp=intp) as loop:
+            row = builder.add(builder.mul(builder.add(first, loop.index), row_length), src)
+            weight = builder.load(builder.gep(weight_array.data, [loop.index]))
+            for k, total in zip(range(0, LANE_STEP, _VECTOR), totals):
+                x_pointer = builder.gep(x_array.data, [builder.add(row, ir.Constant(intp, k))])
+                x_pairs = builder.load(builder.bitcast(x_pointer, pair_vector.as_pointer()), align=4)
+                builder.store(_add(builder, builder.load(total), _pair_sums(builder, lane_vector, x_pairs, weight)),
+                              total)
+        fault_flag = context.cast(builder, args[8], signature.args[8], types.boolean)
+        with builder.if_then(builder.trunc(fault_flag, ir.IntType(1)) if fault_flag.type.width > 1 else fault_flag):
+            for total, unit in zip(totals, vectors(units_array)):
+                after, changed = _fault_point(builder, builder.load(total), builder.load(unit, align=4), masks, low)
+                builder.store(after, total)
+                builder.store(changed, unit, align=4)
+        for target, total in zip(targets, totals):
+            builder.store(builder.load(total), target, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @njit(cache=True, inline="always")
-def _accumulate(acc, x, y, c, count, base, w, j0, lane, src, n):
+def _accumulate(acc, units, weights, x, c, count, wp, position, j0, lane, src, n, fault, m, low):
     """Clean MACs of channels c .. c + count − 1 at one kernel position into lanes
-    ``lane .. lane + n − 1`` of filters j0 … (``acc`` row j: filter j0 + j); four channels per
-    pass over the lanes."""
-    cc, end = c, c + count
-    while cc + 4 <= end:
-        x0, x1 = x[y, cc, src:src + n], x[y, cc + 1, src:src + n]
-        x2, x3 = x[y, cc + 2, src:src + n], x[y, cc + 3, src:src + n]
-        for j in range(acc.shape[0]):
-            f = j0 + j
-            w0, w1, w2, w3 = w[base + cc, f], w[base + cc + 1, f], w[base + cc + 2, f], w[base + cc + 3, f]
-            sums = acc[j, lane:lane + n]
-            for q in range(n):
-                sums[q] += x0[q] * w0 + x1[q] * w1 + x2[q] * w2 + x3[q] * w3
-        cc += 4
-    while cc < end:
-        x0 = x[y, cc, src:src + n]
-        for j in range(acc.shape[0]):
-            w0 = w[base + cc, j0 + j]
-            sums = acc[j, lane:lane + n]
-            for q in range(n):
-                sums[q] += x0[q] * w0
-        cc += 1
+    ``lane .. lane + n − 1`` (n a multiple of LANE_STEP) of filters j0 … (``acc`` row j: filter
+    j0 + j), with ``x`` (pairs, lanes) the input row, then, if ``fault``, the partial-sum masks
+    ``m`` (and, or, xor) on those lanes (``units`` as in :func:`_fault_partial_sums`): one pass
+    over the lanes per filter. A run's odd first or last channel is a pair with the other weight
+    zeroed (``weights``: scratch for the run's weight pairs)."""
+    first, words = c // 2, (c + count - 1) // 2 + 1 - c // 2
+    for j in range(acc.shape[0]):
+        for i in range(words):
+            weights[i] = wp[position, first + i, j0 + j]
+        if c % 2 == 1:
+            weights[0] &= _HIGH
+        if (c + count) % 2 == 1:
+            weights[words - 1] &= _LOW
+        sums, changes = acc[j], units[j]
+        for q in range(0, n, LANE_STEP):
+            _run_lanes(sums, changes, lane + q, x, first, words, src + q, weights, fault, m[0], m[1], m[2], low)
 
 
 @njit(cache=True, inline="always")
-def _add_faulty_products(sums, diff, xs, weight, faulty_weight, p_and, p_or, p_xor, shift):
+def _add_faulty_products(sums, diff, xs, half, weight, faulty_weight, p_and, p_or, p_xor, shift):
     """Products through faulty weight/product registers, in int32 (``shift`` = 32 − product
-    bits), into lanes ``sums``; ``diff`` gains faulty − clean product."""
+    bits), into lanes ``sums``; ``diff`` gains faulty − clean product. The activations are the
+    ``half`` (0 low, 1 high) of the pairs ``xs``."""
     for q in range(xs.shape[0]):
-        a = xs[q]
+        a = np.int32(xs[q] << (16 - 16 * half)) >> 16
         product = np.int32((np.int32(a * faulty_weight) & p_and) | p_or) ^ p_xor
         product = np.int32(product << shift) >> shift
         diff[q] += np.int64(product) - np.int64(np.int32(a * weight))
@@ -81,17 +195,22 @@ def _fault_partial_sums(sums, units, s_and, s_or, s_xor, low):
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def partial_sum_corrections(x, w, oh, ow, block_cols, group, kh, kw, sh, sw, ph, pw, period, has_fault, masks,
-                            weight_bits, product_bits, low):
+def partial_sum_corrections(x, images, channels, wp, lane_type, oh, ow, block_cols, group, kh, kw, sh, sw, ph, pw,
+                            period, has_fault, masks, weight_bits, product_bits, low):
     """Faulty − clean accumulators of the outputs one faulty PE column touches under WS, exact.
 
     Parameters
     ----------
-    x : int32 (H, C, W, B)
-        Input words, batch last (a linear layer: H = W = 1).
-    w : int32 or float64 (K, J)
-        The filters of the faulty column, K in im2col order (kernel row, kernel col, channel);
-        the lane type. int32 lanes hold running sums modulo 2**32; float64 lanes hold them
+    x : int32 (H, ⌈C/2⌉, W, B')
+        Input words of at most 16 bits in channel pairs, batch last, from :func:`batch_last_pairs`
+        (a linear layer: H = W = 1); B' is a multiple of LANE_STEP.
+    images, channels : int
+        B and C: the real images and channels.
+    wp : int32 (kh · kw, ⌈C/2⌉, J)
+        The filters of the faulty column (words of at most 16 bits) in the same channel pairs, per
+        kernel position (kernel row, kernel col), that is im2col order.
+    lane_type : int32 or float64 (0,)
+        Gives the lanes' type: int32 lanes hold running sums modulo 2**32; float64 lanes hold them
         exactly (the caller guarantees every partial sum is below 2**53).
     oh, ow : int
         Output height and width (1, 1 for a linear layer).
@@ -111,7 +230,7 @@ def partial_sum_corrections(x, w, oh, ow, block_cols, group, kh, kw, sh, sw, ph,
         ``product_bits`` ≤ 32.
     low : int
         The lowest bit the partial-sum masks touch: their changes are counted in units of 2**low
-        in lanes of ``w``'s type, which the caller checks cannot overflow.
+        in lanes of ``lane_type``, which the caller checks cannot overflow.
 
     Returns
     -------
@@ -119,10 +238,11 @@ def partial_sum_corrections(x, w, oh, ow, block_cols, group, kh, kw, sh, sw, ph,
         What the faults add to each output's accumulator (row image · pixels + pixel); valid
         while no partial sum saturates (or, for a wrapping accumulator, before the final wrap).
     """
-    h, ch, wd, nb = x.shape
-    flat = x.reshape((h, ch, wd * nb))
-    n_filters = w.shape[1]
-    out = np.empty((nb * oh * ow, n_filters), dtype=np.int64)
+    h, pairs, wd, nb = x.shape
+    ch = channels
+    flat = x.reshape((h, pairs, wd * nb))
+    n_filters = wp.shape[2]
+    out = np.empty((images * oh * ow, n_filters), dtype=np.int64)
     clean_run = np.zeros(period, dtype=np.int64)  # MACs from residue r up to the next fault point
     registers_clean = True  # no weight- or product-register faults: every product is the clean one
     for r in range(period):
@@ -138,8 +258,9 @@ def partial_sum_corrections(x, w, oh, ow, block_cols, group, kh, kw, sh, sw, ph,
         oxb = min(ow, oxa + block_cols)
         lanes = (oxb - oxa) * nb  # lane (ox − oxa)·nb + image
         jn = min(n_filters - j0, group)  # row j: filter j0 + j
-        acc = np.zeros((jn, lanes), dtype=w.dtype)  # the faulty running sums (int32: modulo 2**32)
-        units = np.zeros((jn, lanes), dtype=w.dtype)  # partial-sum changes / 2**low
+        weights = np.empty(pairs, dtype=np.int32)  # one run's weight pairs for one filter
+        acc = np.zeros((jn, lanes), dtype=lane_type.dtype)  # the faulty running sums (int32: modulo 2**32)
+        units = np.zeros((jn, lanes), dtype=lane_type.dtype)  # partial-sum changes / 2**low
         diff = np.zeros((jn, 0 if registers_clean else lanes), dtype=np.int64)  # faulty − clean products
         r = 0
         for ki in range(kh):
@@ -155,22 +276,25 @@ def partial_sum_corrections(x, w, oh, ow, block_cols, group, kh, kw, sh, sw, ph,
                 size = (ox1 - ox0) * nb if sw == 1 else nb
                 first_src = (ox0 * sw + kj - pw) * nb
                 first_lane = (ox0 - oxa) * nb
-                base = (ki * kw + kj) * ch
+                position = ki * kw + kj
                 c = 0
                 while c < ch:
                     # clean registers: the MAC at a fault point is a clean one, so it joins the run
                     count = min(ch - c, clean_run[r] + (1 if registers_clean else 0))
+                    last = (r + count - 1) % period  # residue of the run's last MAC
+                    fault = registers_clean and has_fault[last]  # else: a faulty product follows first
+                    m = masks[last, 2]
                     for s in range(segments):
-                        _accumulate(acc, flat, y, c, count, base, w, j0, first_lane + s * size,
-                                    first_src + s * sw * nb, size)
+                        _accumulate(acc, units, weights, flat[y], c, count, wp, position, j0, first_lane + s * size,
+                                    first_src + s * sw * nb, size, fault, m, low)
                     c += count
                     r = (r + count) % period
                     if registers_clean:
-                        last = (r + period - 1) % period  # residue of the run's last MAC
-                        if count > 0 and has_fault[last]:
-                            m = masks[last]
+                        if fault:  # the lanes of outputs whose window has padding here
+                            covered = first_lane + (ox1 - ox0) * nb if segments else 0
                             for j in range(jn):
-                                _fault_partial_sums(acc[j], units[j], m[2, 0], m[2, 1], m[2, 2], low)
+                                for lo, hi in ((0, first_lane if segments else 0), (covered, lanes)):
+                                    _fault_partial_sums(acc[j, lo:hi], units[j, lo:hi], m[0], m[1], m[2], low)
                         continue
                     if c == ch:
                         break
@@ -179,13 +303,13 @@ def partial_sum_corrections(x, w, oh, ow, block_cols, group, kh, kw, sh, sw, ph,
                     shift = 32 - product_bits
                     zero_product = np.int32(np.int32(p_or ^ p_xor) << shift) >> shift  # a zero activation's product
                     for j in range(jn):
-                        weight = np.int64(w[base + c, j0 + j])
+                        weight = np.int64(wp[position, c // 2, j0 + j]) << (48 - 16 * (c % 2)) >> 48
                         faulty_weight = ((weight & m[0, 0]) | m[0, 1]) ^ m[0, 2]
                         faulty_weight = (faulty_weight << (64 - weight_bits)) >> (64 - weight_bits)
                         for s in range(segments):
                             src, lane = first_src + s * sw * nb, first_lane + s * size
                             _add_faulty_products(acc[j, lane:lane + size], diff[j, lane:lane + size],
-                                                 flat[y, c, src:src + size], np.int32(weight),
+                                                 flat[y, c // 2, src:src + size], c % 2, np.int32(weight),
                                                  np.int32(faulty_weight), p_and, p_or, p_xor, shift)
                         if zero_product != 0:  # padding lanes: the product register's faults still act
                             for lo, hi in ((0, first_lane), (first_lane + (ox1 - ox0) * nb, lanes)):
@@ -196,7 +320,7 @@ def partial_sum_corrections(x, w, oh, ow, block_cols, group, kh, kw, sh, sw, ph,
                     c += 1
                     r = (r + 1) % period
         for ox in range(oxa, oxb):
-            for b in range(nb):
+            for b in range(images):
                 row = (b * oh + oy) * ow + ox
                 q = (ox - oxa) * nb + b
                 for j in range(jn):

@@ -128,7 +128,8 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
         saturate); blocks do not overlap. The caller checks :func:`fits_float64` first.
     """
     dp = hw.datapath
-    x_batch_last = functools.cache(lambda: _batch_last(x_hwc))  # for partial-sum faults, made once
+    in_bits = product_bits - weight_bits  # the activations' word width (bits)
+    x_pairs = functools.cache(lambda: _batch_last_pairs(x_hwc))  # for partial-sum faults, made once
     permanent_pes = np.unique(np.repeat(np.arange(hw.rows * hw.cols), np.diff(faults.pe_start))[faults.mac < 0])
     if hw.dataflow == "ws":  # one block per faulty column: every row, fault points k ≡ faulty rows
         groups = [(c, None, np.unique(permanent_pes[permanent_pes % hw.cols == c] // hw.cols))
@@ -152,8 +153,8 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
             continue
         psum_bits = _partial_sum_bits(masks, dp.acc_bits)
         # corrections: register faults alone (a sum over the fault points), or WS partial-sum
-        # faults (running sums in lanes, which form products in int32)
-        if psum_bits is not None and (psum_bits == 0 or (pe_row is None and product_bits <= 32)):
+        # faults (running sums in lanes, which multiply 16-bit words)
+        if psum_bits is not None and (psum_bits == 0 or (pe_row is None and max(weight_bits, in_bits) <= 16)):
             fault_rows = np.flatnonzero(has_fault)
             points = sum(len(range(r, weight_t_hwc.shape[1], period)) for r in fault_rows)
             limit = 2.0**53 - 2.0 ** (dp.acc_bits - 1) if dp.overflow == "wrap" else float(dp.acc_max) * _MARGIN
@@ -170,8 +171,8 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
                     values = kernels.register_fault_corrections(
                         x_hwc, w, rows, pixels, *geometry, period, fault_rows, masks, weight_bits, product_bits)
                 else:
-                    values = _partial_sum_corrections(x_batch_last(), w, geometry, pixels, period, has_fault, masks,
-                                                      weight_bits, product_bits, psum_bits, points)
+                    values = _partial_sum_corrections(x_pairs(), x_hwc.shape, w, geometry, pixels, period, has_fault,
+                                                      masks, weight_bits, product_bits, psum_bits, points)
                 yield rows, filters, values, True
                 continue
         wrap = int(dp.overflow == "wrap")
@@ -187,27 +188,36 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
         yield rows, filters, values, False
 
 
-def _partial_sum_corrections(x_batch_last: np.ndarray, w: np.ndarray, geometry: tuple[int, ...], pixels: int,
-                             period: int, has_fault: np.ndarray, masks: np.ndarray, weight_bits: int,
+def _partial_sum_corrections(x_pairs: np.ndarray, x_shape: tuple[int, ...], w: np.ndarray, geometry: tuple[int, ...],
+                             pixels: int, period: int, has_fault: np.ndarray, masks: np.ndarray, weight_bits: int,
                              product_bits: int, psum_bits: int, points: int) -> np.ndarray:
-    """:func:`lane_kernels.partial_sum_corrections` for a faulty WS column, in tasks of column
-    blocks of each output row and filter groups; int32 lanes when the partial-sum faults stay below bit 31 and
-    their changes' count (``points`` per output, each below 2**(top + 1) in units of 2**low)
-    cannot overflow, otherwise float64 lanes (exact: the caller has checked
-    :func:`fits_float64`; three times faster than int64, which has no fast vector multiply)."""
+    """:func:`lane_kernels.partial_sum_corrections` for a faulty WS column (``w`` (K, J) int64,
+    K in im2col order), in tasks of column blocks of each output row and filter groups; int32
+    lanes when the partial-sum faults stay below bit 31 and their changes' count (``points`` per
+    output, each below 2**(top + 1) in units of 2**low) cannot overflow, otherwise float64 lanes
+    (exact: the caller has checked :func:`fits_float64`; three times faster than int64, which has
+    no fast vector multiply)."""
     kh, kw, sh, sw, ph, pw, ow = geometry
+    images, channels = x_shape[0], x_shape[3]
     low, top = (psum_bits & -psum_bits).bit_length() - 1, psum_bits.bit_length() - 1
     narrow = top < 31 and points * 2.0 ** (top + 1 - low) < 2.0**31
+    by_position = np.zeros((kh * kw, 2 * x_pairs.shape[1], w.shape[1]), dtype=np.int64)
+    by_position[:, :channels] = w.reshape(kh * kw, channels, w.shape[1])
+    pairs = (by_position[:, 0::2] & 0xFFFF) | (by_position[:, 1::2] << 16)
     return lane_kernels.partial_sum_corrections(
-        x_batch_last, np.ascontiguousarray(w, dtype=np.int32 if narrow else np.float64),
-        pixels // ow, ow, max(1, _BLOCK_LANES // x_batch_last.shape[3]), _GROUP_FILTERS, kh, kw, sh, sw, ph, pw,
-        period, has_fault, masks, weight_bits, product_bits, low)
+        x_pairs, images, channels, pairs.astype(np.int32),  # high·2**16 + low lies in int32
+        np.empty(0, dtype=np.int32 if narrow else np.float64), pixels // ow, ow,
+        max(1, _BLOCK_LANES // x_pairs.shape[3]), _GROUP_FILTERS, kh, kw, sh, sw, ph, pw, period, has_fault, masks,
+        weight_bits, product_bits, low)
 
 
-def _batch_last(x_hwc: np.ndarray) -> np.ndarray:
-    """float64 (B, H, W, C) words of at most 32 bits as int32 (H, C, W, B)."""
-    out = np.empty((x_hwc.shape[1], x_hwc.shape[3], x_hwc.shape[2], x_hwc.shape[0]), dtype=np.int32)
-    lane_kernels.batch_last(x_hwc, out)
+def _batch_last_pairs(x_hwc: np.ndarray) -> np.ndarray:
+    """float64 (B, H, W, C) words of at most 16 bits as int32 (H, ⌈C/2⌉, W, B') channel pairs,
+    B' = B rounded up to a whole vector step of lanes."""
+    step = lane_kernels.LANE_STEP
+    b, h, w, c = x_hwc.shape
+    out = np.empty((h, (c + 1) // 2, w, -(-b // step) * step), dtype=np.int32)
+    lane_kernels.batch_last_pairs(x_hwc, out)
     return out
 
 

@@ -182,11 +182,11 @@ def test_partial_sum_lanes_equal_faithful_kernel(channels, size, kernel, stride,
                    stride=(stride, stride), padding=(pad, pad))
     x = rng.integers(-2**15, 2**15, (images, channels, size, size))
     hw = HardwareConfig("t", rows, 2, dataflow="ws", acc_bits=48, overflow=data.draw(st.sampled_from(["saturate", "wrap"])))
-    n = data.draw(st.integers(1, 2))
-    fault_rows = data.draw(st.lists(st.integers(0, rows - 1), min_size=n, max_size=n))
-    bits = data.draw(st.lists(st.integers(0, 46), min_size=n, max_size=n))
-    models = data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
-    registers = [2] * n
+    points = data.draw(st.lists(st.tuples(st.integers(0, rows - 1), st.integers(0, 40)), min_size=1, max_size=2,
+                                unique=True))  # (row, bit): a repeated flip undoes itself; bit 40 cannot saturate
+    fault_rows, bits = [r for r, _ in points], [b for _, b in points]
+    models = data.draw(st.lists(st.integers(0, 2), min_size=len(points), max_size=len(points)))
+    registers = [2] * len(points)
     if register_fault:
         fault_rows.append(data.draw(st.integers(0, rows - 1)))
         registers.append(data.draw(st.integers(0, 1)))

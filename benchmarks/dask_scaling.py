@@ -9,12 +9,16 @@ to 2× within minutes (other tenants of the host), so both clusters stay up and 
 1-worker and a 2-worker pass back to back (alternating which goes first); the figure is the median
 over rounds of the two passes' ratio, with each round's ratio and the ratio of the best pass of
 each beside it. Per-job overhead =
-(workers × wall − Σ job compute seconds) / jobs. For reference it also measures how this
+(workers × wall − Σ job compute seconds) / jobs, split by Dask's task stream into the gaps between
+a worker's consecutive jobs (what Dask costs per job) and the tail (workers idle at the end of a
+pass while another finishes its last job: about half a job per pass, so it weighs less the more
+jobs a campaign has; the default 32 jobs is between the quick-start campaign's 24 and the
+hundreds of a rate sweep). For reference it also measures how this
 machine scales the same jobs without Dask (one or two plain processes, each running the same
 jobs, in alternating rounds: the machine's own ceiling for this work) and plain memory-bound work
 (elementwise numpy passes) from 1 to 2 processes.
 
-    python benchmarks/dask_scaling.py [--jobs 16] [--images 200] [--batch-size 50] [--rounds 4]
+    python benchmarks/dask_scaling.py [--jobs 32] [--images 200] [--batch-size 16] [--rounds 4]
         [--format fixed16]
 """
 
@@ -125,20 +129,39 @@ def start_cluster(context, jobs, workers: int) -> dict:
 
 
 def timed_pass(handles: dict, jobs, workers: int) -> dict:
-    """Run ``jobs`` once on a started cluster: wall seconds, throughput and overhead per job."""
+    """Run ``jobs`` once on a started cluster: wall seconds, throughput, overhead per job, and
+    from Dask's task stream the two parts of the workers' idle time: the gaps between a worker's
+    consecutive jobs (Dask's dispatch) and the tail (workers done while another finishes its last
+    job), both in seconds per job."""
+    from dask.distributed import get_task_stream
+
     client, shared = handles["client"], handles["shared"]
-    started = time.perf_counter()
-    rows = client.gather([client.submit(run_job, job, shared, pure=False) for job in jobs])
-    wall = time.perf_counter() - started
+    with get_task_stream(client=client) as stream:
+        started = time.perf_counter()
+        rows = client.gather([client.submit(run_job, job, shared, pure=False) for job in jobs])
+        wall = time.perf_counter() - started
     compute = sum(r["seconds"] for r in rows)
-    return {"wall": wall, "rate": len(jobs) / wall, "compute": compute, "overhead": (workers * wall - compute) / len(jobs)}
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for task in stream.data:
+        for span in task["startstops"]:
+            if span["action"] == "compute":
+                spans.setdefault(task["worker"], []).append((span["start"], span["stop"]))
+    for runs in spans.values():
+        runs.sort()
+    gaps = sum(b[0] - a[1] for runs in spans.values() for a, b in zip(runs, runs[1:]))
+    end = max(runs[-1][1] for runs in spans.values())
+    tail = sum(end - runs[-1][1] for runs in spans.values()) + (workers - len(spans)) * wall
+    return {"wall": wall, "rate": len(jobs) / wall, "compute": compute, "overhead": (workers * wall - compute) / len(jobs),
+            "gaps": gaps / len(jobs), "tail": tail / len(jobs)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=16, help="jobs per pass")
+    parser.add_argument("--jobs", type=int, default=32, help="jobs per pass")
     parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=50)
+    # 16: as fast as 50 on one core, and two jobs on the two cores slow each other down less
+    # (their im2col and digit matrices are a third as large); see docs/campaigns.md
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=4, help="alternating 1-worker / 2-worker passes")
     parser.add_argument("--format", default="fixed16", choices=("fixed16", "fixed8", "fp32"))
     args = parser.parse_args()
@@ -157,13 +180,13 @@ def main() -> None:
         for handles in clusters.values():
             handles["client"].close()
             handles["cluster"].close()
-    print("| round | workers | jobs wall s | jobs/s | Σ job s | overhead per job s |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| round | workers | jobs wall s | jobs/s | Σ job s | overhead per job s | of which gaps | of which tail |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for round_ in range(args.rounds):
         for workers in (1, 2):
             r = passes[workers][round_]
             print(f"| {round_ + 1} | {workers} | {r['wall']:.1f} | {r['rate']:.3f} | {r['compute']:.1f} | "
-                  f"{r['overhead']:.3f} |")
+                  f"{r['overhead']:.3f} | {r['gaps']:.4f} | {r['tail']:.3f} |")
     rates = {workers: [r["rate"] for r in passes[workers]] for workers in (1, 2)}
     ratios = [two / one for one, two in zip(rates[1], rates[2])]
     print(f"throughput 2 workers / 1 worker: {float(np.median(ratios)):.2f} (median over rounds of back-to-back "

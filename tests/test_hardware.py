@@ -177,11 +177,12 @@ def test_partial_sum_lanes_equal_faithful_kernel(channels, size, kernel, stride,
         return
     oh = conv_output_hw(size, size, (kernel, kernel), (stride, stride), (pad, pad))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    layer = Conv2d("conv", (channels, size, size), (3, *oh), rng.integers(-2**15, 2**15, (3, channels, kernel, kernel)),
-                   np.zeros(3, np.int64), Fixed(16, 12), Fixed(32, 20), Fixed(16, 8), None, "none", None,
-                   stride=(stride, stride), padding=(pad, pad))
+    weights = rng.integers(-2**15, 2**15, (3, channels, kernel, kernel))
+    layer = Conv2d("conv", (channels, size, size), (3, *oh), weights, np.zeros(3, np.int64), Fixed(16, 12),
+                   Fixed(32, 20), Fixed(16, 8), None, "none", None, stride=(stride, stride), padding=(pad, pad))
     x = rng.integers(-2**15, 2**15, (images, channels, size, size))
-    hw = HardwareConfig("t", rows, 2, dataflow="ws", acc_bits=48, overflow=data.draw(st.sampled_from(["saturate", "wrap"])))
+    overflow = data.draw(st.sampled_from(["saturate", "wrap"]))
+    hw = HardwareConfig("t", rows, 2, dataflow="ws", acc_bits=48, overflow=overflow)
     points = data.draw(st.lists(st.tuples(st.integers(0, rows - 1), st.integers(0, 40)), min_size=1, max_size=2,
                                 unique=True))  # (row, bit): a repeated flip undoes itself; bit 40 cannot saturate
     fault_rows, bits = [r for r, _ in points], [b for _, b in points]

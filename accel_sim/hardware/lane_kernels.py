@@ -25,7 +25,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-LANE_STEP = 32  # lanes per step of the pair multiply-adds (four independent vectors); lane counts are multiples of it
+LANE_STEP = 32  # lanes per step of the pair multiply-adds (four vectors); lane counts are multiples of it
 _VECTOR = 8  # lanes per vector
 _HIGH = np.int32(-65536)  # 0xFFFF0000: keeps a weight pair's high (odd-channel) half
 _LOW = np.int32(0xFFFF)  # keeps its low (even-channel) half
@@ -55,7 +55,8 @@ def batch_last_pairs(x, out):
 def _splat(builder, value, vector):
     """LLVM IR: ``value`` in every element of ``vector`` (a type)."""
     one = builder.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count))
+    zeros = ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count)
+    return builder.shuffle_vector(one, one, zeros)
 
 
 def _pair_sums(builder, lanes, x_pairs, w_pair):

@@ -89,6 +89,16 @@ def test_quantize_agrees_with_plain_definition(fmt, values):
     assert got.tolist() == [plain_quantize(fmt, v) for v in values]
 
 
+@pytest.mark.parametrize("fmt, value", [
+    (Fixed(8, 0, rounding="nearest_up"), 0.49999999999999994),  # + 0.5 would round up to 1.0
+    (Fixed(8, 0, rounding="nearest_up"), -0.49999999999999994),
+    (Fixed(2, 33, signed=False, rounding="nearest_up", overflow="wrap"), 524288.7223788378),  # scaled above 2**52
+    (Fixed(8, 0, rounding="nearest_up", overflow="wrap"), 2.0**52 + 1),
+])
+def test_nearest_up_is_exact_where_adding_a_half_would_round(fmt, value):
+    assert quantize(fmt, np.array([value])).tolist() == [plain_quantize(fmt, value)]
+
+
 @settings(max_examples=200, deadline=None)
 @given(format_and_raw(), st.data())
 def test_flip_twice_is_identity_and_changes_one_bit(case, data):

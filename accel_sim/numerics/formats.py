@@ -180,7 +180,10 @@ def round_scaled(scaled: np.ndarray, rounding: str) -> np.ndarray:
     if rounding == "nearest_even":
         return np.rint(scaled)
     if rounding == "nearest_up":
-        return np.floor(scaled + 0.5)
+        # not floor(x + 0.5): that sum rounds (0.49999999999999994 + 0.5 == 1.0, and an odd
+        # integer above 2**52 plus 0.5 goes to the even one above); x − floor(x) is exact
+        whole = np.floor(scaled)
+        return whole + (scaled - whole >= 0.5)
     if rounding == "floor":
         return np.floor(scaled)
     check_mode("rounding", rounding, ROUNDING_MODES)

@@ -153,8 +153,8 @@ def test_ws_partial_sum_faults_use_the_correction_and_equal_faithful_kernel(over
     calls = []
     original = lane_kernels.partial_sum_corrections
     monkeypatch.setattr(lane_kernels, "partial_sum_corrections",
-                        lambda x, images, channels, wp, lane_type, *a:
-                        calls.append(lane_type.dtype) or original(x, images, channels, wp, lane_type, *a))
+                        lambda x, images, channels, wp, filters, lane_type, *a:
+                        calls.append(lane_type.dtype) or original(x, images, channels, wp, filters, lane_type, *a))
     prepared = prepare_layer(layer)
     fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
                       for engine in ("fast", "faithful"))
@@ -196,7 +196,7 @@ def test_partial_sum_lanes_equal_faithful_kernel(channels, size, kernel, stride,
     faults = PeFaults.build(rows, 2, fault_rows, [1] * len(bits), registers, bits, models, [-1] * len(bits))
     calls = []
     original = lane_kernels.partial_sum_corrections
-    lane_kernels.partial_sum_corrections = lambda *a: calls.append(a[4].dtype) or original(*a)
+    lane_kernels.partial_sum_corrections = lambda *a: calls.append(a[5].dtype) or original(*a)
     try:
         prepared = prepare_layer(layer)
         fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from accel_sim.hardware import int8_gemm, int8_kernels, kernels
 from accel_sim.hardware.config import HardwareConfig
-from accel_sim.hardware.pe_faults import PeFaults, faulty_column_blocks, fits_float64
+from accel_sim.hardware.pe_faults import PeFaults, channel_pairs, faulty_column_blocks, fits_float64
 from accel_sim.image import Conv2d, Flatten, Layer, Linear, MaxPool2d, WeightedLayer
 from accel_sim.numerics import threshold_to_acc
 
@@ -87,6 +87,13 @@ class PreparedLayer:
         w = self.weight.transpose(0, 2, 3, 1) if self.weight.ndim == 4 else self.weight
         dtype = np.float32 if self.layer.weight_format.is_float else np.int64
         return np.ascontiguousarray(w.reshape(w.shape[0], -1)).astype(dtype)
+
+    @functools.cached_property
+    def weight_pairs(self) -> np.ndarray:
+        """int32 (kernel positions, ⌈C/2⌉, N) channel pairs of integer words of at most 16 bits,
+        positions in im2col order (the WS partial-sum lanes' form; one position for a linear layer)."""
+        w = self.weight.transpose(2, 3, 1, 0) if self.weight.ndim == 4 else self.weight.T[None]
+        return channel_pairs(w.reshape(-1, *w.shape[-2:]))
 
 
 def _patched(layer: WeightedLayer, patch: WeightPatch | None) -> np.ndarray:
@@ -326,8 +333,8 @@ def _faulty_blocks(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig,
         geometry, pixels = (1, 1, 1, 1, 0, 0, 1), 1
     x_bounds = (lambda: _largest_word(layer), functools.cache(lambda: abs_max(x)))  # measured at most once
     for rows, filters, values, correction in faulty_column_blocks(
-            x_hwc, prepared.weight_t_hwc, geometry, pixels, hw, pe_faults, layer.weight_format.word_bits,
-            product_bits, x_bounds, prepared.abs_col_sums):
+            x_hwc, prepared.weight_t_hwc, lambda: prepared.weight_pairs, geometry, pixels, hw, pe_faults,
+            layer.weight_format.word_bits, product_bits, x_bounds, prepared.abs_col_sums):
         if correction and clean is None:
             yield rows, filters, torch.from_numpy(values), True
             continue

@@ -151,17 +151,17 @@ def _run_lanes(typingctx, sums, units, lane, x, first, count, src, weights, faul
 
 
 @njit(cache=True, inline="always")
-def _accumulate(acc, units, weights, x, c, count, wp, position, j0, lane, src, n, fault, m, low):
+def _accumulate(acc, units, weights, x, c, count, wp, position, filters, j0, lane, src, n, fault, m, low):
     """Clean MACs of channels c .. c + count − 1 at one kernel position into lanes
-    ``lane .. lane + n − 1`` (n a multiple of LANE_STEP) of filters j0 … (``acc`` row j: filter
-    j0 + j), with ``x`` (pairs, lanes) the input row, then, if ``fault``, the partial-sum masks
-    ``m`` (and, or, xor) on those lanes (``units`` as in :func:`_fault_partial_sums`): one pass
-    over the lanes per filter. A run's odd first or last channel is a pair with the other weight
+    ``lane .. lane + n − 1`` (n a multiple of LANE_STEP) of the column's filters j0 … (``acc``
+    row j: layer filter ``filters[j0 + j]``), with ``x`` (pairs, lanes) the input row, then, if
+    ``fault``, the partial-sum masks ``m`` (and, or, xor) on those lanes (``units`` gains their
+    change in units of 2**low): one pass over the lanes per filter. A run's odd first or last channel is a pair with the other weight
     zeroed (``weights``: scratch for the run's weight pairs)."""
     first, words = c // 2, (c + count - 1) // 2 + 1 - c // 2
     for j in range(acc.shape[0]):
         for i in range(words):
-            weights[i] = wp[position, first + i, j0 + j]
+            weights[i] = wp[position, first + i, filters[j0 + j]]
         if c % 2 == 1:
             weights[0] &= _HIGH
         if (c + count) % 2 == 1:
@@ -185,19 +185,16 @@ def _add_faulty_products(sums, diff, xs, half, weight, faulty_weight, p_and, p_o
 
 
 @njit(cache=True, inline="always")
-def _fault_partial_sums(sums, units, s_and, s_or, s_xor, low):
-    """The partial-sum register's faults on every lane (int32, or float64 holding exact
-    integers); ``units`` gains what they change, in units of 2**low (the lowest bit they touch)."""
-    for q in range(sums.shape[0]):
-        before = np.int64(sums[q])
-        after = ((before & s_and) | s_or) ^ s_xor
-        sums[q] = after
-        units[q] += (after - before) >> low
+def _fault_lanes(sums, units, lo, hi, x, weights, m, low):
+    """The partial-sum masks ``m`` (and, or, xor) alone on lanes ``lo .. hi − 1`` (multiples of
+    LANE_STEP) of ``sums``: :func:`_run_lanes` with no pairs (``x``, ``weights``: any)."""
+    for q in range(lo, hi, LANE_STEP):
+        _run_lanes(sums, units, q, x, 0, 0, 0, weights, True, m[0], m[1], m[2], low)
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def partial_sum_corrections(x, images, channels, wp, lane_type, oh, ow, block_cols, group, kh, kw, sh, sw, ph, pw,
-                            period, has_fault, masks, weight_bits, product_bits, low):
+def partial_sum_corrections(x, images, channels, wp, filters, lane_type, oh, ow, block_cols, group, kh, kw, sh, sw,
+                            ph, pw, period, has_fault, masks, weight_bits, product_bits, low):
     """Faulty − clean accumulators of the outputs one faulty PE column touches under WS, exact.
 
     Parameters
@@ -207,9 +204,11 @@ def partial_sum_corrections(x, images, channels, wp, lane_type, oh, ow, block_co
         (a linear layer: H = W = 1); B' is a multiple of LANE_STEP.
     images, channels : int
         B and C: the real images and channels.
-    wp : int32 (kh · kw, ⌈C/2⌉, J)
-        The filters of the faulty column (words of at most 16 bits) in the same channel pairs, per
-        kernel position (kernel row, kernel col), that is im2col order.
+    wp : int32 (kh · kw, ⌈C/2⌉, N)
+        The layer's weights (words of at most 16 bits) in the same channel pairs, per kernel
+        position (kernel row, kernel col), that is im2col order.
+    filters : int64 (J,)
+        The faulty column's filters.
     lane_type : int32 or float64 (0,)
         Gives the lanes' type: int32 lanes hold running sums modulo 2**32; float64 lanes hold them
         exactly (the caller guarantees every partial sum is below 2**53).
@@ -242,7 +241,7 @@ def partial_sum_corrections(x, images, channels, wp, lane_type, oh, ow, block_co
     h, pairs, wd, nb = x.shape
     ch = channels
     flat = x.reshape((h, pairs, wd * nb))
-    n_filters = wp.shape[2]
+    n_filters = filters.shape[0]
     out = np.empty((images * oh * ow, n_filters), dtype=np.int64)
     clean_run = np.zeros(period, dtype=np.int64)  # MACs from residue r up to the next fault point
     registers_clean = True  # no weight- or product-register faults: every product is the clean one
@@ -286,8 +285,8 @@ def partial_sum_corrections(x, images, channels, wp, lane_type, oh, ow, block_co
                     fault = registers_clean and has_fault[last]  # else: a faulty product follows first
                     m = masks[last, 2]
                     for s in range(segments):
-                        _accumulate(acc, units, weights, flat[y], c, count, wp, position, j0, first_lane + s * size,
-                                    first_src + s * sw * nb, size, fault, m, low)
+                        _accumulate(acc, units, weights, flat[y], c, count, wp, position, filters, j0,
+                                    first_lane + s * size, first_src + s * sw * nb, size, fault, m, low)
                     c += count
                     r = (r + count) % period
                     if registers_clean:
@@ -295,7 +294,7 @@ def partial_sum_corrections(x, images, channels, wp, lane_type, oh, ow, block_co
                             covered = first_lane + (ox1 - ox0) * nb if segments else 0
                             for j in range(jn):
                                 for lo, hi in ((0, first_lane if segments else 0), (covered, lanes)):
-                                    _fault_partial_sums(acc[j, lo:hi], units[j, lo:hi], m[0], m[1], m[2], low)
+                                    _fault_lanes(acc[j], units[j], lo, hi, flat[0], weights, m, low)
                         continue
                     if c == ch:
                         break
@@ -304,7 +303,7 @@ def partial_sum_corrections(x, images, channels, wp, lane_type, oh, ow, block_co
                     shift = 32 - product_bits
                     zero_product = np.int32(np.int32(p_or ^ p_xor) << shift) >> shift  # a zero activation's product
                     for j in range(jn):
-                        weight = np.int64(wp[position, c // 2, j0 + j]) << (48 - 16 * (c % 2)) >> 48
+                        weight = np.int64(wp[position, c // 2, filters[j0 + j]]) << (48 - 16 * (c % 2)) >> 48
                         faulty_weight = ((weight & m[0, 0]) | m[0, 1]) ^ m[0, 2]
                         faulty_weight = (faulty_weight << (64 - weight_bits)) >> (64 - weight_bits)
                         for s in range(segments):
@@ -317,7 +316,7 @@ def partial_sum_corrections(x, images, channels, wp, lane_type, oh, ow, block_co
                                 for q in range(lo, hi):
                                     diff[j, q] += zero_product
                                     acc[j, q] += zero_product
-                        _fault_partial_sums(acc[j], units[j], m[2, 0], m[2, 1], m[2, 2], low)
+                        _fault_lanes(acc[j], units[j], 0, lanes, flat[0], weights, m[2], low)
                     c += 1
                     r = (r + 1) % period
         for ox in range(oxa, oxb):

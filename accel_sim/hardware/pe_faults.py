@@ -97,7 +97,8 @@ def _register_masks(faults: PeFaults, pe: int) -> np.ndarray:
     return masks
 
 
-def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: tuple[int, ...],
+def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pairs: Callable[[], np.ndarray],
+                         geometry: tuple[int, ...],
                          pixels: int, hw: HardwareConfig, faults: PeFaults, weight_bits: int, product_bits: int,
                          x_bounds: Sequence[Callable[[], float]],
                          abs_col_sums: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
@@ -109,6 +110,9 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
         The layer's input feature maps (words), channels last; (B, 1, 1, F) for a linear layer.
     weight_t_hwc : int64 (N, K)
         Weights, one row per filter, K in im2col order.
+    weight_pairs : callable
+        Gives the same weights as :func:`channel_pairs` of (kernel positions, C, N) (built once per
+        layer by the caller; asked for only for WS partial-sum faults on words of ≤ 16 bits).
     geometry : (kh, kw, sh, sw, ph, pw, ow)
         Kernel, stride, padding and output width of the layer (1×1, stride 1, no padding, width 1
         for a linear layer).
@@ -166,13 +170,14 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
                 return x_max * col_max + points * (x_max * 2.0**weight_bits + 2.0**product_bits + psum_bits) < limit
 
             if any(fits(bound()) for bound in x_bounds):
-                w = np.ascontiguousarray(weight_t_hwc[filters].T)
                 if psum_bits == 0:
                     values = kernels.register_fault_corrections(
-                        x_hwc, w, rows, pixels, *geometry, period, fault_rows, masks, weight_bits, product_bits)
+                        x_hwc, np.ascontiguousarray(weight_t_hwc[filters].T), rows, pixels, *geometry, period,
+                        fault_rows, masks, weight_bits, product_bits)
                 else:
-                    values = _partial_sum_corrections(x_pairs(), x_hwc.shape, w, geometry, pixels, period, has_fault,
-                                                      masks, weight_bits, product_bits, psum_bits, points)
+                    values = _partial_sum_corrections(x_pairs(), x_hwc.shape, weight_pairs(), filters, geometry,
+                                                      pixels, period, has_fault, masks, weight_bits, product_bits,
+                                                      psum_bits, points)
                 yield rows, filters, values, True
                 continue
         wrap = int(dp.overflow == "wrap")
@@ -188,27 +193,32 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, geometry: 
         yield rows, filters, values, False
 
 
-def _partial_sum_corrections(x_pairs: np.ndarray, x_shape: tuple[int, ...], w: np.ndarray, geometry: tuple[int, ...],
-                             pixels: int, period: int, has_fault: np.ndarray, masks: np.ndarray, weight_bits: int,
-                             product_bits: int, psum_bits: int, points: int) -> np.ndarray:
-    """:func:`lane_kernels.partial_sum_corrections` for a faulty WS column (``w`` (K, J) int64,
-    K in im2col order), in tasks of column blocks of each output row and filter groups; int32
-    lanes when the partial-sum faults stay below bit 31 and their changes' count (``points`` per
-    output, each below 2**(top + 1) in units of 2**low) cannot overflow, otherwise float64 lanes
-    (exact: the caller has checked :func:`fits_float64`; three times faster than int64, which has
-    no fast vector multiply)."""
+def _partial_sum_corrections(x_pairs: np.ndarray, x_shape: tuple[int, ...], weight_pairs: np.ndarray,
+                             filters: np.ndarray, geometry: tuple[int, ...], pixels: int, period: int,
+                             has_fault: np.ndarray, masks: np.ndarray, weight_bits: int, product_bits: int,
+                             psum_bits: int, points: int) -> np.ndarray:
+    """:func:`lane_kernels.partial_sum_corrections` for a faulty WS column (its ``filters`` of the
+    layer's ``weight_pairs``), in tasks of column blocks of each output row and filter groups;
+    int32 lanes when the partial-sum faults stay below bit 31 and their changes' count (``points``
+    per output, each below 2**(top + 1) in units of 2**low) cannot overflow, otherwise float64
+    lanes (exact: the caller has checked :func:`fits_float64`; three times faster than int64,
+    which has no fast vector multiply)."""
     kh, kw, sh, sw, ph, pw, ow = geometry
-    images, channels = x_shape[0], x_shape[3]
     low, top = (psum_bits & -psum_bits).bit_length() - 1, psum_bits.bit_length() - 1
     narrow = top < 31 and points * 2.0 ** (top + 1 - low) < 2.0**31
-    by_position = np.zeros((kh * kw, 2 * x_pairs.shape[1], w.shape[1]), dtype=np.int64)
-    by_position[:, :channels] = w.reshape(kh * kw, channels, w.shape[1])
-    pairs = (by_position[:, 0::2] & 0xFFFF) | (by_position[:, 1::2] << 16)
     return lane_kernels.partial_sum_corrections(
-        x_pairs, images, channels, pairs.astype(np.int32),  # high·2**16 + low lies in int32
-        np.empty(0, dtype=np.int32 if narrow else np.float64), pixels // ow, ow,
-        max(1, _BLOCK_LANES // x_pairs.shape[3]), _GROUP_FILTERS, kh, kw, sh, sw, ph, pw, period, has_fault, masks,
-        weight_bits, product_bits, low)
+        x_pairs, x_shape[0], x_shape[3], weight_pairs, filters, np.empty(0, dtype=np.int32 if narrow else np.float64),
+        pixels // ow, ow, max(1, _BLOCK_LANES // x_pairs.shape[3]), _GROUP_FILTERS, kh, kw, sh, sw, ph, pw, period,
+        has_fault, masks, weight_bits, product_bits, low)
+
+
+def channel_pairs(words: np.ndarray) -> np.ndarray:
+    """Integer (P, C, N) words of at most 16 bits as int32 (P, ⌈C/2⌉, N): channel 2i in the low
+    half, 2i + 1 in the high half (zero past C), as :func:`lane_kernels.batch_last_pairs` packs
+    the input."""
+    padded = np.zeros((words.shape[0], words.shape[1] + words.shape[1] % 2, words.shape[2]), dtype=np.int64)
+    padded[:, :words.shape[1]] = words
+    return ((padded[:, 0::2] & 0xFFFF) | (padded[:, 1::2] << 16)).astype(np.int32)  # in int32: high·2**16 + low
 
 
 def _batch_last_pairs(x_hwc: np.ndarray) -> np.ndarray:

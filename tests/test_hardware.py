@@ -170,15 +170,17 @@ def test_partial_sum_lanes_equal_faithful_kernel(channels, size, kernel, stride,
                                                  data):
     """The lane kernel on odd and even channel counts, runs that start and end inside a channel
     pair, batches that fill part of a vector step, int32 and float64 lanes, with and without a
-    weight or product fault in the column: equal to the faithful kernel, and really used."""
+    weight or product fault in the column, 1–6 filters in the faulty column (blocks of four and
+    the filters left over): equal to the faithful kernel, and really used."""
     from accel_sim.hardware import lane_kernels
 
     if size + 2 * pad < kernel:
         return
     oh = conv_output_hw(size, size, (kernel, kernel), (stride, stride), (pad, pad))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    weights = rng.integers(-2**15, 2**15, (3, channels, kernel, kernel))
-    layer = Conv2d("conv", (channels, size, size), (3, *oh), weights, np.zeros(3, np.int64), Fixed(16, 12),
+    filters = data.draw(st.integers(2, 13))
+    weights = rng.integers(-2**15, 2**15, (filters, channels, kernel, kernel))
+    layer = Conv2d("conv", (channels, size, size), (filters, *oh), weights, np.zeros(filters, np.int64), Fixed(16, 12),
                    Fixed(32, 20), Fixed(16, 8), None, "none", None, stride=(stride, stride), padding=(pad, pad))
     x = rng.integers(-2**15, 2**15, (images, channels, size, size))
     overflow = data.draw(st.sampled_from(["saturate", "wrap"]))

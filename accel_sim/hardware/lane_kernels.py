@@ -12,9 +12,10 @@ then wraps with the sum).
 Lanes are the (output column, image) pairs of one output row: with the input batch-last
 (H, C, W, B), a kernel position of a stride-1 layer reads one contiguous run of lanes, so the
 multiply-adds vectorise without gathers. Words of at most 16 bits are stored as pairs of
-channels in one int32, and a pair is multiplied and added in one step (x86: ``pmaddwd``, 16
-MACs per 256-bit instruction against 8 for a 32-bit multiply): numba's loops do not emit that, so
-:func:`_run_lanes` writes the LLVM vector IR itself. The Python that checks inputs, picks the
+channels in one int32, and a pair is multiplied and added in one step (x86: ``vpdpwssd``, 32
+MACs per 512-bit instruction against 16 for a 32-bit multiply): numba's loops do not emit that,
+so :func:`_lane_block` writes the LLVM vector IR itself, for blocks of 4 filters × 64 lanes held in
+registers through a run. The Python that checks inputs, picks the
 lane type and splits the work is :func:`accel_sim.hardware.pe_faults.faulty_column_blocks`."""
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-LANE_STEP = 32  # lanes per step of the pair multiply-adds (four vectors); lane counts are multiples of it
-_VECTOR = 8  # lanes per vector
+_VECTOR = 16  # lanes per vector (int32: one 512-bit register)
+LANE_STEP = _VECTOR  # lane counts (the padded batch) are multiples of it
 _HIGH = np.int32(-65536)  # 0xFFFF0000: keeps a weight pair's high (odd-channel) half
 _LOW = np.int32(0xFFFF)  # keeps its low (even-channel) half
 
@@ -97,57 +98,86 @@ def _fault_point(builder, sums, units, masks, low):
     return builder.sitofp(after, sums.type), builder.fadd(units, builder.sitofp(change, sums.type))
 
 
-@intrinsic
-def _run_lanes(typingctx, sums, units, lane, x, first, count, src, weights, fault, s_and, s_or, s_xor, low):
-    """A run of channel pairs into lanes ``lane`` … ``lane + LANE_STEP − 1`` of ``sums``, then,
-    if ``fault``, the partial-sum register's masks on them (``units`` gaining the change in units
-    of 2**``low``): ``sums[lane + q] += Σ_i pair_sum(x[first + i, src + q], weights[i])``,
-    i < ``count``. The lanes stay in registers meanwhile, as four vectors (four independent
-    chains of multiply-adds). ``sums``, ``units`` 1-D int32 or float64; ``x`` 2-D (pairs, lanes)
-    int32; ``weights`` 1-D int32 pairs; all C-contiguous. Masks and ``low`` int64."""
-    lanes_ok = isinstance(sums, types.Array) and sums.dtype in (types.int32, types.float64) and units == sums
-    if not (lanes_ok and isinstance(x, types.Array) and x.ndim == 2 and x.dtype == types.int32
-            and isinstance(weights, types.Array) and weights.dtype == types.int32):
-        return None
-    sig = types.void(sums, units, lane, x, first, count, src, weights, fault, s_and, s_or, s_xor, low)
+def _lane_block(filters: int, vectors: int):
+    """An intrinsic ``run(sums, units, row, lane, x, first, count, src, weights, fault, s_and,
+    s_or, s_xor, low)``: a run of channel pairs into a block of lanes, ``filters`` rows
+    ``row`` … of ``sums`` by ``vectors`` vectors of _VECTOR lanes from ``lane`` on, then, if
+    ``fault``, the partial-sum register's masks on them (``units`` gaining the change in units
+    of 2**``low``)::
 
-    def codegen(context, builder, signature, args):
-        intp = context.get_value_type(types.intp)
-        lane_vector = ir.VectorType(context.get_value_type(signature.args[0].dtype), _VECTOR)
-        pair_vector = ir.VectorType(ir.IntType(32), _VECTOR)
-        sums_array, units_array, x_array, weight_array = (
-            context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 1, 3, 7))
-        lane_index, first, count, src = (context.cast(builder, args[i], signature.args[i], types.intp)
-                                         for i in (2, 4, 5, 6))
-        masks, low = [context.cast(builder, args[i], signature.args[i], types.int64) for i in (9, 10, 11)], \
-            context.cast(builder, args[12], signature.args[12], types.int64)
-        row_length = cgutils.unpack_tuple(builder, x_array.shape, 2)[1]
+        sums[row + f, lane + q] += Σ_i pair_sum(x[first + i, src + q], weights[i, f]),  i < count
 
-        def vectors(array):
-            return [builder.bitcast(builder.gep(array.data, [builder.add(lane_index, ir.Constant(intp, k))]),
-                                    lane_vector.as_pointer()) for k in range(0, LANE_STEP, _VECTOR)]
+    The block stays in registers meanwhile (filters·vectors independent chains of multiply-adds;
+    each x vector is loaded once for all the block's filters). ``sums``, ``units`` 2-D int32 or
+    float64; ``x`` 2-D (pairs, lanes) int32; ``weights`` 2-D (pairs, ≥ filters) int32 pairs; all
+    C-contiguous. Masks and ``low`` int64."""
 
-        targets = vectors(sums_array)
-        totals = [cgutils.alloca_once_value(builder, builder.load(t, align=4)) for t in targets]
-        with cgutils.for_range(builder, count, intp=intp) as loop:
-            row = builder.add(builder.mul(builder.add(first, loop.index), row_length), src)
-            weight = builder.load(builder.gep(weight_array.data, [loop.index]))
-            for k, total in zip(range(0, LANE_STEP, _VECTOR), totals):
-                x_pointer = builder.gep(x_array.data, [builder.add(row, ir.Constant(intp, k))])
-                x_pairs = builder.load(builder.bitcast(x_pointer, pair_vector.as_pointer()), align=4)
-                builder.store(_add(builder, builder.load(total), _pair_sums(builder, lane_vector, x_pairs, weight)),
-                              total)
-        fault_flag = context.cast(builder, args[8], signature.args[8], types.boolean)
-        with builder.if_then(builder.trunc(fault_flag, ir.IntType(1)) if fault_flag.type.width > 1 else fault_flag):
-            for total, unit in zip(totals, vectors(units_array)):
-                after, changed = _fault_point(builder, builder.load(total), builder.load(unit, align=4), masks, low)
-                builder.store(after, total)
-                builder.store(changed, unit, align=4)
-        for target, total in zip(targets, totals):
-            builder.store(builder.load(total), target, align=4)
-        return context.get_dummy_value()
+    @intrinsic
+    def run(typingctx, sums, units, row, lane, x, first, count, src, weights, fault, s_and, s_or, s_xor, low):
+        arrays = (sums, units, x, weights)
+        if not (all(isinstance(a, types.Array) and a.ndim == 2 for a in arrays) and units == sums
+                and sums.dtype in (types.int32, types.float64) and x.dtype == weights.dtype == types.int32):
+            return None
+        sig = types.void(sums, units, row, lane, x, first, count, src, weights, fault, s_and, s_or, s_xor, low)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            intp = context.get_value_type(types.intp)
+
+            def constant(value):
+                return ir.Constant(intp, value)
+
+            lane_vector = ir.VectorType(context.get_value_type(signature.args[0].dtype), _VECTOR)
+            pair_vector = ir.VectorType(ir.IntType(32), _VECTOR)
+            sums_array, units_array, x_array, weight_array = (
+                context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 1, 4, 8))
+            row, lane_index, first, count, src = (context.cast(builder, args[i], signature.args[i], types.intp)
+                                                  for i in (2, 3, 5, 6, 7))
+            masks = [context.cast(builder, args[i], signature.args[i], types.int64) for i in (10, 11, 12)]
+            low = context.cast(builder, args[13], signature.args[13], types.int64)
+            sums_row, x_row, weight_row = (cgutils.unpack_tuple(builder, a.shape, 2)[1]
+                                           for a in (sums_array, x_array, weight_array))
+
+            def block(array):  # pointers to the block's vectors, filter-major
+                starts = [builder.add(builder.mul(builder.add(row, constant(f)), sums_row), lane_index)
+                          for f in range(filters)]
+                return [builder.bitcast(builder.gep(array.data, [builder.add(start, constant(k * _VECTOR))]),
+                                        lane_vector.as_pointer()) for start in starts for k in range(vectors)]
+
+            targets = block(sums_array)
+            totals = [cgutils.alloca_once_value(builder, builder.load(t, align=4)) for t in targets]
+            with cgutils.for_range(builder, count, intp=intp) as loop:
+                x_start = builder.add(builder.mul(builder.add(first, loop.index), x_row), src)
+                x_pairs = [builder.load(builder.bitcast(builder.gep(x_array.data, [builder.add(x_start, constant(k * _VECTOR))]),
+                                                        pair_vector.as_pointer()), align=4) for k in range(vectors)]
+                w_start = builder.mul(loop.index, weight_row)
+                for f in range(filters):
+                    weight = builder.load(builder.gep(weight_array.data, [builder.add(w_start, constant(f))]))
+                    for k in range(vectors):
+                        total = totals[f * vectors + k]
+                        products = _pair_sums(builder, lane_vector, x_pairs[k], weight)
+                        builder.store(_add(builder, builder.load(total), products), total)
+            fault_flag = context.cast(builder, args[9], signature.args[9], types.boolean)
+            with builder.if_then(builder.trunc(fault_flag, ir.IntType(1)) if fault_flag.type.width > 1 else fault_flag):
+                for total, unit in zip(totals, block(units_array)):
+                    after, changed = _fault_point(builder, builder.load(total), builder.load(unit, align=4), masks, low)
+                    builder.store(after, total)
+                    builder.store(changed, unit, align=4)
+            for target, total in zip(targets, totals):
+                builder.store(builder.load(total), target, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return run
+
+
+# 4 filters × 4 vectors: 16 accumulators in registers, 4 x loads per 16 multiply-adds (A/B on
+# captured VGG-16 calls: 2, 6 or 8 filters and 1 or 2 vectors were no faster)
+_BLOCK_FILTERS, _BLOCK_VECTORS = 4, 4
+_run_block = _lane_block(_BLOCK_FILTERS, _BLOCK_VECTORS)
+_run_filters = _lane_block(_BLOCK_FILTERS, 1)  # the last lanes of a run, one vector at a time
+_run_lanes = _lane_block(1, _BLOCK_VECTORS)  # filters left over from the blocks of four
+_run_vector = _lane_block(1, 1)
 
 
 @njit(cache=True, inline="always")
@@ -156,19 +186,39 @@ def _accumulate(acc, units, weights, x, c, count, wp, position, filters, j0, lan
     ``lane .. lane + n − 1`` (n a multiple of LANE_STEP) of the column's filters j0 … (``acc``
     row j: layer filter ``filters[j0 + j]``), with ``x`` (pairs, lanes) the input row, then, if
     ``fault``, the partial-sum masks ``m`` (and, or, xor) on those lanes (``units`` gains their
-    change in units of 2**low): one pass over the lanes per filter. A run's odd first or last channel is a pair with the other weight
-    zeroed (``weights``: scratch for the run's weight pairs)."""
+    change in units of 2**low); blocks of _BLOCK_FILTERS filters share each load of ``x``. A
+    run's odd first or last channel is a pair with the other weight zeroed (``weights``:
+    scratch (pairs, _BLOCK_FILTERS) for the run's weight pairs)."""
     first, words = c // 2, (c + count - 1) // 2 + 1 - c // 2
-    for j in range(acc.shape[0]):
-        for i in range(words):
-            weights[i] = wp[position, first + i, filters[j0 + j]]
-        if c % 2 == 1:
-            weights[0] &= _HIGH
-        if (c + count) % 2 == 1:
-            weights[words - 1] &= _LOW
-        sums, changes = acc[j], units[j]
-        for q in range(0, n, LANE_STEP):
-            _run_lanes(sums, changes, lane + q, x, first, words, src + q, weights, fault, m[0], m[1], m[2], low)
+    step = _BLOCK_VECTORS * _VECTOR
+    for jb in range(0, acc.shape[0], _BLOCK_FILTERS):
+        size = min(_BLOCK_FILTERS, acc.shape[0] - jb)
+        for f in range(size):
+            for i in range(words):
+                weights[i, f] = wp[position, first + i, filters[j0 + jb + f]]
+            if c % 2 == 1:
+                weights[0, f] &= _HIGH
+            if (c + count) % 2 == 1:
+                weights[words - 1, f] &= _LOW
+        if size == _BLOCK_FILTERS:
+            q = 0
+            while q + step <= n:
+                _run_block(acc, units, jb, lane + q, x, first, words, src + q, weights, fault, m[0], m[1], m[2], low)
+                q += step
+            for q in range(q, n, _VECTOR):
+                _run_filters(acc, units, jb, lane + q, x, first, words, src + q, weights, fault, m[0], m[1], m[2], low)
+            continue
+        for f in range(size):
+            for i in range(words):
+                weights[i, 0] = weights[i, f]
+            q = 0
+            while q + step <= n:
+                _run_lanes(acc, units, jb + f, lane + q, x, first, words, src + q, weights, fault, m[0], m[1], m[2],
+                           low)
+                q += step
+            for q in range(q, n, _VECTOR):
+                _run_vector(acc, units, jb + f, lane + q, x, first, words, src + q, weights, fault, m[0], m[1], m[2],
+                            low)
 
 
 @njit(cache=True, inline="always")
@@ -185,11 +235,11 @@ def _add_faulty_products(sums, diff, xs, half, weight, faulty_weight, p_and, p_o
 
 
 @njit(cache=True, inline="always")
-def _fault_lanes(sums, units, lo, hi, x, weights, m, low):
+def _fault_lanes(sums, units, j, lo, hi, x, weights, m, low):
     """The partial-sum masks ``m`` (and, or, xor) alone on lanes ``lo .. hi − 1`` (multiples of
-    LANE_STEP) of ``sums``: :func:`_run_lanes` with no pairs (``x``, ``weights``: any)."""
-    for q in range(lo, hi, LANE_STEP):
-        _run_lanes(sums, units, q, x, 0, 0, 0, weights, True, m[0], m[1], m[2], low)
+    LANE_STEP) of row ``j`` of ``sums``: a run of no pairs (``x``, ``weights``: any)."""
+    for q in range(lo, hi, _VECTOR):
+        _run_vector(sums, units, j, q, x, 0, 0, 0, weights, True, m[0], m[1], m[2], low)
 
 
 @njit(cache=True, parallel=True, fastmath=True)
@@ -258,7 +308,7 @@ def partial_sum_corrections(x, images, channels, wp, filters, lane_type, oh, ow,
         oxb = min(ow, oxa + block_cols)
         lanes = (oxb - oxa) * nb  # lane (ox − oxa)·nb + image
         jn = min(n_filters - j0, group)  # row j: filter j0 + j
-        weights = np.empty(pairs, dtype=np.int32)  # one run's weight pairs for one filter
+        weights = np.empty((pairs, _BLOCK_FILTERS), dtype=np.int32)  # one run's weight pairs per filter
         acc = np.zeros((jn, lanes), dtype=lane_type.dtype)  # the faulty running sums (int32: modulo 2**32)
         units = np.zeros((jn, lanes), dtype=lane_type.dtype)  # partial-sum changes / 2**low
         diff = np.zeros((jn, 0 if registers_clean else lanes), dtype=np.int64)  # faulty − clean products
@@ -294,7 +344,7 @@ def partial_sum_corrections(x, images, channels, wp, filters, lane_type, oh, ow,
                             covered = first_lane + (ox1 - ox0) * nb if segments else 0
                             for j in range(jn):
                                 for lo, hi in ((0, first_lane if segments else 0), (covered, lanes)):
-                                    _fault_lanes(acc[j], units[j], lo, hi, flat[0], weights, m, low)
+                                    _fault_lanes(acc, units, j, lo, hi, flat[0], weights, m, low)
                         continue
                     if c == ch:
                         break
@@ -316,7 +366,7 @@ def partial_sum_corrections(x, images, channels, wp, filters, lane_type, oh, ow,
                                 for q in range(lo, hi):
                                     diff[j, q] += zero_product
                                     acc[j, q] += zero_product
-                        _fault_lanes(acc[j], units[j], 0, lanes, flat[0], weights, m[2], low)
+                        _fault_lanes(acc, units, j, 0, lanes, flat[0], weights, m[2], low)
                     c += 1
                     r = (r + 1) % period
         for ox in range(oxa, oxb):

@@ -110,8 +110,9 @@ def test_pe_faults_on_fast_path_equal_faithful_kernel(case, dataflow, array, ove
 @pytest.mark.parametrize("overflow", ["saturate", "wrap"])
 @pytest.mark.parametrize("dataflow", ["ws", "os"])
 def test_register_faults_use_the_correction_and_equal_faithful_kernel(dataflow, overflow, monkeypatch):
-    """Weight- and product-register faults only: the fast path adds corrections to the clean sums."""
-    from accel_sim.hardware import kernels
+    """Weight- and product-register faults only: the fast path adds corrections to the clean sums
+    (OS weight registers: computes the PE's outputs with its faulty weights)."""
+    from accel_sim.hardware import kernels, pe_faults
 
     rng = np.random.default_rng(5)
     layer = Conv2d("conv", (20, 6, 6), (24, 6, 6), rng.integers(-2**15, 2**15, (24, 20, 3, 3)), np.zeros(24, np.int64),
@@ -122,13 +123,40 @@ def test_register_faults_use_the_correction_and_equal_faithful_kernel(dataflow, 
     register = [1, 1, 1] if dataflow == "ws" else [1, 0, 1]  # a WS weight register is folded into the weights
     faults = PeFaults.build(8, 5, [3, 6, 6], [2, 2, 4], register, [31, 4, 14], [0, 2, 1], [-1, -1, -1])
     calls = []
-    original = kernels.register_fault_corrections
-    monkeypatch.setattr(kernels, "register_fault_corrections", lambda *a: calls.append(1) or original(*a))
+    for module, name in ((kernels, "register_fault_corrections"), (pe_faults, "_faulty_weight_accumulators")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, original=original, name=name: calls.append(name) or original(*a))
     prepared = prepare_layer(layer)
     fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
                       for engine in ("fast", "faithful"))
     np.testing.assert_array_equal(fast.numpy(), faithful.numpy())
-    assert len(calls) == (2 if dataflow == "ws" else 3)  # WS: columns 2 and 4; OS: each faulty PE
+    # WS: columns 2 and 4; OS: the product-register PEs, and an int8 GEMM for the weight register
+    assert sorted(calls) == (["register_fault_corrections"] * 2 if dataflow == "ws" else
+                             ["_faulty_weight_accumulators"] + ["register_fault_corrections"] * 2)
+    assert not np.array_equal(fast.numpy(), run_layer(layer, prepared, torch.from_numpy(x).double(), hw, "fast").numpy())
+
+
+@pytest.mark.parametrize("overflow, acc_bits", [("wrap", 32), ("saturate", 48)])
+@pytest.mark.parametrize("model", [0, 1, 2])
+def test_os_weight_register_faults_run_as_int8_gemm_and_equal_faithful_kernel(overflow, acc_bits, model, monkeypatch):
+    """OS faults in weight registers alone: the PE's outputs from an int8 GEMM of its rows with
+    its faulty weights, also on the weight's sign bit and with sums that wrap a 32-bit accumulator."""
+    from accel_sim.hardware import pe_faults
+
+    rng = np.random.default_rng(7)
+    layer = Conv2d("conv", (20, 6, 6), (24, 6, 6), rng.integers(-2**15, 2**15, (24, 20, 3, 3)), np.zeros(24, np.int64),
+                   Fixed(16, 12), Fixed(32, 20), Fixed(16, 8), None, "none", None, padding=(1, 1))
+    x = rng.integers(-2**15, 2**15, (2, 20, 6, 6))
+    hw = HardwareConfig("t", 8, 5, dataflow="os", acc_bits=acc_bits, overflow=overflow)
+    faults = PeFaults.build(8, 5, [3, 6, 6], [2, 4, 4], [0, 0, 0], [15, 15, 3], [model, model, 0], [-1, -1, -1])
+    calls = []
+    original = pe_faults._faulty_weight_accumulators
+    monkeypatch.setattr(pe_faults, "_faulty_weight_accumulators", lambda *a: calls.append(1) or original(*a))
+    prepared = prepare_layer(layer)
+    fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
+                      for engine in ("fast", "faithful"))
+    np.testing.assert_array_equal(fast.numpy(), faithful.numpy())
+    assert len(calls) == 2
     assert not np.array_equal(fast.numpy(), run_layer(layer, prepared, torch.from_numpy(x).double(), hw, "fast").numpy())
 
 

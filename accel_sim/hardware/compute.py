@@ -226,9 +226,10 @@ def _fused_int8_layer(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConf
         col_max = prepared.abs_col_sum_max
         if not (_largest_word(layer) * col_max < limit or abs_max(x) * col_max < limit):
             return None
-    products = int8_gemm.digit_products(_input_digits(layer, x), prepared.weight_digits)
+    digits = _input_digits(layer, x)
+    products = int8_gemm.digit_products(digits, prepared.weight_digits)
     out = np.empty((products.rows, layer.out_channels), dtype=np.float64)
-    blocks = list(_faulty_blocks(prepared, x, hw, pe_faults, None)) if pe_faults is not None else []
+    blocks = list(_faulty_blocks(prepared, x, hw, pe_faults, None, lambda: digits)) if pe_faults is not None else []
     _recombine(prepared, hw, products, out, *_gathered_corrections([b for b in blocks if b[3]], products.rows))
     for rows, filters, values, _ in (b for b in blocks if not b[3]):
         words = activation_unit(prepared, values, hw, filters).numpy()
@@ -311,7 +312,8 @@ def _pe_faults_on_fast_path(layer: WeightedLayer, hw: HardwareConfig) -> bool:
 
 
 def _faulty_blocks(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, pe_faults: PeFaults,
-                   clean: Callable[[np.ndarray, np.ndarray], torch.Tensor] | None):
+                   clean: Callable[[np.ndarray, np.ndarray], torch.Tensor] | None,
+                   input_digits: Callable[[], int8_gemm.Digits] | None = None):
     """The exact faulty accumulators (float64 (I, J), bias not added) of the outputs the faulty
     PEs touch, as (im2col rows (I,), filters (J,), values, is_correction) blocks that do not
     overlap.
@@ -319,7 +321,9 @@ def _faulty_blocks(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig,
     In WS a PE (r, c) works on every output of the filters n ≡ c (mod cols); in OS on the
     outputs of pixels ≡ r (mod rows) of those filters. ``clean(rows, filters)`` gives the
     fault-free accumulators of a block, to which register-fault corrections are added; without
-    it (None) those blocks come as the corrections themselves (int64, ``is_correction`` true)."""
+    it (None) those blocks come as the corrections themselves (int64, ``is_correction`` true).
+    ``input_digits`` gives the int8 digits of the im2col matrix (default: made on demand where
+    the int8 path is exact)."""
     layer = prepared.layer
     batch = x.shape[0]
     product_bits = layer.weight_format.word_bits + layer.in_format.word_bits
@@ -332,9 +336,11 @@ def _faulty_blocks(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig,
         x_hwc = x.reshape(batch, 1, 1, -1).contiguous().numpy()
         geometry, pixels = (1, 1, 1, 1, 0, 0, 1), 1
     x_bounds = (lambda: _largest_word(layer), functools.cache(lambda: abs_max(x)))  # measured at most once
+    if input_digits is None and _uses_int8(prepared):
+        input_digits = functools.cache(lambda: _input_digits(layer, x))
     for rows, filters, values, correction in faulty_column_blocks(
             x_hwc, prepared.weight_t_hwc, lambda: prepared.weight_pairs, geometry, pixels, hw, pe_faults,
-            layer.weight_format.word_bits, product_bits, x_bounds, prepared.abs_col_sums):
+            layer.weight_format.word_bits, product_bits, x_bounds, prepared.abs_col_sums, input_digits):
         if correction and clean is None:
             yield rows, filters, torch.from_numpy(values), True
             continue

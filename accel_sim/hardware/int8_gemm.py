@@ -49,6 +49,15 @@ class Digits:
             return self.rowsums
         return np.stack([d.sum(dim=1, dtype=torch.int64).numpy() for d in self.digits])
 
+    def take_rows(self, rows: np.ndarray) -> "Digits":
+        """The digits of the rows ``rows`` (int64 (I,)) of the matrix only (a copy)."""
+        index = torch.from_numpy(np.asarray(rows, np.int64))
+        rowsums = None if self.rowsums is None else self.rowsums[:, rows]
+        if self.concat is None:
+            return Digits(tuple(d[index] for d in self.digits), self.offset, rowsums)
+        concat, depth = self.concat[index], self.digits[0].shape[1]
+        return Digits((concat[:, :depth], concat[:, depth:]), self.offset, rowsums, concat)
+
 
 def split(values: torch.Tensor, word_bits: int) -> Digits:
     """Digits of integer-valued ``values`` (any dtype) of at most ``word_bits`` (≤ 16) bits."""

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from accel_sim.hardware import kernels, lane_kernels
+import torch
+
+from accel_sim.hardware import int8_gemm, kernels, lane_kernels
 from accel_sim.hardware.config import HardwareConfig
 
 _IDENTITY = (-1, 0, 0)  # (and, or, xor) masks of a register without faults
@@ -101,7 +103,8 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
                          geometry: tuple[int, ...],
                          pixels: int, hw: HardwareConfig, faults: PeFaults, weight_bits: int, product_bits: int,
                          x_bounds: Sequence[Callable[[], float]],
-                         abs_col_sums: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
+                         abs_col_sums: np.ndarray, input_digits: Callable[[], int8_gemm.Digits] | None = None,
+                         ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
     """Exact accumulators of the outputs touched by permanent PE faults, in blocks.
 
     Parameters
@@ -123,6 +126,10 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
         maximum); a bound is evaluated only when the ones before it are too loose.
     abs_col_sums : float64 (N,)
         Per filter, Σ_k |w[k, n]|: times max |x|, it bounds every clean partial sum.
+    input_digits : callable, optional
+        Gives the int8 digits of the layer's im2col matrix (:mod:`accel_sim.hardware.int8_gemm`;
+        the clean path's, so no new pass over x), where that path is exact here. OS faults in a
+        PE's weight register alone then cost an int8 GEMM of the PE's rows with its faulty weights.
 
     Yields
     ------
@@ -170,6 +177,10 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
                 return x_max * col_max + points * (x_max * 2.0**weight_bits + 2.0**product_bits + psum_bits) < limit
 
             if any(fits(bound()) for bound in x_bounds):
+                if pe_row is not None and input_digits is not None and _weight_register_only(masks[0]):
+                    yield rows, filters, _faulty_weight_accumulators(
+                        input_digits(), rows, weight_t_hwc[filters], masks[0, 0], weight_bits, hw), False
+                    continue
                 if psum_bits == 0:
                     values = kernels.register_fault_corrections(
                         x_hwc, np.ascontiguousarray(weight_t_hwc[filters].T), rows, pixels, *geometry, period,
@@ -191,6 +202,29 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
                                                 weight_bits, product_bits, dp.acc_min, dp.acc_max, dp.acc_bits,
                                                 wrap, 64)
         yield rows, filters, values, False
+
+
+def _weight_register_only(masks: np.ndarray) -> bool:
+    """Whether (3, 3) register masks leave the product and partial-sum registers alone."""
+    return bool((masks[1:] == np.array(_IDENTITY)).all())
+
+
+def _faulty_weight_accumulators(a: int8_gemm.Digits, rows: np.ndarray, weights: np.ndarray, masks: np.ndarray,
+                                weight_bits: int, hw: HardwareConfig) -> np.ndarray:
+    """int64 (I, J): the accumulators of im2col rows ``rows`` whose every MAC reads its weight
+    through one faulty weight register (OS), exact while no partial sum saturates: the int8
+    GEMM of those rows' digits (from ``a``) with the faulty words of ``weights`` (int64 (J, K))
+    under the register's (and, or, xor) ``masks``, wrapped if the accumulator wraps."""
+    faulty = ((weights & masks[0]) | masks[1]) ^ masks[2]
+    faulty = (faulty << (64 - weight_bits)) >> (64 - weight_bits)  # the register's word, sign-extended
+    b = int8_gemm.prepare_weights(torch.from_numpy(np.ascontiguousarray(faulty.T)), weight_bits)
+    values = int8_gemm.digit_products(a.take_rows(rows), b).column_sums(np.arange(weights.shape[0]))
+    values = values.astype(np.int64)  # exact integers below 2**53
+    dp = hw.datapath
+    if dp.overflow == "wrap" and dp.acc_bits < 64:
+        half = np.int64(1) << (dp.acc_bits - 1)
+        values = ((values + half) & ((half << 1) - 1)) - half
+    return values
 
 
 def _partial_sum_corrections(x_pairs: np.ndarray, x_shape: tuple[int, ...], weight_pairs: np.ndarray,

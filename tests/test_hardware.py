@@ -191,6 +191,36 @@ def test_ws_partial_sum_faults_use_the_correction_and_equal_faithful_kernel(over
     assert not np.array_equal(fast.numpy(), run_layer(layer, prepared, torch.from_numpy(x).double(), hw, "fast").numpy())
 
 
+@pytest.mark.parametrize("overflow, acc_bits, stride, bits, models, lanes", [
+    ("saturate", 48, 1, [30, 30], [0, 0], True),  # two faulty PEs, both in int32 lanes
+    ("saturate", 48, 2, [0, 12], [1, 2], True),  # strided, stuck-at on low bits
+    ("wrap", 32, 1, [29, 5], [0, 1], True),  # a wrapping 32-bit accumulator
+    ("saturate", 48, 1, [31, 30], [0, 0], False),  # bit 31 is beyond int32 lanes: the int64 kernel
+])
+def test_os_partial_sum_faults_use_the_correction_and_equal_faithful_kernel(overflow, acc_bits, stride, bits, models,
+                                                                            lanes, monkeypatch):
+    """OS faults in partial-sum registers alone, below bit 31: the fast path follows the PE's
+    faulty running sums in int32 lanes and adds the difference to the clean sums."""
+    from accel_sim.hardware import kernels
+
+    rng = np.random.default_rng(8)
+    layer = Conv2d("conv", (20, 7, 7), (9, *conv_output_hw(7, 7, (3, 3), (stride, stride), (1, 1))),
+                   rng.integers(-2**15, 2**15, (9, 20, 3, 3)), np.zeros(9, np.int64), Fixed(16, 12), Fixed(32, 20),
+                   Fixed(16, 8), None, "none", None, stride=(stride, stride), padding=(1, 1))
+    x = rng.integers(-2**15, 2**15, (3, 20, 7, 7))
+    hw = HardwareConfig("t", 4, 5, dataflow="os", acc_bits=acc_bits, overflow=overflow)
+    faults = PeFaults.build(4, 5, [1, 2], [2, 3], [2, 2], bits, models, [-1, -1])
+    calls = []
+    original = kernels.os_partial_sum_corrections
+    monkeypatch.setattr(kernels, "os_partial_sum_corrections", lambda *a: calls.append(1) or original(*a))
+    prepared = prepare_layer(layer)
+    fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
+                      for engine in ("fast", "faithful"))
+    np.testing.assert_array_equal(fast.numpy(), faithful.numpy())
+    assert len(calls) == (2 if lanes else 1)
+    assert not np.array_equal(fast.numpy(), run_layer(layer, prepared, torch.from_numpy(x).double(), hw, "fast").numpy())
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 9), st.integers(1, 6), st.integers(1, 3), st.integers(1, 2), st.integers(0, 1),
        st.integers(1, 40), st.integers(2, 7), st.booleans(), st.data())

@@ -6,9 +6,11 @@ filters (every MAC of them). Where no partial sum can saturate, :func:`faulty_co
 computes what the faults add to these outputs' clean accumulators: for weight- and
 product-register faults with :func:`accel_sim.hardware.kernels.register_fault_corrections`, for
 WS partial-sum faults below the accumulator's sign bit with
-:func:`accel_sim.hardware.lane_kernels.partial_sum_corrections`. Otherwise it recomputes the
-outputs with :func:`accel_sim.hardware.kernels.gemm_faulty_column` (WS: the MACs through faulty
-PEs in int64 with the faults, the rest as float64 multiply-adds) or
+:func:`accel_sim.hardware.lane_kernels.partial_sum_corrections`, for OS partial-sum faults alone
+below bit 31 with :func:`accel_sim.hardware.kernels.os_partial_sum_corrections`; OS faults in a
+weight register alone make the PE's outputs an int8 GEMM with its faulty weights. Otherwise it
+recomputes the outputs with :func:`accel_sim.hardware.kernels.gemm_faulty_column` (WS: the MACs
+through faulty PEs in int64 with the faults, the rest as float64 multiply-adds) or
 :func:`accel_sim.hardware.kernels.gemm_faulty_pe` (OS, all in int64). A transient fault hits
 one MAC, hence one output."""
 
@@ -163,11 +165,15 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
         if not filters.size or not rows.size:
             continue
         psum_bits = _partial_sum_bits(masks, dp.acc_bits)
-        # corrections: register faults alone (a sum over the fault points), or WS partial-sum
-        # faults (running sums in lanes, which multiply 16-bit words)
-        if psum_bits is not None and (psum_bits == 0 or (pe_row is None and max(weight_bits, in_bits) <= 16)):
-            fault_rows = np.flatnonzero(has_fault)
-            points = sum(len(range(r, weight_t_hwc.shape[1], period)) for r in fault_rows)
+        fault_rows = np.flatnonzero(has_fault)
+        points = sum(len(range(r, weight_t_hwc.shape[1], period)) for r in fault_rows)
+        # corrections: register faults alone (a sum over the fault points), WS partial-sum faults
+        # (running sums in lanes, which multiply 16-bit words), OS partial-sum faults alone on
+        # bits below 31 (running sums in int32 lanes)
+        ws_lanes = pe_row is None and max(weight_bits, in_bits) <= 16
+        os_lanes = (pe_row is not None and psum_bits is not None and 0 < psum_bits < 2**31 and product_bits <= 32
+                    and (masks[0, :2] == np.array(_IDENTITY)).all() and _narrow_units(psum_bits, points))
+        if psum_bits is not None and (psum_bits == 0 or ws_lanes or os_lanes):
             limit = 2.0**53 - 2.0 ** (dp.acc_bits - 1) if dp.overflow == "wrap" else float(dp.acc_max) * _MARGIN
             col_max = float(abs_col_sums[filters].max())
 
@@ -181,7 +187,12 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
                     yield rows, filters, _faulty_weight_accumulators(
                         input_digits(), rows, weight_t_hwc[filters], masks[0, 0], weight_bits, hw), False
                     continue
-                if psum_bits == 0:
+                if os_lanes:
+                    low = (psum_bits & -psum_bits).bit_length() - 1
+                    values = kernels.os_partial_sum_corrections(
+                        x_hwc, np.ascontiguousarray(weight_t_hwc[filters].T, dtype=np.int32), rows, pixels,
+                        *geometry, *masks[0, 2], low, 32)
+                elif psum_bits == 0:
                     values = kernels.register_fault_corrections(
                         x_hwc, np.ascontiguousarray(weight_t_hwc[filters].T), rows, pixels, *geometry, period,
                         fault_rows, masks, weight_bits, product_bits)
@@ -238,12 +249,20 @@ def _partial_sum_corrections(x_pairs: np.ndarray, x_shape: tuple[int, ...], weig
     lanes (exact: the caller has checked :func:`fits_float64`; three times faster than int64,
     which has no fast vector multiply)."""
     kh, kw, sh, sw, ph, pw, ow = geometry
-    low, top = (psum_bits & -psum_bits).bit_length() - 1, psum_bits.bit_length() - 1
-    narrow = top < 31 and points * 2.0 ** (top + 1 - low) < 2.0**31
+    low = (psum_bits & -psum_bits).bit_length() - 1
+    narrow = _narrow_units(psum_bits, points)
     return lane_kernels.partial_sum_corrections(
         x_pairs, x_shape[0], x_shape[3], weight_pairs, filters, np.empty(0, dtype=np.int32 if narrow else np.float64),
         pixels // ow, ow, max(1, _BLOCK_LANES // x_pairs.shape[3]), _GROUP_FILTERS, kh, kw, sh, sw, ph, pw, period,
         has_fault, masks, weight_bits, product_bits, low)
+
+
+def _narrow_units(psum_bits: int, points: int) -> bool:
+    """Whether partial-sum faults on the bits ``psum_bits`` (below 31) at ``points`` fault points
+    per output can be followed in int32 lanes: each changes a sum by less than 2**(top + 1),
+    counted in units of 2**low, and the count must stay below 2**31."""
+    low, top = (psum_bits & -psum_bits).bit_length() - 1, psum_bits.bit_length() - 1
+    return top < 31 and points * 2.0 ** (top + 1 - low) < 2.0**31
 
 
 def channel_pairs(words: np.ndarray) -> np.ndarray:

@@ -136,6 +136,20 @@ def test_register_faults_use_the_correction_and_equal_faithful_kernel(dataflow, 
     assert not np.array_equal(fast.numpy(), run_layer(layer, prepared, torch.from_numpy(x).double(), hw, "fast").numpy())
 
 
+def _calls_while_fast_equals_faithful(layer, x, hw, faults, module, name, monkeypatch) -> int:
+    """Run the faulty layer on both engines, check they agree and differ from the fault-free
+    output, and return how often the fast path called ``module.name``."""
+    calls = []
+    original = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a: calls.append(1) or original(*a))
+    prepared = prepare_layer(layer)
+    fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
+                      for engine in ("fast", "faithful"))
+    np.testing.assert_array_equal(fast.numpy(), faithful.numpy())
+    assert not np.array_equal(fast.numpy(), run_layer(layer, prepared, torch.from_numpy(x).double(), hw, "fast").numpy())
+    return len(calls)
+
+
 @pytest.mark.parametrize("overflow, acc_bits", [("wrap", 32), ("saturate", 48)])
 @pytest.mark.parametrize("model", [0, 1, 2])
 def test_os_weight_register_faults_run_as_int8_gemm_and_equal_faithful_kernel(overflow, acc_bits, model, monkeypatch):
@@ -149,15 +163,16 @@ def test_os_weight_register_faults_run_as_int8_gemm_and_equal_faithful_kernel(ov
     x = rng.integers(-2**15, 2**15, (2, 20, 6, 6))
     hw = HardwareConfig("t", 8, 5, dataflow="os", acc_bits=acc_bits, overflow=overflow)
     faults = PeFaults.build(8, 5, [3, 6, 6], [2, 4, 4], [0, 0, 0], [15, 15, 3], [model, model, 0], [-1, -1, -1])
-    calls = []
-    original = pe_faults._faulty_weight_accumulators
-    monkeypatch.setattr(pe_faults, "_faulty_weight_accumulators", lambda *a: calls.append(1) or original(*a))
-    prepared = prepare_layer(layer)
-    fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
-                      for engine in ("fast", "faithful"))
-    np.testing.assert_array_equal(fast.numpy(), faithful.numpy())
-    assert len(calls) == 2
-    assert not np.array_equal(fast.numpy(), run_layer(layer, prepared, torch.from_numpy(x).double(), hw, "fast").numpy())
+    assert _calls_while_fast_equals_faithful(layer, x, hw, faults, pe_faults, "_faulty_weight_accumulators",
+                                             monkeypatch) == 2
+
+
+def _conv_3x3_on_7x7(rng, stride):
+    """A 20 → 9 channel 3×3 conv (padding 1) of full-range 16-bit words and three 7×7 inputs."""
+    layer = Conv2d("conv", (20, 7, 7), (9, *conv_output_hw(7, 7, (3, 3), (stride, stride), (1, 1))),
+                   rng.integers(-2**15, 2**15, (9, 20, 3, 3)), np.zeros(9, np.int64), Fixed(16, 12), Fixed(32, 20),
+                   Fixed(16, 8), None, "none", None, stride=(stride, stride), padding=(1, 1))
+    return layer, rng.integers(-2**15, 2**15, (3, 20, 7, 7))
 
 
 @pytest.mark.parametrize("overflow, acc_bits, stride, bits, registers", [
@@ -171,11 +186,7 @@ def test_ws_partial_sum_faults_use_the_correction_and_equal_faithful_kernel(over
     int32 or float64 lanes and adds the difference to the clean sums."""
     from accel_sim.hardware import lane_kernels
 
-    rng = np.random.default_rng(6)
-    layer = Conv2d("conv", (20, 7, 7), (9, *conv_output_hw(7, 7, (3, 3), (stride, stride), (1, 1))),
-                   rng.integers(-2**15, 2**15, (9, 20, 3, 3)), np.zeros(9, np.int64), Fixed(16, 12), Fixed(32, 20),
-                   Fixed(16, 8), None, "none", None, stride=(stride, stride), padding=(1, 1))
-    x = rng.integers(-2**15, 2**15, (3, 20, 7, 7))
+    layer, x = _conv_3x3_on_7x7(np.random.default_rng(6), stride)
     hw = HardwareConfig("t", 8, 5, dataflow="ws", acc_bits=acc_bits, overflow=overflow)
     faults = PeFaults.build(8, 5, [3, 6], [2, 2], registers, bits, [0, 2], [-1, -1])
     calls = []
@@ -203,22 +214,11 @@ def test_os_partial_sum_faults_use_the_correction_and_equal_faithful_kernel(over
     faulty running sums in int32 lanes and adds the difference to the clean sums."""
     from accel_sim.hardware import kernels
 
-    rng = np.random.default_rng(8)
-    layer = Conv2d("conv", (20, 7, 7), (9, *conv_output_hw(7, 7, (3, 3), (stride, stride), (1, 1))),
-                   rng.integers(-2**15, 2**15, (9, 20, 3, 3)), np.zeros(9, np.int64), Fixed(16, 12), Fixed(32, 20),
-                   Fixed(16, 8), None, "none", None, stride=(stride, stride), padding=(1, 1))
-    x = rng.integers(-2**15, 2**15, (3, 20, 7, 7))
+    layer, x = _conv_3x3_on_7x7(np.random.default_rng(8), stride)
     hw = HardwareConfig("t", 4, 5, dataflow="os", acc_bits=acc_bits, overflow=overflow)
     faults = PeFaults.build(4, 5, [1, 2], [2, 3], [2, 2], bits, models, [-1, -1])
-    calls = []
-    original = kernels.os_partial_sum_corrections
-    monkeypatch.setattr(kernels, "os_partial_sum_corrections", lambda *a: calls.append(1) or original(*a))
-    prepared = prepare_layer(layer)
-    fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
-                      for engine in ("fast", "faithful"))
-    np.testing.assert_array_equal(fast.numpy(), faithful.numpy())
-    assert len(calls) == (2 if lanes else 1)
-    assert not np.array_equal(fast.numpy(), run_layer(layer, prepared, torch.from_numpy(x).double(), hw, "fast").numpy())
+    assert _calls_while_fast_equals_faithful(layer, x, hw, faults, kernels, "os_partial_sum_corrections",
+                                             monkeypatch) == (2 if lanes else 1)
 
 
 @settings(max_examples=40, deadline=None)

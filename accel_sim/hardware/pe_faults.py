@@ -188,7 +188,7 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
                         input_digits(), rows, weight_t_hwc[filters], masks[0, 0], weight_bits, hw), False
                     continue
                 if os_lanes:
-                    low = (psum_bits & -psum_bits).bit_length() - 1
+                    low = _lowest_bit(psum_bits)
                     values = kernels.os_partial_sum_corrections(
                         x_hwc, np.ascontiguousarray(weight_t_hwc[filters].T, dtype=np.int32), rows, pixels,
                         *geometry, *masks[0, 2], low, 32)
@@ -249,7 +249,7 @@ def _partial_sum_corrections(x_pairs: np.ndarray, x_shape: tuple[int, ...], weig
     lanes (exact: the caller has checked :func:`fits_float64`; three times faster than int64,
     which has no fast vector multiply)."""
     kh, kw, sh, sw, ph, pw, ow = geometry
-    low = (psum_bits & -psum_bits).bit_length() - 1
+    low = _lowest_bit(psum_bits)
     narrow = _narrow_units(psum_bits, points)
     return lane_kernels.partial_sum_corrections(
         x_pairs, x_shape[0], x_shape[3], weight_pairs, filters, np.empty(0, dtype=np.int32 if narrow else np.float64),
@@ -257,11 +257,16 @@ def _partial_sum_corrections(x_pairs: np.ndarray, x_shape: tuple[int, ...], weig
         has_fault, masks, weight_bits, product_bits, low)
 
 
+def _lowest_bit(bits: int) -> int:
+    """Index of the lowest set bit of ``bits`` (> 0): the unit 2**low in which lanes count changes."""
+    return (bits & -bits).bit_length() - 1
+
+
 def _narrow_units(psum_bits: int, points: int) -> bool:
     """Whether partial-sum faults on the bits ``psum_bits`` (below 31) at ``points`` fault points
     per output can be followed in int32 lanes: each changes a sum by less than 2**(top + 1),
     counted in units of 2**low, and the count must stay below 2**31."""
-    low, top = (psum_bits & -psum_bits).bit_length() - 1, psum_bits.bit_length() - 1
+    low, top = _lowest_bit(psum_bits), psum_bits.bit_length() - 1
     return top < 31 and points * 2.0 ** (top + 1 - low) < 2.0**31
 
 

@@ -111,8 +111,9 @@ def test_pe_faults_on_fast_path_equal_faithful_kernel(case, dataflow, array, ove
 @pytest.mark.parametrize("dataflow", ["ws", "os"])
 def test_register_faults_use_the_correction_and_equal_faithful_kernel(dataflow, overflow, monkeypatch):
     """Weight- and product-register faults only: the fast path adds corrections to the clean sums
-    (OS weight registers: computes the PE's outputs with its faulty weights)."""
-    from accel_sim.hardware import kernels, pe_faults
+    (OS weight registers: computes the PE's outputs with its faulty weights; product faults
+    below the sign bit: int32 lanes)."""
+    from accel_sim.hardware import kernels, pe_faults, product_lanes
 
     rng = np.random.default_rng(5)
     layer = Conv2d("conv", (20, 6, 6), (24, 6, 6), rng.integers(-2**15, 2**15, (24, 20, 3, 3)), np.zeros(24, np.int64),
@@ -123,16 +124,18 @@ def test_register_faults_use_the_correction_and_equal_faithful_kernel(dataflow, 
     register = [1, 1, 1] if dataflow == "ws" else [1, 0, 1]  # a WS weight register is folded into the weights
     faults = PeFaults.build(8, 5, [3, 6, 6], [2, 2, 4], register, [31, 4, 14], [0, 2, 1], [-1, -1, -1])
     calls = []
-    for module, name in ((kernels, "register_fault_corrections"), (pe_faults, "_faulty_weight_accumulators")):
+    for module, name in ((kernels, "register_fault_corrections"), (pe_faults, "_faulty_weight_accumulators"),
+                         (product_lanes, "product_fault_corrections")):
         original = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, original=original, name=name: calls.append(name) or original(*a))
     prepared = prepare_layer(layer)
     fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
                       for engine in ("fast", "faithful"))
     np.testing.assert_array_equal(fast.numpy(), faithful.numpy())
-    # WS: columns 2 and 4; OS: the product-register PEs, and an int8 GEMM for the weight register
-    assert sorted(calls) == (["register_fault_corrections"] * 2 if dataflow == "ws" else
-                             ["_faulty_weight_accumulators"] + ["register_fault_corrections"] * 2)
+    # the product's sign bit (column 2 under WS) needs int64; bit 14 (column 4) runs in int32 lanes;
+    # OS: an int8 GEMM for the weight register
+    assert sorted(calls) == (["product_fault_corrections", "register_fault_corrections"] if dataflow == "ws" else
+                             ["_faulty_weight_accumulators", "product_fault_corrections", "register_fault_corrections"])
     assert not np.array_equal(fast.numpy(), run_layer(layer, prepared, torch.from_numpy(x).double(), hw, "fast").numpy())
 
 
@@ -219,6 +222,50 @@ def test_os_partial_sum_faults_use_the_correction_and_equal_faithful_kernel(over
     faults = PeFaults.build(4, 5, [1, 2], [2, 3], [2, 2], bits, models, [-1, -1])
     assert _calls_while_fast_equals_faithful(layer, x, hw, faults, kernels, "os_partial_sum_corrections",
                                              monkeypatch) == (2 if lanes else 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 6), st.integers(1, 3), st.integers(1, 2), st.integers(0, 1),
+       st.integers(1, 40), st.integers(2, 7), st.sampled_from(["ws", "os"]), st.sampled_from([8, 16]), st.data())
+def test_product_lanes_equal_faithful_kernel(channels, size, kernel, stride, pad, images, rows, dataflow, word_bits,
+                                             data):
+    """Product-register faults below the sign bit in int32 lanes over the images: both dataflows,
+    one or two faulty PEs in a column (WS) or two faults in one PE (OS), padding, zero
+    activations, batches that fill part of a vector, 16-bit products (sign-extended in int32):
+    equal to the faithful kernel, and really used."""
+    from accel_sim.hardware import product_lanes
+
+    if size + 2 * pad < kernel:
+        return
+    oh = conv_output_hw(size, size, (kernel, kernel), (stride, stride), (pad, pad))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    filters = data.draw(st.integers(2, 40))  # up to 20 in the faulty column: tasks of 8 filters and the rest
+    half = 2 ** (word_bits - 1)
+    weights = rng.integers(-half, half, (filters, channels, kernel, kernel))
+    layer = Conv2d("conv", (channels, size, size), (filters, *oh), weights, np.zeros(filters, np.int64),
+                   Fixed(word_bits, word_bits // 2), Fixed(32, 20), Fixed(word_bits, word_bits // 2), None, "none", None,
+                   stride=(stride, stride), padding=(pad, pad))
+    x = rng.integers(-half, half, (images, channels, size, size)) * (rng.random((images, channels, size, size)) < 0.7)
+    hw = HardwareConfig("t", rows, 2, dataflow=dataflow, acc_bits=48, overflow=data.draw(st.sampled_from(["saturate", "wrap"])))
+    count = data.draw(st.integers(1, 2))
+    pe_rows = (data.draw(st.lists(st.integers(0, rows - 1), min_size=count, max_size=count, unique=True))
+               if dataflow == "ws" else [data.draw(st.integers(0, rows - 1))] * count)
+    low = data.draw(st.integers(0, 2 * word_bits - 10))  # bits within 9 of each other: their count fits int32
+    bits = data.draw(st.lists(st.integers(low, low + 8), min_size=count, max_size=count, unique=True))
+    models = data.draw(st.lists(st.integers(0, 2), min_size=count, max_size=count))
+    faults = PeFaults.build(rows, 2, pe_rows, [1] * count, [1] * count, bits, models, [-1] * count)
+    calls = []
+    original = product_lanes.product_fault_corrections
+    product_lanes.product_fault_corrections = lambda *a: calls.append(1) or original(*a)
+    try:
+        prepared = prepare_layer(layer)
+        fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
+                          for engine in ("fast", "faithful"))
+    finally:
+        product_lanes.product_fault_corrections = original
+    np.testing.assert_array_equal(fast.numpy(), faithful.numpy())
+    os_pixels = oh[0] * oh[1] > pe_rows[0]  # under OS the PE may have no pixel
+    assert len(calls) == (1 if dataflow == "ws" or os_pixels else 0)
 
 
 @settings(max_examples=40, deadline=None)

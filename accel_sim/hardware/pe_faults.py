@@ -24,7 +24,7 @@ import numpy as np
 
 import torch
 
-from accel_sim.hardware import int8_gemm, kernels, lane_kernels
+from accel_sim.hardware import int8_gemm, kernels, lane_kernels, product_lanes
 from accel_sim.hardware.config import HardwareConfig
 
 _IDENTITY = (-1, 0, 0)  # (and, or, xor) masks of a register without faults
@@ -151,6 +151,7 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
         groups = [(pe % hw.cols, pe // hw.cols, None) for pe in permanent_pes]
     for col, pe_row, fault_rows in groups:
         filters = np.arange(col, weight_t_hwc.shape[0], hw.cols, dtype=np.int64)
+        column_weights = weight_t_hwc[col::hw.cols]  # (J, K), a view: the filters' weights
         if pe_row is None:
             rows, period = np.arange(x_hwc.shape[0] * pixels, dtype=np.int64), hw.rows
             has_fault = np.zeros(hw.rows, dtype=np.bool_)
@@ -164,7 +165,7 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
             masks = _register_masks(faults, pe_row * hw.cols + col)[None]
         if not filters.size or not rows.size:
             continue
-        psum_bits = _partial_sum_bits(masks, dp.acc_bits)
+        psum_bits = _touched_bits(masks, 2, dp.acc_bits)
         fault_rows = np.flatnonzero(has_fault)
         points = sum(len(range(r, weight_t_hwc.shape[1], period)) for r in fault_rows)
         # corrections: register faults alone (a sum over the fault points), WS partial-sum faults
@@ -185,16 +186,21 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
             if any(fits(bound()) for bound in x_bounds):
                 if pe_row is not None and input_digits is not None and _weight_register_only(masks[0]):
                     yield rows, filters, _faulty_weight_accumulators(
-                        input_digits(), rows, weight_t_hwc[filters], masks[0, 0], weight_bits, hw), False
+                        input_digits(), rows, column_weights, masks[0, 0], weight_bits, hw), False
                     continue
                 if os_lanes:
                     low = _lowest_bit(psum_bits)
                     values = kernels.os_partial_sum_corrections(
-                        x_hwc, np.ascontiguousarray(weight_t_hwc[filters].T, dtype=np.int32), rows, pixels,
+                        x_hwc, np.ascontiguousarray(column_weights.T, dtype=np.int32), rows, pixels,
                         *geometry, *masks[0, 2], low, 32)
+                elif psum_bits == 0 and _product_lanes(masks, fault_rows, product_bits, points):
+                    pixel_list = np.arange(0 if pe_row is None else pe_row, pixels, 1 if pe_row is None else hw.rows)
+                    values = _product_corrections(x_hwc, column_weights, pixel_list, geometry, period,
+                                                  fault_rows, masks, product_bits)
+                    rows = (pixel_list[:, None] + np.arange(x_hwc.shape[0]) * pixels).ravel()  # pixel-major
                 elif psum_bits == 0:
                     values = kernels.register_fault_corrections(
-                        x_hwc, np.ascontiguousarray(weight_t_hwc[filters].T), rows, pixels, *geometry, period,
+                        x_hwc, np.ascontiguousarray(column_weights.T), rows, pixels, *geometry, period,
                         fault_rows, masks, weight_bits, product_bits)
                 else:
                     values = _partial_sum_corrections(x_pairs(), x_hwc.shape, weight_pairs(), filters, geometry,
@@ -204,11 +210,11 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
                 continue
         wrap = int(dp.overflow == "wrap")
         if pe_row is not None:  # OS: every MAC of these outputs runs on the faulty PE
-            w = np.ascontiguousarray(weight_t_hwc[filters].T)
+            w = np.ascontiguousarray(column_weights.T)
             values = kernels.gemm_faulty_pe(x_hwc, w, rows, pixels, *geometry, masks[0], weight_bits, product_bits,
                                             dp.acc_min, dp.acc_max, dp.acc_bits, wrap, 32)
         else:
-            w = np.ascontiguousarray(weight_t_hwc[filters].T, dtype=np.float64)
+            w = np.ascontiguousarray(column_weights.T, dtype=np.float64)
             values = kernels.gemm_faulty_column(x_hwc, w, rows, pixels, *geometry, period, has_fault, masks,
                                                 weight_bits, product_bits, dp.acc_min, dp.acc_max, dp.acc_bits,
                                                 wrap, 64)
@@ -257,16 +263,61 @@ def _partial_sum_corrections(x_pairs: np.ndarray, x_shape: tuple[int, ...], weig
         has_fault, masks, weight_bits, product_bits, low)
 
 
+def _product_lanes(masks: np.ndarray, fault_rows: np.ndarray, product_bits: int, points: int) -> bool:
+    """Whether product-register faults (the partial-sum registers clean) can be followed by
+    :func:`product_lanes.product_fault_corrections`: int32 products, clean weight registers,
+    faults below the product's sign bit, and a count of changes that fits int32."""
+    touched = _touched_bits(masks[fault_rows], 1, product_bits)
+    return (product_bits <= 32 and bool((masks[fault_rows, 0] == np.array(_IDENTITY)).all())
+            and touched is not None and touched > 0 and _narrow_units(touched, points))
+
+
+def _product_corrections(x_hwc: np.ndarray, weights: np.ndarray, pixel_list: np.ndarray, geometry: tuple[int, ...],
+                         period: int, fault_rows: np.ndarray, masks: np.ndarray, product_bits: int) -> np.ndarray:
+    """:func:`product_lanes.product_fault_corrections` for the outputs of pixels ``pixel_list``
+    (int64 (I,)) of every image and the filters whose weights are ``weights`` (int64 (J, K)),
+    with fault points k ≡ r (mod ``period``) for r in ``fault_rows`` under the (rows, 3, 3)
+    ``masks``; rows of the result pixel-major, then image. Only the channels and input positions
+    the fault points read are copied batch-last."""
+    kh, kw, sh, sw, ph, pw, ow = geometry
+    nb, h, wd, ch = x_hwc.shape
+    depth = weights.shape[1]
+    per_row = [np.arange(r, depth, period) for r in fault_rows]
+    points = np.concatenate(per_row)
+    width = (1 << product_bits) - 1  # faults beyond the register's width have no bit to act on
+    and_, or_, xor = (np.repeat(masks[fault_rows, 1, i], [p.size for p in per_row]) for i in range(3))
+    point_masks = [(and_ | ~width).astype(np.int32), (or_ & width).astype(np.int32), (xor & width).astype(np.int32)]
+    read = np.zeros(ch, dtype=np.bool_)  # the channels the points read, and their index among them
+    read[points % ch] = True
+    channels, channel = np.flatnonzero(read), (np.cumsum(read) - 1)[points % ch]
+    position = points // ch
+    # one fault row: the points are a slice (no gather of the weights)
+    point_weights = weights[:, fault_rows[0]::period] if len(fault_rows) == 1 else weights[:, points]
+    ki, kj = np.divmod(np.flatnonzero(np.bincount(position, minlength=kh * kw)), kw)  # the kernel positions read
+    ys = pixel_list[:, None] // ow * sh + ki[None, :] - ph
+    xs = pixel_list[:, None] % ow * sw + kj[None, :] - pw
+    inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < wd)
+    needed = np.zeros((h, wd), dtype=np.bool_)
+    needed[ys[inside], xs[inside]] = True
+    step = lane_kernels.LANE_STEP
+    x = np.empty((h, wd, channels.size, -(-nb // step) * step), dtype=np.int32)
+    product_lanes.batch_last_words(x_hwc, channels, needed, x)
+    low = _lowest_bit(_touched_bits(masks[fault_rows], 1, product_bits))
+    return product_lanes.product_fault_corrections(
+        x, nb, pixel_list, position // kw - ph, position % kw - pw, channel,
+        np.ascontiguousarray(point_weights.T, dtype=np.int32), *point_masks, sh, sw, ow, low, _GROUP_FILTERS)
+
+
 def _lowest_bit(bits: int) -> int:
     """Index of the lowest set bit of ``bits`` (> 0): the unit 2**low in which lanes count changes."""
     return (bits & -bits).bit_length() - 1
 
 
-def _narrow_units(psum_bits: int, points: int) -> bool:
-    """Whether partial-sum faults on the bits ``psum_bits`` (below 31) at ``points`` fault points
-    per output can be followed in int32 lanes: each changes a sum by less than 2**(top + 1),
-    counted in units of 2**low, and the count must stay below 2**31."""
-    low, top = _lowest_bit(psum_bits), psum_bits.bit_length() - 1
+def _narrow_units(bits: int, points: int) -> bool:
+    """Whether faults on the bits ``bits`` (below 31) of a partial-sum or product register at
+    ``points`` fault points per output can be followed in int32 lanes: each changes a value by
+    less than 2**(top + 1), counted in units of 2**low, and the count must stay below 2**31."""
+    low, top = _lowest_bit(bits), bits.bit_length() - 1
     return top < 31 and points * 2.0 ** (top + 1 - low) < 2.0**31
 
 
@@ -289,12 +340,13 @@ def _batch_last_pairs(x_hwc: np.ndarray) -> np.ndarray:
     return out
 
 
-def _partial_sum_bits(masks: np.ndarray, acc_bits: int) -> int | None:
-    """The value of the accumulator bits the (…, 3, 3) masks' partial-sum faults may change
-    (0: none), or None when they include its sign bit (a change that is not a fixed amount)."""
+def _touched_bits(masks: np.ndarray, register: int, width: int) -> int | None:
+    """The value of the bits of a ``width``-bit register (0 weight, 1 product, 2 partial sum)
+    that the (…, 3, 3) masks' faults may change (0: none), or None when they include its sign
+    bit (a change that is not bounded by the other bits)."""
     and_, or_, xor = (np.bitwise_or.reduce(v.ravel()) for v in
-                      (~masks[..., 2, 0], masks[..., 2, 1], masks[..., 2, 2]))
-    touched = int(and_ | or_ | xor) & ((1 << acc_bits) - 1)
-    return None if touched >> (acc_bits - 1) else touched
+                      (~masks[..., register, 0], masks[..., register, 1], masks[..., register, 2]))
+    touched = int(and_ | or_ | xor) & ((1 << width) - 1)
+    return None if touched >> (width - 1) else touched
 
 

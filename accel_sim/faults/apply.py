@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,14 +37,35 @@ from accel_sim.numerics import BIT_OPERATIONS, Format
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class PermanentFaults:
+    """A fault map's permanent faults made ready for :meth:`Accelerator.run`: ``prepared`` (the
+    layers with patched weight and bias copies, for its ``prepared`` argument) and
+    ``layer_faults`` (activation-buffer and PE faults per layer), with the patches behind them."""
+
+    fmap: FaultMap
+    weights: dict[int, WeightPatch]
+    biases: dict[int, np.ndarray]
+    prepared: list
+    layer_faults: dict[int, LayerFaults]
+
+
+def prepare_permanent_faults(accelerator: Accelerator, image: Image, fmap: FaultMap) -> PermanentFaults:
+    """The permanent faults of ``fmap`` (image -1) ready to run, batch after batch if need be
+    (``fmap`` is not checked here: see :func:`accel_sim.faults.check_fault_map`)."""
+    permanent = fmap.select(fmap.image == -1)
+    weights, biases = corrupted_parameters(image, accelerator.hw, permanent)
+    return PermanentFaults(permanent, weights, biases, accelerator.prepare(image, weights, biases),
+                           layer_faults(image, accelerator.hw, permanent))
+
+
 def run_with_faults(accelerator: Accelerator, image: Image, images: np.ndarray, fmap: FaultMap) -> RunOutput:
     """Run ``image`` on ``images`` with the faults of ``fmap`` (checked against image and hardware)."""
     hw = accelerator.hw
     check_fault_map(fmap, image, hw, n_images=len(images))
-    permanent = fmap.select(fmap.image == -1)
-    base_weights, base_biases = corrupted_parameters(image, hw, permanent)
-    prepared = accelerator.prepare(image, base_weights, base_biases)
-    out = accelerator.run(image, images, prepared, layer_faults(image, hw, permanent))
+    ready = prepare_permanent_faults(accelerator, image, fmap)
+    permanent, base_weights, base_biases, prepared = ready.fmap, ready.weights, ready.biases, ready.prepared
+    out = accelerator.run(image, images, prepared, ready.layer_faults)
     transient = fmap.select(fmap.image >= 0)
     if not len(transient):
         return out
@@ -105,7 +127,10 @@ def _patch(patches: dict, i: int, layer: WeightedLayer, index: np.ndarray, bit: 
     keep = np.asarray(bit) < layer.weight_format.word_bits  # a narrower word has no such bit
     index, bit, model = np.asarray(index)[keep], np.asarray(bit)[keep], np.asarray(model)[keep]
     old = patches.get(i)
-    union = np.unique(index if old is None else np.concatenate([index, old.index]))
+    union = np.sort(index if old is None else np.concatenate([index, old.index]))
+    first = np.ones(union.size, dtype=np.bool_)  # unique without np.unique, which hashes: slower here
+    first[1:] = union[1:] != union[:-1]
+    union = union[first]
     values = layer.weight.reshape(-1)[union].copy()
     if old is not None:
         values[np.searchsorted(union, old.index)] = old.values

@@ -91,9 +91,14 @@ class FaultMap:
 
     def select(self, mask: np.ndarray) -> "FaultMap":
         """The faults where ``mask`` is true, same provenance."""
-        arrays = {name: getattr(self, name)[mask] for name in FIELD_DTYPES}
-        meta = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in FIELD_DTYPES}
-        return FaultMap(**arrays, **meta)
+        selected = object.__new__(FaultMap)  # the arrays are checked already: skip __post_init__'s copies
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in FIELD_DTYPES:
+                value = value[mask]
+                value.flags.writeable = False
+            object.__setattr__(selected, f.name, value)
+        return selected
 
     def with_image(self, image: int) -> "FaultMap":
         """The same faults, all hitting image ``image`` (-1: every image)."""

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numba import njit
 
 from accel_sim.numerics import (
     Datapath,
@@ -28,6 +29,7 @@ from accel_sim.numerics import (
     to_bits,
     wrap,
 )
+from accel_sim.hardware.int8_kernels import ROUNDING_CODES, _shift_round
 from accel_sim.image.reference import accumulate
 
 word_bits = st.integers(2, 32)
@@ -220,6 +222,24 @@ def test_shift_round_matches_exact_rational_rounding(values, shift, mode):
     else:
         expected = [plain_round(Fraction(v, 1 << shift), mode) for v in values]
     assert got.tolist() == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=10), st.integers(1, 40), rounding, st.booleans())
+def test_fused_epilogue_rounding_matches_shift_round(values, shift, mode, ties):
+    """The int8 path's inline rounding (branch-free) against :func:`shift_round`, ties included."""
+    if ties:  # exactly halfway between two multiples of 2**shift
+        values = [(v >> shift << shift) + (1 << (shift - 1)) for v in values]
+    got = _fused_rounding(np.array(values, dtype=np.int64), shift, ROUNDING_CODES[mode])
+    assert got.tolist() == shift_round(np.array(values, dtype=np.int64), shift, mode).tolist()
+
+
+@njit
+def _fused_rounding(values, shift, code):
+    out = np.empty_like(values)
+    for i in range(values.size):
+        out[i] = _shift_round(values[i], shift, code)
+    return out
 
 
 @settings(max_examples=100, deadline=None)

@@ -26,9 +26,9 @@ def _shift_round(v, shift, rounding):
         return quotient
     remainder = v - (quotient << shift)
     half = np.int64(1) << (shift - 1)
-    if remainder > half or (remainder == half and (rounding == 2 or (quotient & 1) == 1)):
-        quotient += 1
-    return quotient
+    # no branch on the data: scalar callers (a row's corrected entries) would mispredict it half the time
+    up = (remainder > half) | ((remainder == half) & ((rounding == 2) | ((quotient & 1) == 1)))
+    return quotient + np.int64(up)
 
 
 @njit(cache=True, inline="always")

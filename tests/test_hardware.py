@@ -132,10 +132,10 @@ def test_register_faults_use_the_correction_and_equal_faithful_kernel(dataflow, 
     fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
                       for engine in ("fast", "faithful"))
     np.testing.assert_array_equal(fast.numpy(), faithful.numpy())
-    # the product's sign bit (column 2 under WS) needs int64; bit 14 (column 4) runs in int32 lanes;
-    # OS: an int8 GEMM for the weight register
+    # the product's sign bit (PE (3, 2)) needs int64; the weight's bit 4 and the product's bit 14 run
+    # in int32 lanes (under WS the two faults of column 2 share one int64 pass)
     assert sorted(calls) == (["product_fault_corrections", "register_fault_corrections"] if dataflow == "ws" else
-                             ["_faulty_weight_accumulators", "product_fault_corrections", "register_fault_corrections"])
+                             ["product_fault_corrections"] * 2 + ["register_fault_corrections"])
     assert not np.array_equal(fast.numpy(), run_layer(layer, prepared, torch.from_numpy(x).double(), hw, "fast").numpy())
 
 
@@ -156,8 +156,9 @@ def _calls_while_fast_equals_faithful(layer, x, hw, faults, module, name, monkey
 @pytest.mark.parametrize("overflow, acc_bits", [("wrap", 32), ("saturate", 48)])
 @pytest.mark.parametrize("model", [0, 1, 2])
 def test_os_weight_register_faults_run_as_int8_gemm_and_equal_faithful_kernel(overflow, acc_bits, model, monkeypatch):
-    """OS faults in weight registers alone: the PE's outputs from an int8 GEMM of its rows with
-    its faulty weights, also on the weight's sign bit and with sums that wrap a 32-bit accumulator."""
+    """OS faults in weight registers alone that int32 lanes cannot follow (a 16-bit weight's sign
+    bit: a change per MAC up to 2**31): the PE's outputs from an int8 GEMM of its rows with its
+    faulty weights, also with sums that wrap a 32-bit accumulator."""
     from accel_sim.hardware import pe_faults
 
     rng = np.random.default_rng(7)
@@ -229,10 +230,10 @@ def test_os_partial_sum_faults_use_the_correction_and_equal_faithful_kernel(over
        st.integers(1, 40), st.integers(2, 7), st.sampled_from(["ws", "os"]), st.sampled_from([8, 16]), st.data())
 def test_product_lanes_equal_faithful_kernel(channels, size, kernel, stride, pad, images, rows, dataflow, word_bits,
                                              data):
-    """Product-register faults below the sign bit in int32 lanes over the images: both dataflows,
-    one or two faulty PEs in a column (WS) or two faults in one PE (OS), padding, zero
-    activations, batches that fill part of a vector, 16-bit products (sign-extended in int32):
-    equal to the faithful kernel, and really used."""
+    """Weight- and product-register faults (below the product's sign bit) in int32 lanes over the
+    images: both dataflows, one or two faulty PEs in a column (WS) or two faults in one PE (OS),
+    padding, zero activations, batches that fill part of a vector, 16-bit products (sign-extended
+    in int32): equal to the faithful kernel, and really used."""
     from accel_sim.hardware import product_lanes
 
     if size + 2 * pad < kernel:
@@ -250,10 +251,17 @@ def test_product_lanes_equal_faithful_kernel(channels, size, kernel, stride, pad
     count = data.draw(st.integers(1, 2))
     pe_rows = (data.draw(st.lists(st.integers(0, rows - 1), min_size=count, max_size=count, unique=True))
                if dataflow == "ws" else [data.draw(st.integers(0, rows - 1))] * count)
-    low = data.draw(st.integers(0, 2 * word_bits - 10))  # bits within 9 of each other: their count fits int32
+    # bits within 9 of each other (their count fits int32); a change per MAC below 2**31: 16-bit
+    # weights keep below bit 14, 8-bit ones may have their sign bit changed
+    low = data.draw(st.integers(0, 2 * word_bits - 11))
     bits = data.draw(st.lists(st.integers(low, low + 8), min_size=count, max_size=count, unique=True))
+    top_weight_bit = 13 if word_bits == 16 else word_bits - 1
+    registers = [data.draw(st.integers(0, 1)) if bit <= top_weight_bit else 1 for bit in bits]
     models = data.draw(st.lists(st.integers(0, 2), min_size=count, max_size=count))
-    faults = PeFaults.build(rows, 2, pe_rows, [1] * count, [1] * count, bits, models, [-1] * count)
+    if word_bits == 8:  # a fault beyond the 16-bit product (a wider layer's bit) must change nothing
+        pe_rows, registers = [*pe_rows, pe_rows[0]], [*registers, 1]
+        bits, models = [*bits, data.draw(st.integers(16, 31))], [*models, data.draw(st.integers(0, 2))]
+    faults = PeFaults.build(rows, 2, pe_rows, [1] * len(bits), registers, bits, models, [-1] * len(bits))
     calls = []
     original = product_lanes.product_fault_corrections
     product_lanes.product_fault_corrections = lambda *a: calls.append(1) or original(*a)

@@ -184,7 +184,9 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
                 return x_max * col_max + points * (x_max * 2.0**weight_bits + 2.0**product_bits + psum_bits) < limit
 
             if any(fits(bound()) for bound in x_bounds):
-                if pe_row is not None and input_digits is not None and _weight_register_only(masks[0]):
+                unit = _product_lanes(masks, fault_rows, weight_bits, product_bits, points) if psum_bits == 0 else None
+                if (unit is None and pe_row is not None and input_digits is not None
+                        and _weight_register_only(masks[0])):
                     yield rows, filters, _faulty_weight_accumulators(
                         input_digits(), rows, column_weights, masks[0, 0], weight_bits, hw), False
                     continue
@@ -193,10 +195,10 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
                     values = kernels.os_partial_sum_corrections(
                         x_hwc, np.ascontiguousarray(column_weights.T, dtype=np.int32), rows, pixels,
                         *geometry, *masks[0, 2], low, 32)
-                elif psum_bits == 0 and _product_lanes(masks, fault_rows, product_bits, points):
+                elif psum_bits == 0 and unit is not None:
                     pixel_list = np.arange(0 if pe_row is None else pe_row, pixels, 1 if pe_row is None else hw.rows)
                     values = _product_corrections(x_hwc, column_weights, pixel_list, geometry, period,
-                                                  fault_rows, masks, product_bits)
+                                                  fault_rows, masks, weight_bits, product_bits, unit)
                     rows = (pixel_list[:, None] + np.arange(x_hwc.shape[0]) * pixels).ravel()  # pixel-major
                 elif psum_bits == 0:
                     values = kernels.register_fault_corrections(
@@ -263,30 +265,41 @@ def _partial_sum_corrections(x_pairs: np.ndarray, x_shape: tuple[int, ...], weig
         has_fault, masks, weight_bits, product_bits, low)
 
 
-def _product_lanes(masks: np.ndarray, fault_rows: np.ndarray, product_bits: int, points: int) -> bool:
-    """Whether product-register faults (the partial-sum registers clean) can be followed by
-    :func:`product_lanes.product_fault_corrections`: int32 products, clean weight registers,
-    faults below the product's sign bit, and a count of changes that fits int32."""
-    touched = _touched_bits(masks[fault_rows], 1, product_bits)
-    return (product_bits <= 32 and bool((masks[fault_rows, 0] == np.array(_IDENTITY)).all())
-            and touched is not None and touched > 0 and _narrow_units(touched, points))
+def _product_lanes(masks: np.ndarray, fault_rows: np.ndarray, weight_bits: int, product_bits: int,
+                   points: int) -> int | None:
+    """The unit (a power of two, in bits) in which :func:`product_lanes.product_fault_corrections`
+    can count what weight- and product-register faults (the partial-sum registers clean) change,
+    or None when they cannot be followed in int32: products wider than 32 bits, a product fault
+    on the sign bit, a change per MAC of 2**31 or more, or ``points`` changes per output that
+    could overflow the count."""
+    product = _touched_bits(masks[fault_rows], 1, product_bits)
+    weight = _changed_bits(masks[fault_rows], 0, weight_bits)
+    if product_bits > 32 or product is None or not product | weight:
+        return None
+    # a change a·(w' − w) + (the product's faulty bits) is below |a|·|w' − w| + 2**(top + 1), and
+    # |w' − w| < 2**(top + 1) (the sign bit too: the sign-extended word moves by less than 2**width)
+    largest = 2.0 ** (product_bits - weight_bits - 1) * 2.0 ** weight.bit_length() + 2.0 ** product.bit_length()
+    low = _lowest_bit(product | weight)
+    return low if largest < 2.0**31 and points * largest / 2.0**low < 2.0**31 else None
 
 
 def _product_corrections(x_hwc: np.ndarray, weights: np.ndarray, pixel_list: np.ndarray, geometry: tuple[int, ...],
-                         period: int, fault_rows: np.ndarray, masks: np.ndarray, product_bits: int) -> np.ndarray:
+                         period: int, fault_rows: np.ndarray, masks: np.ndarray, weight_bits: int, product_bits: int,
+                         low: int) -> np.ndarray:
     """:func:`product_lanes.product_fault_corrections` for the outputs of pixels ``pixel_list``
     (int64 (I,)) of every image and the filters whose weights are ``weights`` (int64 (J, K)),
     with fault points k ≡ r (mod ``period``) for r in ``fault_rows`` under the (rows, 3, 3)
-    ``masks``; rows of the result pixel-major, then image. Only the channels and input positions
-    the fault points read are copied batch-last."""
+    ``masks``, changes counted in units of 2**``low``; rows of the result pixel-major, then
+    image. Only the channels and input positions the fault points read are copied batch-last."""
     kh, kw, sh, sw, ph, pw, ow = geometry
     nb, h, wd, ch = x_hwc.shape
     depth = weights.shape[1]
     per_row = [np.arange(r, depth, period) for r in fault_rows]
     points = np.concatenate(per_row)
-    width = (1 << product_bits) - 1  # faults beyond the register's width have no bit to act on
-    and_, or_, xor = (np.repeat(masks[fault_rows, 1, i], [p.size for p in per_row]) for i in range(3))
-    point_masks = [(and_ | ~width).astype(np.int32), (or_ & width).astype(np.int32), (xor & width).astype(np.int32)]
+    width = (1 << product_bits) - 1  # faults beyond the product's width have no bit to act on
+    point_masks = np.repeat(masks[fault_rows, :2], [p.size for p in per_row], axis=0)  # (P, 2, 3)
+    point_masks[:, 1] &= np.array([-1, width, width])
+    point_masks[:, 1, 0] |= ~width
     read = np.zeros(ch, dtype=np.bool_)  # the channels the points read, and their index among them
     read[points % ch] = True
     channels, channel = np.flatnonzero(read), (np.cumsum(read) - 1)[points % ch]
@@ -302,10 +315,9 @@ def _product_corrections(x_hwc: np.ndarray, weights: np.ndarray, pixel_list: np.
     step = lane_kernels.LANE_STEP
     x = np.empty((h, wd, channels.size, -(-nb // step) * step), dtype=np.int32)
     product_lanes.batch_last_words(x_hwc, channels, needed, x)
-    low = _lowest_bit(_touched_bits(masks[fault_rows], 1, product_bits))
     return product_lanes.product_fault_corrections(
         x, nb, pixel_list, position // kw - ph, position % kw - pw, channel,
-        np.ascontiguousarray(point_weights.T, dtype=np.int32), *point_masks, sh, sw, ow, low, _GROUP_FILTERS)
+        np.ascontiguousarray(point_weights.T, dtype=np.int32), point_masks, weight_bits, sh, sw, ow, low, _GROUP_FILTERS)
 
 
 def _lowest_bit(bits: int) -> int:
@@ -340,13 +352,18 @@ def _batch_last_pairs(x_hwc: np.ndarray) -> np.ndarray:
     return out
 
 
-def _touched_bits(masks: np.ndarray, register: int, width: int) -> int | None:
+def _changed_bits(masks: np.ndarray, register: int, width: int) -> int:
     """The value of the bits of a ``width``-bit register (0 weight, 1 product, 2 partial sum)
-    that the (…, 3, 3) masks' faults may change (0: none), or None when they include its sign
-    bit (a change that is not bounded by the other bits)."""
+    that the (…, 3, 3) masks' faults may change (0: none)."""
     and_, or_, xor = (np.bitwise_or.reduce(v.ravel()) for v in
                       (~masks[..., register, 0], masks[..., register, 1], masks[..., register, 2]))
-    touched = int(and_ | or_ | xor) & ((1 << width) - 1)
+    return int(and_ | or_ | xor) & ((1 << width) - 1)
+
+
+def _touched_bits(masks: np.ndarray, register: int, width: int) -> int | None:
+    """:func:`_changed_bits`, or None when they include the register's sign bit (a change that
+    is not bounded by the other bits)."""
+    touched = _changed_bits(masks, register, width)
     return None if touched >> (width - 1) else touched
 
 

@@ -1,15 +1,17 @@
-"""Numba kernels for product-register faults of PEs, computed as corrections in int32 lanes.
+"""Numba kernels for weight- and product-register faults of PEs, as corrections in int32 lanes.
 
 A fault in a PE's product register changes each product the PE forms, by an amount that depends
 on the product's bits, so every product through the PE is formed once: 1/(rows·cols) of a layer's
-MACs. With no other register of the PE faulty and no partial sum saturating, an output's faulty
-accumulator is its clean one plus ``Σ (faulty product − product)`` over its MACs through the PE.
+MACs; a weight-register fault makes it a product with the faulty weight. With the partial-sum
+register clean and no partial sum saturating, an output's faulty accumulator is its clean one
+plus ``Σ (faulty product − product)`` over its MACs through the PE.
 
 Lanes are the images of the batch: the input is copied batch-last, int32, and only the channels
 and positions the faulty PEs read. Products of words whose widths add up to at most 32 bits are
 exact in int32; a fault below the product's sign bit changes it by less than 2**31, a multiple
-of 2**low (``low``: the lowest bit it touches), so the changes are counted in int32 in units of
-2**low (the caller checks that the count cannot overflow). The Python that checks inputs and
+of 2**low (``low``: the lowest bit it touches), and so does a weight fault's a·(w' − w), so the
+changes are counted in int32 in units of 2**low (the caller checks that a change stays below
+2**31 and that their count cannot overflow). The Python that checks inputs and
 picks this path is :func:`accel_sim.hardware.pe_faults.faulty_column_blocks`.
 """
 
@@ -50,8 +52,8 @@ def batch_last_words(x, channels, needed, out):
 
 
 @njit(cache=True, parallel=True)
-def product_fault_corrections(x, images, pixel_list, row_offset, col_offset, channel, weights, p_and, p_or, p_xor, sh,
-                              sw, ow, low, group):
+def product_fault_corrections(x, images, pixel_list, row_offset, col_offset, channel, weights, masks, weight_bits,
+                              sh, sw, ow, low, group):
     """What product-register faults add to the accumulators of the outputs they touch.
 
     Parameters
@@ -69,10 +71,12 @@ def product_fault_corrections(x, images, pixel_list, row_offset, col_offset, cha
         offset) and its channel's index in ``x``.
     weights : int32 (P, J)
         The weights of each fault point's MAC, per filter.
-    p_and, p_or, p_xor : int32 (P,)
-        The product register's (and, or, xor) masks at each fault point; they touch bits
-        ``low`` … product_bits − 2 only, so a faulty product keeps the product's sign bit and
-        the copies of it above (its sign extension).
+    masks : int64 (P, 2, 3)
+        The (and, or, xor) masks of the weight and of the product register at each fault point.
+        The product's touch bits ``low`` … product_bits − 2 only, so a faulty product keeps the
+        product's sign bit and the copies of it above (its sign extension).
+    weight_bits : int
+        Width of the weight register (bits; its faulty word is sign-extended from there).
     sh, sw, ow : int
         Stride and output width (1, 1, 1 for a linear layer).
     low : int
@@ -92,6 +96,7 @@ def product_fault_corrections(x, images, pixel_list, row_offset, col_offset, cha
     out = np.empty((n_pixels * images, n_filters), dtype=np.int64)
     groups = (n_filters + group - 1) // group
     unit = np.int32(low)
+    shift = 64 - weight_bits
     for task in prange(n_pixels * groups):
         i, j0 = task // groups, task % groups * group
         jn = min(n_filters - j0, group)
@@ -99,14 +104,18 @@ def product_fault_corrections(x, images, pixel_list, row_offset, col_offset, cha
         units = np.zeros((jn, nb), dtype=np.int32)
         for q in range(n_points):
             y, xx = oy * sh + row_offset[q], ox * sw + col_offset[q]
-            m_and, m_or, m_xor = p_and[q], p_or[q], p_xor[q]
+            m_and, m_or, m_xor = np.int32(masks[q, 1, 0]), np.int32(masks[q, 1, 1]), np.int32(masks[q, 1, 2])
             if 0 <= y < h and 0 <= xx < wd:
                 a = x[y, xx, channel[q]]
                 for j in range(jn):
                     weight, total = weights[q, j0 + j], units[j]
+                    faulty_weight = np.int32((((np.int64(weight) & masks[q, 0, 0]) | masks[q, 0, 1]) ^ masks[q, 0, 2])
+                                             << shift >> shift)
+                    same = weight == faulty_weight  # invariant: the loop is compiled for both cases
                     for b in range(nb):  # int32 throughout: the loop vectorises over the lanes
                         product = np.int32(a[b] * weight)
-                        faulty = np.int32(np.int32(np.int32(product & m_and) | m_or) ^ m_xor)
+                        formed = product if same else np.int32(a[b] * faulty_weight)
+                        faulty = np.int32(np.int32(np.int32(formed & m_and) | m_or) ^ m_xor)
                         total[b] = np.int32(total[b] + _shift_right(np.int32(faulty - product), unit))
             else:  # padding: a zero activation, whose product the faults still change
                 zero = _shift_right(np.int32(m_or ^ m_xor), unit)

@@ -13,7 +13,7 @@ runs back to back moved a median by ±5 % where batch-by-batch pairs moved it by
 (fault-free against itself). The first row of each dataflow runs the fault-free network on both
 sides: its spread is the measurement's own.
 
-    python benchmarks/fault_overhead.py [--images 256] [--rounds 7]
+    python benchmarks/fault_overhead.py [--images 256] [--rounds 11]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
     tune_allocator()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=11)
     args = parser.parse_args()
     images = load_bundled_sample("test").images[:args.images]
     calibration = draw_sample(load_bundled_sample("train"), 512, np.random.default_rng(0)).images

@@ -156,7 +156,9 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
             rows, period = np.arange(x_hwc.shape[0] * pixels, dtype=np.int64), hw.rows
             has_fault = np.zeros(hw.rows, dtype=np.bool_)
             has_fault[fault_rows] = True
-            masks = np.array([_register_masks(faults, r * hw.cols + col) for r in range(hw.rows)])
+            masks = np.tile(np.array(_IDENTITY, dtype=np.int64), (hw.rows, 3, 1))
+            for r in fault_rows:  # the other rows' registers are clean
+                masks[r] = _register_masks(faults, r * hw.cols + col)
         else:
             # the pixels pe_row, pe_row + rows, … of every image
             rows = (np.arange(x_hwc.shape[0])[:, None] * pixels + np.arange(pe_row, pixels, hw.rows)).ravel()

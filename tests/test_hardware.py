@@ -262,16 +262,7 @@ def test_product_lanes_equal_faithful_kernel(channels, size, kernel, stride, pad
         pe_rows, registers = [*pe_rows, pe_rows[0]], [*registers, 1]
         bits, models = [*bits, data.draw(st.integers(16, 31))], [*models, data.draw(st.integers(0, 2))]
     faults = PeFaults.build(rows, 2, pe_rows, [1] * len(bits), registers, bits, models, [-1] * len(bits))
-    calls = []
-    original = product_lanes.product_fault_corrections
-    product_lanes.product_fault_corrections = lambda *a: calls.append(1) or original(*a)
-    try:
-        prepared = prepare_layer(layer)
-        fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
-                          for engine in ("fast", "faithful"))
-    finally:
-        product_lanes.product_fault_corrections = original
-    np.testing.assert_array_equal(fast.numpy(), faithful.numpy())
+    calls = _calls_recorded_while_fast_equals_faithful(layer, x, hw, faults, product_lanes, "product_fault_corrections")
     os_pixels = oh[0] * oh[1] > pe_rows[0]  # under OS the PE may have no pixel
     assert len(calls) == (1 if dataflow == "ws" or os_pixels else 0)
 
@@ -309,17 +300,25 @@ def test_partial_sum_lanes_equal_faithful_kernel(channels, size, kernel, stride,
         bits.append(data.draw(st.integers(0, 15 if registers[-1] == 0 else 31)))
         models.append(data.draw(st.integers(0, 2)))
     faults = PeFaults.build(rows, 2, fault_rows, [1] * len(bits), registers, bits, models, [-1] * len(bits))
+    assert len(_calls_recorded_while_fast_equals_faithful(layer, x, hw, faults, lane_kernels,
+                                                          "partial_sum_corrections")) == 1
+
+
+def _calls_recorded_while_fast_equals_faithful(layer, x, hw, faults, module, name) -> list[tuple]:
+    """Run the faulty layer on both engines, check they agree, and return the arguments of the
+    fast path's calls to ``module.name`` (patched by hand: hypothesis tests cannot take pytest's
+    function-scoped monkeypatch)."""
     calls = []
-    original = lane_kernels.partial_sum_corrections
-    lane_kernels.partial_sum_corrections = lambda *a: calls.append(a[5].dtype) or original(*a)
+    original = getattr(module, name)
+    setattr(module, name, lambda *a: calls.append(a) or original(*a))
     try:
         prepared = prepare_layer(layer)
         fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
                           for engine in ("fast", "faithful"))
     finally:
-        lane_kernels.partial_sum_corrections = original
+        setattr(module, name, original)
     np.testing.assert_array_equal(fast.numpy(), faithful.numpy())
-    assert len(calls) == 1
+    return calls
 
 
 @settings(max_examples=60, deadline=None)

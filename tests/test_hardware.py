@@ -216,12 +216,12 @@ def test_os_partial_sum_faults_use_the_correction_and_equal_faithful_kernel(over
                                                                             lanes, monkeypatch):
     """OS faults in partial-sum registers alone, below bit 31: the fast path follows the PE's
     faulty running sums in int32 lanes and adds the difference to the clean sums."""
-    from accel_sim.hardware import kernels
+    from accel_sim.hardware import product_lanes
 
     layer, x = _conv_3x3_on_7x7(np.random.default_rng(8), stride)
     hw = HardwareConfig("t", 4, 5, dataflow="os", acc_bits=acc_bits, overflow=overflow)
     faults = PeFaults.build(4, 5, [1, 2], [2, 3], [2, 2], bits, models, [-1, -1])
-    assert _calls_while_fast_equals_faithful(layer, x, hw, faults, kernels, "os_partial_sum_corrections",
+    assert _calls_while_fast_equals_faithful(layer, x, hw, faults, product_lanes, "partial_sum_fault_corrections",
                                              monkeypatch) == (2 if lanes else 1)
 
 
@@ -265,6 +265,39 @@ def test_product_lanes_equal_faithful_kernel(channels, size, kernel, stride, pad
     calls = _calls_recorded_while_fast_equals_faithful(layer, x, hw, faults, product_lanes, "product_fault_corrections")
     os_pixels = oh[0] * oh[1] > pe_rows[0]  # under OS the PE may have no pixel
     assert len(calls) == (1 if dataflow == "ws" or os_pixels else 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 6), st.integers(1, 3), st.integers(1, 2), st.integers(0, 1),
+       st.integers(1, 40), st.integers(2, 7), st.sampled_from([("saturate", 48), ("wrap", 32), ("wrap", 48)]),
+       st.data())
+def test_os_partial_sum_lanes_equal_faithful_kernel(channels, size, kernel, stride, pad, images, rows, accumulator,
+                                                    data):
+    """OS partial-sum faults (one or two in one PE, bits below 31) in int32 lanes over the images:
+    padding (every MAC a fault point, zero activations too), batches that fill part of a vector,
+    tasks of 8 filters and the rest, wrapping and saturating accumulators: equal to the faithful
+    kernel, and really used."""
+    from accel_sim.hardware import product_lanes
+
+    if size + 2 * pad < kernel:
+        return
+    oh = conv_output_hw(size, size, (kernel, kernel), (stride, stride), (pad, pad))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    filters = data.draw(st.integers(2, 40))
+    layer = Conv2d("conv", (channels, size, size), (filters, *oh), rng.integers(-2**15, 2**15, (filters, channels, kernel,
+                   kernel)), np.zeros(filters, np.int64), Fixed(16, 12), Fixed(32, 20), Fixed(16, 8), None, "none",
+                   None, stride=(stride, stride), padding=(pad, pad))
+    x = rng.integers(-2**15, 2**15, (images, channels, size, size)) * (rng.random((images, channels, size, size)) < 0.7)
+    hw = HardwareConfig("t", rows, 2, dataflow="os", acc_bits=accumulator[1], overflow=accumulator[0])
+    count = data.draw(st.integers(1, 2))
+    low = data.draw(st.integers(0, 22))  # bits within 9 of each other: K changes fit int32 lanes
+    bits = data.draw(st.lists(st.integers(low, min(low + 8, 30)), min_size=count, max_size=count, unique=True))
+    models = data.draw(st.lists(st.integers(0, 2), min_size=count, max_size=count))
+    pe_row = data.draw(st.integers(0, rows - 1))
+    faults = PeFaults.build(rows, 2, [pe_row] * count, [1] * count, [2] * count, bits, models, [-1] * count)
+    calls = _calls_recorded_while_fast_equals_faithful(layer, x, hw, faults, product_lanes,
+                                                       "partial_sum_fault_corrections")
+    assert len(calls) == int(oh[0] * oh[1] > pe_row)  # the PE may have no pixel
 
 
 @settings(max_examples=40, deadline=None)

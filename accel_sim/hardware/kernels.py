@@ -359,53 +359,6 @@ def gemm_faulty_pe(x, w, m_idx, pixels_per_image, kh, kw, sh, sw, ph, pw, ow, ma
 
 
 @njit(cache=True, parallel=True)
-def os_partial_sum_corrections(x, w, m_idx, pixels_per_image, kh, kw, sh, sw, ph, pw, ow, s_and, s_or, s_xor, low,
-                               block):
-    """Faulty − clean accumulators of outputs whose every MAC runs on one PE (OS) with faults in
-    its partial-sum register alone, on bits below 31: the running sums modulo 2**32 in int32
-    lanes (the same bits there as the true sums), the changes counted beside them in units of
-    2**``low``. Valid while no partial sum saturates (the caller bounds them).
-
-    Arguments as :func:`gemm_faulty_pe`, except ``w``: int32 (K, J), words whose products fit
-    int32; ``s_and``, ``s_or``, ``s_xor``: the register's masks, touching bits ``low`` … 30 only;
-    the caller checks that K changes of up to 2**(31 − low) units cannot overflow int32.
-
-    Returns
-    -------
-    int64 (I, J)
-        What the faults add to each output's accumulator.
-    """
-    depth, n_filters = w.shape
-    n_out = m_idx.shape[0]
-    out = np.empty((n_out, n_filters), dtype=np.int64)
-    m_and, m_or, m_xor = np.int32(s_and), np.int32(s_or), np.int32(s_xor)
-    for t in prange((n_out + block - 1) // block):
-        first = t * block
-        size = min(n_out, first + block) - first
-        windows = np.zeros((depth, size))
-        _gather_windows(x, m_idx, first, pixels_per_image, kh, kw, sh, sw, ph, pw, ow, windows)
-        lanes = np.zeros((depth, block), dtype=np.int32)  # whole blocks: the loops below vectorise
-        for k in range(depth):
-            for b in range(size):
-                lanes[k, b] = np.int32(windows[k, b])
-        sums = np.zeros((n_filters, block), dtype=np.int32)
-        units = np.zeros((n_filters, block), dtype=np.int32)
-        for k in range(depth):
-            row = lanes[k]
-            for j in range(n_filters):
-                weight, total, changes = w[k, j], sums[j], units[j]
-                for b in range(block):  # int32 arithmetic wraps like the lanes' modulus
-                    before = np.int32(total[b] + row[b] * weight)
-                    after = np.int32((np.int32(before & m_and) | m_or) ^ m_xor)
-                    changes[b] = np.int32(changes[b] + ((after - before) >> low))
-                    total[b] = after
-        for b in range(size):
-            for j in range(n_filters):
-                out[first + b, j] = np.int64(units[j, b]) << low
-    return out
-
-
-@njit(cache=True, parallel=True)
 def register_fault_corrections(x, w, m_idx, pixels_per_image, kh, kw, sh, sw, ph, pw, ow, period, fault_rows, masks,
                                weight_bits, product_bits):
     """``Σ_k (faulty product − clean product)`` over the MACs through faulty PEs whose faults

@@ -4,15 +4,16 @@ A permanent fault of PE (r, c) touches, under WS, every output of the filters n 
 (the PE works on MACs k ≡ r of each); under OS, the outputs of pixels ≡ r (mod rows) of those
 filters (every MAC of them). Where no partial sum can saturate, :func:`faulty_column_blocks`
 computes what the faults add to these outputs' clean accumulators: for weight- and
-product-register faults with :func:`accel_sim.hardware.kernels.register_fault_corrections`, for
-WS partial-sum faults below the accumulator's sign bit with
-:func:`accel_sim.hardware.lane_kernels.partial_sum_corrections`, for OS partial-sum faults alone
-below bit 31 with :func:`accel_sim.hardware.kernels.os_partial_sum_corrections`; OS faults in a
-weight register alone make the PE's outputs an int8 GEMM with its faulty weights. Otherwise it
-recomputes the outputs with :func:`accel_sim.hardware.kernels.gemm_faulty_column` (WS: the MACs
-through faulty PEs in int64 with the faults, the rest as float64 multiply-adds) or
-:func:`accel_sim.hardware.kernels.gemm_faulty_pe` (OS, all in int64). A transient fault hits
-one MAC, hence one output."""
+product-register faults with :func:`accel_sim.hardware.product_lanes.product_fault_corrections`
+(int32 lanes) or, on sign bits, :func:`accel_sim.hardware.kernels.register_fault_corrections`;
+for WS partial-sum faults below the accumulator's sign bit with
+:func:`accel_sim.hardware.lane_kernels.partial_sum_corrections`; for OS partial-sum faults alone
+below bit 31 with :func:`accel_sim.hardware.product_lanes.partial_sum_fault_corrections`. OS
+faults on a 16-bit weight's sign bit alone make the PE's outputs an int8 GEMM with its faulty
+weights. Otherwise it recomputes the outputs with
+:func:`accel_sim.hardware.kernels.gemm_faulty_column` (WS: the MACs through faulty PEs in int64
+with the faults, the rest as float64 multiply-adds) or :func:`accel_sim.hardware.kernels.gemm_faulty_pe`
+(OS, all in int64). A transient fault hits one MAC, hence one output."""
 
 from __future__ import annotations
 
@@ -192,16 +193,14 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
                     yield rows, filters, _faulty_weight_accumulators(
                         input_digits(), rows, column_weights, masks[0, 0], weight_bits, hw), False
                     continue
+                pixel_list = np.arange(0 if pe_row is None else pe_row, pixels, 1 if pe_row is None else hw.rows)
+                lane_rows = (pixel_list[:, None] + np.arange(x_hwc.shape[0]) * pixels).ravel()  # pixel-major
                 if os_lanes:
-                    low = _lowest_bit(psum_bits)
-                    values = kernels.os_partial_sum_corrections(
-                        x_hwc, np.ascontiguousarray(column_weights.T, dtype=np.int32), rows, pixels,
-                        *geometry, *masks[0, 2], low, 32)
+                    values, rows = _os_partial_sum_corrections(x_hwc, column_weights, pixel_list, geometry, masks[0, 2],
+                                                               _lowest_bit(psum_bits)), lane_rows
                 elif psum_bits == 0 and unit is not None:
-                    pixel_list = np.arange(0 if pe_row is None else pe_row, pixels, 1 if pe_row is None else hw.rows)
-                    values = _product_corrections(x_hwc, column_weights, pixel_list, geometry, period,
-                                                  fault_rows, masks, weight_bits, product_bits, unit)
-                    rows = (pixel_list[:, None] + np.arange(x_hwc.shape[0]) * pixels).ravel()  # pixel-major
+                    values, rows = _product_corrections(x_hwc, column_weights, pixel_list, geometry, period,
+                                                        fault_rows, masks, weight_bits, product_bits, unit), lane_rows
                 elif psum_bits == 0:
                     values = kernels.register_fault_corrections(
                         x_hwc, np.ascontiguousarray(column_weights.T), rows, pixels, *geometry, period,
@@ -292,22 +291,49 @@ def _product_corrections(x_hwc: np.ndarray, weights: np.ndarray, pixel_list: np.
     (int64 (I,)) of every image and the filters whose weights are ``weights`` (int64 (J, K)),
     with fault points k ≡ r (mod ``period``) for r in ``fault_rows`` under the (rows, 3, 3)
     ``masks``, changes counted in units of 2**``low``; rows of the result pixel-major, then
-    image. Only the channels and input positions the fault points read are copied batch-last."""
-    kh, kw, sh, sw, ph, pw, ow = geometry
-    nb, h, wd, ch = x_hwc.shape
-    depth = weights.shape[1]
-    per_row = [np.arange(r, depth, period) for r in fault_rows]
+    image."""
+    per_row = [np.arange(r, weights.shape[1], period) for r in fault_rows]
     points = np.concatenate(per_row)
     width = (1 << product_bits) - 1  # faults beyond the product's width have no bit to act on
     point_masks = np.repeat(masks[fault_rows, :2], [p.size for p in per_row], axis=0)  # (P, 2, 3)
     point_masks[:, 1] &= np.array([-1, width, width])
     point_masks[:, 1, 0] |= ~width
+    # one fault row: the points are a slice (no gather of the weights)
+    point_weights = weights[:, fault_rows[0]::period] if len(fault_rows) == 1 else weights[:, points]
+    x, row_offset, col_offset, channel = _batch_last_points(x_hwc, pixel_list, geometry, points)
+    sh, sw, ow = geometry[2], geometry[3], geometry[6]
+    return product_lanes.product_fault_corrections(
+        x, x_hwc.shape[0], pixel_list, row_offset, col_offset, channel,
+        np.ascontiguousarray(point_weights.T, dtype=np.int32), point_masks, weight_bits, sh, sw, ow, low, _GROUP_FILTERS)
+
+
+def _os_partial_sum_corrections(x_hwc: np.ndarray, weights: np.ndarray, pixel_list: np.ndarray,
+                                geometry: tuple[int, ...], masks: np.ndarray, low: int) -> np.ndarray:
+    """:func:`product_lanes.partial_sum_fault_corrections` for the outputs of pixels
+    ``pixel_list`` of every image (an OS PE's) and the filters whose weights are ``weights``
+    (int64 (J, K)), under the partial-sum register's (and, or, xor) ``masks``; rows of the result
+    pixel-major, then image."""
+    x, row_offset, col_offset, channel = _batch_last_points(x_hwc, pixel_list, geometry,
+                                                            np.arange(weights.shape[1]))
+    sh, sw, ow = geometry[2], geometry[3], geometry[6]
+    return product_lanes.partial_sum_fault_corrections(
+        x, x_hwc.shape[0], pixel_list, row_offset, col_offset, channel,
+        np.ascontiguousarray(weights.T, dtype=np.int32), *masks, sh, sw, ow, low, _GROUP_FILTERS)
+
+
+def _batch_last_points(x_hwc: np.ndarray, pixel_list: np.ndarray, geometry: tuple[int, ...],
+                       points: np.ndarray) -> tuple[np.ndarray, ...]:
+    """What the lanes of :mod:`accel_sim.hardware.product_lanes` read for fault points ``points``
+    (int64 (P,), MACs k in im2col order) of the outputs of pixels ``pixel_list``: an int32
+    batch-last copy (H, W, S, B') of the float64 (B, H, W, C) words of only the S channels and
+    the input positions they read, and per point its kernel row and column less the padding and
+    its channel's index in the copy."""
+    kh, kw, sh, sw, ph, pw, ow = geometry
+    nb, h, wd, ch = x_hwc.shape
     read = np.zeros(ch, dtype=np.bool_)  # the channels the points read, and their index among them
     read[points % ch] = True
     channels, channel = np.flatnonzero(read), (np.cumsum(read) - 1)[points % ch]
     position = points // ch
-    # one fault row: the points are a slice (no gather of the weights)
-    point_weights = weights[:, fault_rows[0]::period] if len(fault_rows) == 1 else weights[:, points]
     ki, kj = np.divmod(np.flatnonzero(np.bincount(position, minlength=kh * kw)), kw)  # the kernel positions read
     ys = pixel_list[:, None] // ow * sh + ki[None, :] - ph
     xs = pixel_list[:, None] % ow * sw + kj[None, :] - pw
@@ -317,9 +343,7 @@ def _product_corrections(x_hwc: np.ndarray, weights: np.ndarray, pixel_list: np.
     step = lane_kernels.LANE_STEP
     x = np.empty((h, wd, channels.size, -(-nb // step) * step), dtype=np.int32)
     product_lanes.batch_last_words(x_hwc, channels, needed, x)
-    return product_lanes.product_fault_corrections(
-        x, nb, pixel_list, position // kw - ph, position % kw - pw, channel,
-        np.ascontiguousarray(point_weights.T, dtype=np.int32), point_masks, weight_bits, sh, sw, ow, low, _GROUP_FILTERS)
+    return x, position // kw - ph, position % kw - pw, channel
 
 
 def _lowest_bit(bits: int) -> int:

@@ -1,4 +1,4 @@
-"""Numba kernels for weight- and product-register faults of PEs, as corrections in int32 lanes.
+"""Numba kernels for register faults of PEs, as corrections in int32 lanes over the images.
 
 A fault in a PE's product register changes each product the PE forms, by an amount that depends
 on the product's bits, so every product through the PE is formed once: 1/(rows·cols) of a layer's
@@ -13,6 +13,11 @@ of 2**low (``low``: the lowest bit it touches), and so does a weight fault's a·
 changes are counted in int32 in units of 2**low (the caller checks that a change stays below
 2**31 and that their count cannot overflow). The Python that checks inputs and
 picks this path is :func:`accel_sim.hardware.pe_faults.faulty_column_blocks`.
+
+Under OS every MAC of the faulty PE's outputs passes it, so faults in its partial-sum register
+alone are followed the same way: the lanes hold the running sums modulo 2**32 (which have the
+true sums' bits below bit 31) and count what each fault point changes
+(:func:`partial_sum_fault_corrections`).
 """
 
 from __future__ import annotations
@@ -49,6 +54,15 @@ def batch_last_words(x, channels, needed, out):
             c = channels[s]
             for b in range(nb):  # strided reads, contiguous writes
                 out[y, xx, s, b] = np.int32(x[b, y, xx, c])
+
+
+@njit(cache=True, inline="always")
+def _store(out, units, first, images, j0, low):
+    """A task's counts (int32 (J', B')) as int64 values into rows ``first`` … of ``out``,
+    columns ``j0`` …; the lanes past ``images`` are dropped."""
+    for b in range(images):
+        for j in range(units.shape[0]):
+            out[first + b, j0 + j] = np.int64(units[j, b]) << low
 
 
 @njit(cache=True, parallel=True)
@@ -92,12 +106,10 @@ def product_fault_corrections(x, images, pixel_list, row_offset, col_offset, cha
     """
     h, wd, _, nb = x.shape
     n_points, n_filters = weights.shape
-    n_pixels = pixel_list.shape[0]
-    out = np.empty((n_pixels * images, n_filters), dtype=np.int64)
+    out = np.empty((pixel_list.shape[0] * images, n_filters), dtype=np.int64)
     groups = (n_filters + group - 1) // group
-    unit = np.int32(low)
-    shift = 64 - weight_bits
-    for task in prange(n_pixels * groups):
+    shift, unit = 64 - weight_bits, np.int32(low)
+    for task in prange(pixel_list.shape[0] * groups):
         i, j0 = task // groups, task % groups * group
         jn = min(n_filters - j0, group)
         oy, ox = pixel_list[i] // ow, pixel_list[i] % ow
@@ -122,7 +134,43 @@ def product_fault_corrections(x, images, pixel_list, row_offset, col_offset, cha
                 for j in range(jn):
                     for b in range(nb):
                         units[j, b] = np.int32(units[j, b] + zero)
-        for b in range(images):
+        _store(out, units, i * images, images, j0, low)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def partial_sum_fault_corrections(x, images, pixel_list, row_offset, col_offset, channel, weights, s_and, s_or, s_xor,
+                                  sh, sw, ow, low, group):
+    """What faults in one PE's partial-sum register add to the accumulators of the outputs whose
+    every MAC runs on it (OS), the PE's weight and product registers clean.
+
+    Arguments as :func:`product_fault_corrections`, except: the P points are every MAC of an
+    output, in order (each one a fault point); ``s_and``, ``s_or``, ``s_xor``: the register's
+    masks, touching bits ``low`` … 30 only; the caller checks that P changes of less than
+    2**(top + 1) counted in units of 2**low cannot overflow int32, and that no partial sum
+    saturates.
+    """
+    h, wd, _, nb = x.shape
+    n_points, n_filters = weights.shape
+    out = np.empty((pixel_list.shape[0] * images, n_filters), dtype=np.int64)
+    groups, unit = (n_filters + group - 1) // group, np.int32(low)
+    m_and, m_or, m_xor = np.int32(s_and), np.int32(s_or), np.int32(s_xor)
+    zero = np.zeros(nb, dtype=np.int32)  # the activations of a padding position
+    for task in prange(pixel_list.shape[0] * groups):
+        i, j0 = task // groups, task % groups * group
+        jn = min(n_filters - j0, group)
+        oy, ox = pixel_list[i] // ow, pixel_list[i] % ow
+        sums = np.zeros((jn, nb), dtype=np.int32)  # the faulty running sums modulo 2**32
+        units = np.zeros((jn, nb), dtype=np.int32)
+        for q in range(n_points):
+            y, xx = oy * sh + row_offset[q], ox * sw + col_offset[q]
+            a = x[y, xx, channel[q]] if 0 <= y < h and 0 <= xx < wd else zero
             for j in range(jn):
-                out[i * images + b, j0 + j] = np.int64(units[j, b]) << low
+                weight, total, change = weights[q, j0 + j], sums[j], units[j]
+                for b in range(nb):  # int32 arithmetic wraps like the lanes' modulus
+                    before = np.int32(total[b] + a[b] * weight)
+                    after = np.int32(np.int32(np.int32(before & m_and) | m_or) ^ m_xor)
+                    change[b] = np.int32(change[b] + _shift_right(np.int32(after - before), unit))
+                    total[b] = after
+        _store(out, units, i * images, images, j0, low)
     return out

@@ -193,14 +193,13 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
                     yield rows, filters, _faulty_weight_accumulators(
                         input_digits(), rows, column_weights, masks[0, 0], weight_bits, hw), False
                     continue
-                pixel_list = np.arange(0 if pe_row is None else pe_row, pixels, 1 if pe_row is None else hw.rows)
-                lane_rows = (pixel_list[:, None] + np.arange(x_hwc.shape[0]) * pixels).ravel()  # pixel-major
-                if os_lanes:
-                    values, rows = _os_partial_sum_corrections(x_hwc, column_weights, pixel_list, geometry, masks[0, 2],
-                                                               _lowest_bit(psum_bits)), lane_rows
-                elif psum_bits == 0 and unit is not None:
-                    values, rows = _product_corrections(x_hwc, column_weights, pixel_list, geometry, period,
-                                                        fault_rows, masks, weight_bits, product_bits, unit), lane_rows
+                if os_lanes or unit is not None:  # lanes over the images of each pixel
+                    pixel_list = np.arange(0 if pe_row is None else pe_row, pixels, 1 if pe_row is None else hw.rows)
+                    rows = (pixel_list[:, None] + np.arange(x_hwc.shape[0]) * pixels).ravel()  # pixel-major
+                    values = (_os_partial_sum_corrections(x_hwc, column_weights, pixel_list, geometry, masks[0, 2],
+                                                          _lowest_bit(psum_bits)) if os_lanes else
+                              _product_corrections(x_hwc, column_weights, pixel_list, geometry, period, fault_rows,
+                                                   masks, weight_bits, product_bits, unit))
                 elif psum_bits == 0:
                     values = kernels.register_fault_corrections(
                         x_hwc, np.ascontiguousarray(column_weights.T), rows, pixels, *geometry, period,

@@ -27,15 +27,6 @@ def alternating_rounds(runs: dict[K, Callable[[], T]], rounds: int) -> dict[K, l
     return results
 
 
-def timed(run: Callable[[], object]) -> Callable[[], float]:
-    """``run`` as a call that returns its wall-clock seconds."""
-    def seconds() -> float:
-        started = time.perf_counter()
-        run()
-        return time.perf_counter() - started
-    return seconds
-
-
 def interleaved_rounds(runs: dict[K, Callable[[T], object]], parts: Sequence[T], rounds: int) -> dict[K, list[float]]:
     """Per round, every run on every part in turn (part by part, all runs back to back on each,
     the order reversed from one part to the next). Returns each run's wall-clock seconds summed

@@ -87,5 +87,6 @@ def main() -> None:
             print(f"| {dataflow} | {label} | {min(times['faulty']):.2f} | {min(times['clean']):.2f} | "
                   f"{np.median(ratios):.2f} | {', '.join(f'{r:.2f}' for r in ratios)} |", flush=True)
 
+
 if __name__ == "__main__":
     main()

@@ -139,23 +139,18 @@ def test_register_faults_use_the_correction_and_equal_faithful_kernel(dataflow, 
     assert not np.array_equal(fast.numpy(), run_layer(layer, prepared, torch.from_numpy(x).double(), hw, "fast").numpy())
 
 
-def _calls_while_fast_equals_faithful(layer, x, hw, faults, module, name, monkeypatch) -> int:
-    """Run the faulty layer on both engines, check they agree and differ from the fault-free
-    output, and return how often the fast path called ``module.name``."""
-    calls = []
-    original = getattr(module, name)
-    monkeypatch.setattr(module, name, lambda *a: calls.append(1) or original(*a))
-    prepared = prepare_layer(layer)
-    fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
-                      for engine in ("fast", "faithful"))
-    np.testing.assert_array_equal(fast.numpy(), faithful.numpy())
-    assert not np.array_equal(fast.numpy(), run_layer(layer, prepared, torch.from_numpy(x).double(), hw, "fast").numpy())
+def _calls_while_fast_equals_faithful(layer, x, hw, faults, module, name) -> int:
+    """:func:`_calls_recorded_while_fast_equals_faithful`, also checking that the faults change
+    the output; returns how often the fast path called ``module.name``."""
+    calls, fast = _calls_recorded_while_fast_equals_faithful(layer, x, hw, faults, module, name)
+    clean = run_layer(layer, prepare_layer(layer), torch.from_numpy(x).double(), hw, "fast")
+    assert not np.array_equal(fast.numpy(), clean.numpy())
     return len(calls)
 
 
 @pytest.mark.parametrize("overflow, acc_bits", [("wrap", 32), ("saturate", 48)])
 @pytest.mark.parametrize("model", [0, 1, 2])
-def test_os_weight_register_faults_run_as_int8_gemm_and_equal_faithful_kernel(overflow, acc_bits, model, monkeypatch):
+def test_os_weight_register_faults_run_as_int8_gemm_and_equal_faithful_kernel(overflow, acc_bits, model):
     """OS faults in weight registers alone that int32 lanes cannot follow (a 16-bit weight's sign
     bit: a change per MAC up to 2**31): the PE's outputs from an int8 GEMM of its rows with its
     faulty weights, also with sums that wrap a 32-bit accumulator."""
@@ -167,8 +162,7 @@ def test_os_weight_register_faults_run_as_int8_gemm_and_equal_faithful_kernel(ov
     x = rng.integers(-2**15, 2**15, (2, 20, 6, 6))
     hw = HardwareConfig("t", 8, 5, dataflow="os", acc_bits=acc_bits, overflow=overflow)
     faults = PeFaults.build(8, 5, [3, 6, 6], [2, 4, 4], [0, 0, 0], [15, 15, 3], [model, model, 0], [-1, -1, -1])
-    assert _calls_while_fast_equals_faithful(layer, x, hw, faults, pe_faults, "_faulty_weight_accumulators",
-                                             monkeypatch) == 2
+    assert _calls_while_fast_equals_faithful(layer, x, hw, faults, pe_faults, "_faulty_weight_accumulators") == 2
 
 
 def _conv_3x3_on_7x7(rng, stride):
@@ -213,7 +207,7 @@ def test_ws_partial_sum_faults_use_the_correction_and_equal_faithful_kernel(over
     ("saturate", 48, 1, [31, 30], [0, 0], False),  # bit 31 is beyond int32 lanes: the int64 kernel
 ])
 def test_os_partial_sum_faults_use_the_correction_and_equal_faithful_kernel(overflow, acc_bits, stride, bits, models,
-                                                                            lanes, monkeypatch):
+                                                                            lanes):
     """OS faults in partial-sum registers alone, below bit 31: the fast path follows the PE's
     faulty running sums in int32 lanes and adds the difference to the clean sums."""
     from accel_sim.hardware import product_lanes
@@ -221,8 +215,8 @@ def test_os_partial_sum_faults_use_the_correction_and_equal_faithful_kernel(over
     layer, x = _conv_3x3_on_7x7(np.random.default_rng(8), stride)
     hw = HardwareConfig("t", 4, 5, dataflow="os", acc_bits=acc_bits, overflow=overflow)
     faults = PeFaults.build(4, 5, [1, 2], [2, 3], [2, 2], bits, models, [-1, -1])
-    assert _calls_while_fast_equals_faithful(layer, x, hw, faults, product_lanes, "partial_sum_fault_corrections",
-                                             monkeypatch) == (2 if lanes else 1)
+    assert _calls_while_fast_equals_faithful(layer, x, hw, faults, product_lanes,
+                                             "partial_sum_fault_corrections") == (2 if lanes else 1)
 
 
 @settings(max_examples=40, deadline=None)
@@ -262,7 +256,8 @@ def test_product_lanes_equal_faithful_kernel(channels, size, kernel, stride, pad
         pe_rows, registers = [*pe_rows, pe_rows[0]], [*registers, 1]
         bits, models = [*bits, data.draw(st.integers(16, 31))], [*models, data.draw(st.integers(0, 2))]
     faults = PeFaults.build(rows, 2, pe_rows, [1] * len(bits), registers, bits, models, [-1] * len(bits))
-    calls = _calls_recorded_while_fast_equals_faithful(layer, x, hw, faults, product_lanes, "product_fault_corrections")
+    calls, _ = _calls_recorded_while_fast_equals_faithful(layer, x, hw, faults, product_lanes,
+                                                          "product_fault_corrections")
     os_pixels = oh[0] * oh[1] > pe_rows[0]  # under OS the PE may have no pixel
     assert len(calls) == (1 if dataflow == "ws" or os_pixels else 0)
 
@@ -295,8 +290,8 @@ def test_os_partial_sum_lanes_equal_faithful_kernel(channels, size, kernel, stri
     models = data.draw(st.lists(st.integers(0, 2), min_size=count, max_size=count))
     pe_row = data.draw(st.integers(0, rows - 1))
     faults = PeFaults.build(rows, 2, [pe_row] * count, [1] * count, [2] * count, bits, models, [-1] * count)
-    calls = _calls_recorded_while_fast_equals_faithful(layer, x, hw, faults, product_lanes,
-                                                       "partial_sum_fault_corrections")
+    calls, _ = _calls_recorded_while_fast_equals_faithful(layer, x, hw, faults, product_lanes,
+                                                          "partial_sum_fault_corrections")
     assert len(calls) == int(oh[0] * oh[1] > pe_row)  # the PE may have no pixel
 
 
@@ -333,14 +328,14 @@ def test_partial_sum_lanes_equal_faithful_kernel(channels, size, kernel, stride,
         bits.append(data.draw(st.integers(0, 15 if registers[-1] == 0 else 31)))
         models.append(data.draw(st.integers(0, 2)))
     faults = PeFaults.build(rows, 2, fault_rows, [1] * len(bits), registers, bits, models, [-1] * len(bits))
-    assert len(_calls_recorded_while_fast_equals_faithful(layer, x, hw, faults, lane_kernels,
-                                                          "partial_sum_corrections")) == 1
+    calls, _ = _calls_recorded_while_fast_equals_faithful(layer, x, hw, faults, lane_kernels, "partial_sum_corrections")
+    assert len(calls) == 1
 
 
-def _calls_recorded_while_fast_equals_faithful(layer, x, hw, faults, module, name) -> list[tuple]:
+def _calls_recorded_while_fast_equals_faithful(layer, x, hw, faults, module, name) -> tuple[list[tuple], torch.Tensor]:
     """Run the faulty layer on both engines, check they agree, and return the arguments of the
     fast path's calls to ``module.name`` (patched by hand: hypothesis tests cannot take pytest's
-    function-scoped monkeypatch)."""
+    function-scoped monkeypatch) and the fast output."""
     calls = []
     original = getattr(module, name)
     setattr(module, name, lambda *a: calls.append(a) or original(*a))
@@ -351,7 +346,7 @@ def _calls_recorded_while_fast_equals_faithful(layer, x, hw, faults, module, nam
     finally:
         setattr(module, name, original)
     np.testing.assert_array_equal(fast.numpy(), faithful.numpy())
-    return calls
+    return calls, fast
 
 
 @settings(max_examples=60, deadline=None)

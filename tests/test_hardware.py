@@ -190,8 +190,8 @@ def test_ws_partial_sum_faults_use_the_correction_and_equal_faithful_kernel(over
     calls = []
     original = lane_kernels.partial_sum_corrections
     monkeypatch.setattr(lane_kernels, "partial_sum_corrections",
-                        lambda x, images, channels, wp, filters, lane_type, *a:
-                        calls.append(lane_type.dtype) or original(x, images, channels, wp, filters, lane_type, *a))
+                        lambda x, images, channels, offset, wp, lane_type, *a:
+                        calls.append(lane_type.dtype) or original(x, images, channels, offset, wp, lane_type, *a))
     prepared = prepare_layer(layer)
     fast, faithful = (run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine, faults)
                       for engine in ("fast", "faithful"))
@@ -330,6 +330,10 @@ def test_partial_sum_lanes_equal_faithful_kernel(channels, size, kernel, stride,
     faults = PeFaults.build(rows, 2, fault_rows, [1] * len(bits), registers, bits, models, [-1] * len(bits))
     calls, _ = _calls_recorded_while_fast_equals_faithful(layer, x, hw, faults, lane_kernels, "partial_sum_corrections")
     assert len(calls) == 1
+    # fault rows of one parity (even channel and row counts) pair the channels from r + 1 on
+    parities = {(r + 1) % 2 for r in fault_rows}
+    one_parity = len(parities) == 1 and channels % 2 == 0 and rows % 2 == 0
+    assert calls[0][3] == (parities.pop() if one_parity else 0)
 
 
 def _calls_recorded_while_fast_equals_faithful(layer, x, hw, faults, module, name) -> tuple[list[tuple], torch.Tensor]:

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from accel_sim.hardware import int8_gemm, int8_kernels, kernels
+from accel_sim.hardware import int8_gemm, int8_kernels, kernels, lane_kernels
 from accel_sim.hardware.config import HardwareConfig
-from accel_sim.hardware.pe_faults import PeFaults, channel_pairs, faulty_column_blocks, fits_float64
+from accel_sim.hardware.pe_faults import PeFaults, faulty_column_blocks, fits_float64
 from accel_sim.image import Conv2d, Flatten, Layer, Linear, MaxPool2d, WeightedLayer
 from accel_sim.numerics import threshold_to_acc
 
@@ -89,11 +89,19 @@ class PreparedLayer:
         return np.ascontiguousarray(w.reshape(w.shape[0], -1)).astype(dtype)
 
     @functools.cached_property
-    def weight_pairs(self) -> np.ndarray:
-        """int32 (kernel positions, ⌈C/2⌉, N) channel pairs of integer words of at most 16 bits,
-        positions in im2col order (the WS partial-sum lanes' form; one position for a linear layer)."""
-        w = self.weight.transpose(2, 3, 1, 0) if self.weight.ndim == 4 else self.weight.T[None]
-        return channel_pairs(w.reshape(-1, *w.shape[-2:]))
+    def _column_pairs(self) -> dict[tuple[int, int, int], np.ndarray]:
+        return {}
+
+    def column_pairs(self, col: int, cols: int, offset: int) -> np.ndarray:
+        """int32 (kernel positions, ⌈(C + offset)/2⌉, J) channel pairs of the integer words (at
+        most 16 bits) of the filters col, col + cols, … (J of them; the WS partial-sum lanes'
+        form, :func:`accel_sim.hardware.lane_kernels.column_pairs`; one position for a linear
+        layer), made once per (col, cols, offset)."""
+        key = (col, cols, offset)
+        if key not in self._column_pairs:
+            positions = self.layer.kernel[0] * self.layer.kernel[1] if isinstance(self.layer, Conv2d) else 1
+            self._column_pairs[key] = lane_kernels.column_pairs(self.weight_t_hwc[col::cols], positions, offset)
+        return self._column_pairs[key]
 
 
 def _patched(layer: WeightedLayer, patch: WeightPatch | None) -> np.ndarray:
@@ -339,8 +347,9 @@ def _faulty_blocks(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig,
     if input_digits is None and _uses_int8(prepared):
         input_digits = functools.cache(lambda: _input_digits(layer, x))
     for rows, filters, values, correction in faulty_column_blocks(
-            x_hwc, prepared.weight_t_hwc, lambda: prepared.weight_pairs, geometry, pixels, hw, pe_faults,
-            layer.weight_format.word_bits, product_bits, x_bounds, prepared.abs_col_sums, input_digits):
+            x_hwc, prepared.weight_t_hwc, lambda col, offset: prepared.column_pairs(col, hw.cols, offset), geometry,
+            pixels, hw, pe_faults, layer.weight_format.word_bits, product_bits, x_bounds, prepared.abs_col_sums,
+            input_digits):
         if correction and clean is None:
             yield rows, filters, torch.from_numpy(values), True
             continue

@@ -15,7 +15,9 @@ multiply-adds vectorise without gathers. Words of at most 16 bits are stored as 
 channels in one int32, and a pair is multiplied and added in one step (x86: ``vpdpwssd``, 32
 MACs per 512-bit instruction against 16 for a 32-bit multiply): numba's loops do not emit that,
 so :func:`_lane_block` writes the LLVM vector IR itself, for blocks of 4 filters × 64 lanes held in
-registers through a run. The Python that checks inputs, picks the
+registers through a run. Pairs start at an even channel or, with ``offset`` 1, at an odd one:
+the caller picks the pairing that puts the fault points between pairs, so that no run shares a
+pair with the next and its weights are read where they lie. The Python that checks inputs, picks the
 lane type and splits the work is :func:`accel_sim.hardware.pe_faults.faulty_column_blocks`."""
 
 from __future__ import annotations
@@ -33,24 +35,44 @@ _LOW = np.int32(0xFFFF)  # keeps its low (even-channel) half
 
 
 @njit(cache=True, parallel=True)
-def batch_last_pairs(x, out):
+def batch_last_pairs(x, offset, out):
     """Pack float64 (B, H, W, C) words, exact 16-bit integers, into int32 ``out``
-    (H, ⌈C/2⌉, W, B'), B' ≥ B: channel 2i in the low half, 2i + 1 in the high half, zeros where
-    there is no channel or image."""
+    (H, ⌈(C + offset)/2⌉, W, B'), B' ≥ B: channel c in pair (c + offset) // 2, the low half for
+    even c + offset, zeros where there is no channel or image (``offset`` 0 or 1)."""
     nb, h, wd, ch = x.shape
-    full = ch // 2
     for t in prange(h * wd):
         y, xx = t // wd, t % wd
-        for p in range(full):
-            for b in range(nb):  # strided reads, contiguous writes: faster than the reverse here
-                high, low = np.int64(x[b, y, xx, 2 * p + 1]), np.int64(x[b, y, xx, 2 * p])
-                out[y, p, xx, b] = np.int32(np.int32(high << 16) | (low & 0xFFFF))
-        if ch % 2 == 1:
-            for b in range(nb):
-                out[y, full, xx, b] = np.int32(np.int64(x[b, y, xx, ch - 1]) & 0xFFFF)
         for p in range(out.shape[1]):
+            c = 2 * p - offset  # the low half's channel; c + 1 the high half's
+            if 0 <= c and c + 1 < ch:
+                for b in range(nb):  # strided reads, contiguous writes: faster than the reverse here
+                    high, low = np.int64(x[b, y, xx, c + 1]), np.int64(x[b, y, xx, c])
+                    out[y, p, xx, b] = np.int32(np.int32(high << 16) | (low & 0xFFFF))
+            elif c < 0:
+                for b in range(nb):
+                    out[y, p, xx, b] = np.int32(np.int64(x[b, y, xx, c + 1]) << 16)
+            else:
+                for b in range(nb):
+                    out[y, p, xx, b] = np.int32(np.int64(x[b, y, xx, c]) & 0xFFFF)
             for b in range(nb, out.shape[3]):
                 out[y, p, xx, b] = 0
+
+
+@njit(cache=True)
+def column_pairs(weights, positions, offset):
+    """int64 (J, positions · C) words of at most 16 bits (K in im2col order: kernel position,
+    then channel) as int32 (positions, ⌈(C + offset)/2⌉, J) channel pairs, packed as
+    :func:`batch_last_pairs` packs the input."""
+    n, depth = weights.shape
+    ch = depth // positions
+    out = np.zeros((positions, (ch + offset + 1) // 2, n), dtype=np.int32)
+    for position in range(positions):
+        for c in range(ch):
+            p, half = (c + offset) // 2, (c + offset) % 2
+            for j in range(n):
+                word = np.int32(weights[j, position * ch + c] & 0xFFFF) << (16 * half)
+                out[position, p, j] |= np.int32(word)
+    return out
 
 
 def _splat(builder, value, vector):
@@ -82,16 +104,19 @@ def _add(builder, a, b):
 
 
 def _fault_point(builder, sums, units, masks, low):
-    """LLVM IR: a partial-sum register's (and, or, xor) ``masks`` (int64 values) on lanes ``sums``
+    """LLVM IR: a partial-sum register's (and, or, xor) ``masks`` (int64 values, applied in that
+    order) on lanes ``sums``
     (int32: modulo 2**32, the masks' low bits; float64: exact integers, through int64); returns
     (the faulty sums, ``units`` plus their change in units of 2**``low``)."""
     n, element = sums.type.count, sums.type.element
     as_int = ir.IntType(32) if isinstance(element, ir.IntType) else ir.IntType(64)
     vector = ir.VectorType(as_int, n)
     before = sums if as_int is element else builder.fptosi(sums, vector)
-    and_, or_, xor, shift = (_splat(builder, builder.trunc(v, as_int) if as_int.width < 64 else v, vector)
-                             for v in (*masks, low))
-    after = builder.xor(builder.or_(builder.and_(before, and_), or_), xor)
+    and_, or_, xor = masks
+    # (v & and) | or == (v & (and & ~or)) ^ or: one ternary bit operation with the xor
+    keep, toggle, shift = (_splat(builder, builder.trunc(v, as_int) if as_int.width < 64 else v, vector)
+                           for v in (builder.and_(and_, builder.not_(or_)), builder.xor(or_, xor), low))
+    after = builder.xor(builder.and_(before, keep), toggle)
     change = builder.ashr(builder.sub(after, before), shift)
     if as_int is element:
         return after, builder.add(units, change)
@@ -99,26 +124,29 @@ def _fault_point(builder, sums, units, masks, low):
 
 
 def _lane_block(filters: int, vectors: int):
-    """An intrinsic ``run(sums, units, row, lane, x, first, count, src, weights, fault, s_and,
-    s_or, s_xor, low)``: a run of channel pairs into a block of lanes, ``filters`` rows
-    ``row`` … of ``sums`` by ``vectors`` vectors of _VECTOR lanes from ``lane`` on, then, if
+    """An intrinsic ``run(sums, units, row, lane, x, first, count, src, weights, w_first, w_col,
+    fault, s_and, s_or, s_xor, low)``: a run of channel pairs into a block of lanes, ``filters``
+    rows ``row`` … of ``sums`` by ``vectors`` vectors of _VECTOR lanes from ``lane`` on, then, if
     ``fault``, the partial-sum register's masks on them (``units`` gaining the change in units
     of 2**``low``)::
 
-        sums[row + f, lane + q] += Σ_i pair_sum(x[first + i, src + q], weights[i, f]),  i < count
+        sums[row + f, lane + q] += Σ_i pair_sum(x[first + i, src + q],
+                                                weights[w_first + i, w_col + f]),  i < count
 
     The block stays in registers meanwhile (filters·vectors independent chains of multiply-adds;
     each x vector is loaded once for all the block's filters). ``sums``, ``units`` 2-D int32 or
-    float64; ``x`` 2-D (pairs, lanes) int32; ``weights`` 2-D (pairs, ≥ filters) int32 pairs; all
+    float64; ``x`` 2-D (pairs, lanes) int32; ``weights`` 2-D (pairs, filters) int32 pairs; all
     C-contiguous. Masks and ``low`` int64."""
 
     @intrinsic
-    def run(typingctx, sums, units, row, lane, x, first, count, src, weights, fault, s_and, s_or, s_xor, low):
+    def run(typingctx, sums, units, row, lane, x, first, count, src, weights, w_first, w_col, fault, s_and, s_or, s_xor,
+            low):
         arrays = (sums, units, x, weights)
         if not (all(isinstance(a, types.Array) and a.ndim == 2 for a in arrays) and units == sums
                 and sums.dtype in (types.int32, types.float64) and x.dtype == weights.dtype == types.int32):
             return None
-        sig = types.void(sums, units, row, lane, x, first, count, src, weights, fault, s_and, s_or, s_xor, low)
+        sig = types.void(sums, units, row, lane, x, first, count, src, weights, w_first, w_col, fault, s_and, s_or, s_xor,
+                         low)
 
         def codegen(context, builder, signature, args):
             intp = context.get_value_type(types.intp)
@@ -130,10 +158,10 @@ def _lane_block(filters: int, vectors: int):
             pair_vector = ir.VectorType(ir.IntType(32), _VECTOR)
             sums_array, units_array, x_array, weight_array = (
                 context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 1, 4, 8))
-            row, lane_index, first, count, src = (context.cast(builder, args[i], signature.args[i], types.intp)
-                                                  for i in (2, 3, 5, 6, 7))
-            masks = [context.cast(builder, args[i], signature.args[i], types.int64) for i in (10, 11, 12)]
-            low = context.cast(builder, args[13], signature.args[13], types.int64)
+            row, lane_index, first, count, src, w_first, w_col = (
+                context.cast(builder, args[i], signature.args[i], types.intp) for i in (2, 3, 5, 6, 7, 9, 10))
+            masks = [context.cast(builder, args[i], signature.args[i], types.int64) for i in (12, 13, 14)]
+            low = context.cast(builder, args[15], signature.args[15], types.int64)
             sums_row, x_row, weight_row = (cgutils.unpack_tuple(builder, a.shape, 2)[1]
                                            for a in (sums_array, x_array, weight_array))
 
@@ -149,14 +177,14 @@ def _lane_block(filters: int, vectors: int):
                 x_start = builder.add(builder.mul(builder.add(first, loop.index), x_row), src)
                 x_pairs = [builder.load(builder.bitcast(builder.gep(x_array.data, [builder.add(x_start, constant(k * _VECTOR))]),
                                                         pair_vector.as_pointer()), align=4) for k in range(vectors)]
-                w_start = builder.mul(loop.index, weight_row)
+                w_start = builder.add(builder.mul(builder.add(w_first, loop.index), weight_row), w_col)
                 for f in range(filters):
                     weight = builder.load(builder.gep(weight_array.data, [builder.add(w_start, constant(f))]))
                     for k in range(vectors):
                         total = totals[f * vectors + k]
                         products = _pair_sums(builder, lane_vector, x_pairs[k], weight)
                         builder.store(_add(builder, builder.load(total), products), total)
-            fault_flag = context.cast(builder, args[9], signature.args[9], types.boolean)
+            fault_flag = context.cast(builder, args[11], signature.args[11], types.boolean)
             with builder.if_then(builder.trunc(fault_flag, ir.IntType(1)) if fault_flag.type.width > 1 else fault_flag):
                 for total, unit in zip(totals, block(units_array)):
                     after, changed = _fault_point(builder, builder.load(total), builder.load(unit, align=4), masks, low)
@@ -181,44 +209,52 @@ _run_vector = _lane_block(1, 1)
 
 
 @njit(cache=True, inline="always")
-def _accumulate(acc, units, weights, x, c, count, wp, position, filters, j0, lane, src, n, fault, m, low):
+def _accumulate(acc, units, scratch, x, c, count, wp, offset, channels, j0, lane, src, n, fault, m, low):
     """Clean MACs of channels c .. c + count − 1 at one kernel position into lanes
     ``lane .. lane + n − 1`` (n a multiple of LANE_STEP) of the column's filters j0 … (``acc``
-    row j: layer filter ``filters[j0 + j]``), with ``x`` (pairs, lanes) the input row, then, if
-    ``fault``, the partial-sum masks ``m`` (and, or, xor) on those lanes (``units`` gains their
-    change in units of 2**low); blocks of _BLOCK_FILTERS filters share each load of ``x``. A
-    run's odd first or last channel is a pair with the other weight zeroed (``weights``:
-    scratch (pairs, _BLOCK_FILTERS) for the run's weight pairs)."""
-    first, words = c // 2, (c + count - 1) // 2 + 1 - c // 2
+    row j: filter j0 + j, whose weight pairs at this position are ``wp[:, j0 + j]``), with ``x``
+    (pairs, lanes) the input row, then, if ``fault``, the partial-sum masks ``m`` (and, or, xor)
+    on those lanes (``units`` gains their change in units of 2**low); blocks of _BLOCK_FILTERS
+    filters share each load of ``x``. A pair that the run shares with a channel of another run
+    has that channel's weight zeroed (``scratch``: (pairs, _BLOCK_FILTERS) for such a run's
+    weight pairs); the pairs of other runs are read in place."""
+    first = (c + offset) // 2
+    words = (c + count - 1 + offset) // 2 + 1 - first
+    # a pair shared with a channel of another run has that channel's weight zeroed in scratch
+    split_first = (c + offset) % 2 == 1 and c > 0
+    split_last = (c + count + offset) % 2 == 1 and c + count < channels
     step = _BLOCK_VECTORS * _VECTOR
     for jb in range(0, acc.shape[0], _BLOCK_FILTERS):
         size = min(_BLOCK_FILTERS, acc.shape[0] - jb)
-        for f in range(size):
-            for i in range(words):
-                weights[i, f] = wp[position, first + i, filters[j0 + jb + f]]
-            if c % 2 == 1:
-                weights[0, f] &= _HIGH
-            if (c + count) % 2 == 1:
-                weights[words - 1, f] &= _LOW
+        weights, w_first, w_col = wp, first, j0 + jb
+        if split_first or split_last:
+            weights, w_first, w_col = scratch, 0, 0
+            for f in range(size):
+                for i in range(words):
+                    scratch[i, f] = wp[first + i, j0 + jb + f]
+                if split_first:
+                    scratch[0, f] &= _HIGH
+                if split_last:
+                    scratch[words - 1, f] &= _LOW
         if size == _BLOCK_FILTERS:
             q = 0
             while q + step <= n:
-                _run_block(acc, units, jb, lane + q, x, first, words, src + q, weights, fault, m[0], m[1], m[2], low)
+                _run_block(acc, units, jb, lane + q, x, first, words, src + q, weights, w_first, w_col, fault,
+                           m[0], m[1], m[2], low)
                 q += step
             for q in range(q, n, _VECTOR):
-                _run_filters(acc, units, jb, lane + q, x, first, words, src + q, weights, fault, m[0], m[1], m[2], low)
+                _run_filters(acc, units, jb, lane + q, x, first, words, src + q, weights, w_first, w_col, fault,
+                             m[0], m[1], m[2], low)
             continue
         for f in range(size):
-            for i in range(words):
-                weights[i, 0] = weights[i, f]
             q = 0
             while q + step <= n:
-                _run_lanes(acc, units, jb + f, lane + q, x, first, words, src + q, weights, fault, m[0], m[1], m[2],
-                           low)
+                _run_lanes(acc, units, jb + f, lane + q, x, first, words, src + q, weights, w_first, w_col + f, fault,
+                           m[0], m[1], m[2], low)
                 q += step
             for q in range(q, n, _VECTOR):
-                _run_vector(acc, units, jb + f, lane + q, x, first, words, src + q, weights, fault, m[0], m[1], m[2],
-                            low)
+                _run_vector(acc, units, jb + f, lane + q, x, first, words, src + q, weights, w_first, w_col + f,
+                            fault, m[0], m[1], m[2], low)
 
 
 @njit(cache=True, inline="always")
@@ -239,26 +275,27 @@ def _fault_lanes(sums, units, j, lo, hi, x, weights, m, low):
     """The partial-sum masks ``m`` (and, or, xor) alone on lanes ``lo .. hi − 1`` (multiples of
     LANE_STEP) of row ``j`` of ``sums``: a run of no pairs (``x``, ``weights``: any)."""
     for q in range(lo, hi, _VECTOR):
-        _run_vector(sums, units, j, q, x, 0, 0, 0, weights, True, m[0], m[1], m[2], low)
+        _run_vector(sums, units, j, q, x, 0, 0, 0, weights, 0, 0, True, m[0], m[1], m[2], low)
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def partial_sum_corrections(x, images, channels, wp, filters, lane_type, oh, ow, block_cols, group, kh, kw, sh, sw,
+def partial_sum_corrections(x, images, channels, offset, wp, lane_type, oh, ow, block_cols, group, kh, kw, sh, sw,
                             ph, pw, period, has_fault, masks, weight_bits, product_bits, low):
     """Faulty − clean accumulators of the outputs one faulty PE column touches under WS, exact.
 
     Parameters
     ----------
-    x : int32 (H, ⌈C/2⌉, W, B')
+    x : int32 (H, ⌈(C + offset)/2⌉, W, B')
         Input words of at most 16 bits in channel pairs, batch last, from :func:`batch_last_pairs`
         (a linear layer: H = W = 1); B' is a multiple of LANE_STEP.
     images, channels : int
         B and C: the real images and channels.
-    wp : int32 (kh · kw, ⌈C/2⌉, N)
-        The layer's weights (words of at most 16 bits) in the same channel pairs, per kernel
-        position (kernel row, kernel col), that is im2col order.
-    filters : int64 (J,)
-        The faulty column's filters.
+    offset : int
+        0 or 1: how ``x`` and ``wp`` pair the channels (:func:`batch_last_pairs`).
+    wp : int32 (kh · kw, ⌈(C + offset)/2⌉, J)
+        The weights of the faulty column's J filters (words of at most 16 bits) in the same
+        channel pairs, per kernel position (kernel row, kernel col), that is im2col order
+        (:func:`column_pairs`).
     lane_type : int32 or float64 (0,)
         Gives the lanes' type: int32 lanes hold running sums modulo 2**32; float64 lanes hold them
         exactly (the caller guarantees every partial sum is below 2**53).
@@ -291,7 +328,7 @@ def partial_sum_corrections(x, images, channels, wp, filters, lane_type, oh, ow,
     h, pairs, wd, nb = x.shape
     ch = channels
     flat = x.reshape((h, pairs, wd * nb))
-    n_filters = filters.shape[0]
+    n_filters = wp.shape[2]
     out = np.empty((images * oh * ow, n_filters), dtype=np.int64)
     clean_run = np.zeros(period, dtype=np.int64)  # MACs from residue r up to the next fault point
     registers_clean = True  # no weight- or product-register faults: every product is the clean one
@@ -308,7 +345,7 @@ def partial_sum_corrections(x, images, channels, wp, filters, lane_type, oh, ow,
         oxb = min(ow, oxa + block_cols)
         lanes = (oxb - oxa) * nb  # lane (ox − oxa)·nb + image
         jn = min(n_filters - j0, group)  # row j: filter j0 + j
-        weights = np.empty((pairs, _BLOCK_FILTERS), dtype=np.int32)  # one run's weight pairs per filter
+        scratch = np.empty((pairs, _BLOCK_FILTERS), dtype=np.int32)  # a run's weight pairs with a half zeroed
         acc = np.zeros((jn, lanes), dtype=lane_type.dtype)  # the faulty running sums (int32: modulo 2**32)
         units = np.zeros((jn, lanes), dtype=lane_type.dtype)  # partial-sum changes / 2**low
         diff = np.zeros((jn, 0 if registers_clean else lanes), dtype=np.int64)  # faulty − clean products
@@ -335,7 +372,7 @@ def partial_sum_corrections(x, images, channels, wp, filters, lane_type, oh, ow,
                     fault = registers_clean and has_fault[last]  # else: a faulty product follows first
                     m = masks[last, 2]
                     for s in range(segments):
-                        _accumulate(acc, units, weights, flat[y], c, count, wp, position, filters, j0,
+                        _accumulate(acc, units, scratch, flat[y], c, count, wp[position], offset, ch, j0,
                                     first_lane + s * size, first_src + s * sw * nb, size, fault, m, low)
                     c += count
                     r = (r + count) % period
@@ -344,7 +381,7 @@ def partial_sum_corrections(x, images, channels, wp, filters, lane_type, oh, ow,
                             covered = first_lane + (ox1 - ox0) * nb if segments else 0
                             for j in range(jn):
                                 for lo, hi in ((0, first_lane if segments else 0), (covered, lanes)):
-                                    _fault_lanes(acc, units, j, lo, hi, flat[0], weights, m, low)
+                                    _fault_lanes(acc, units, j, lo, hi, flat[0], scratch, m, low)
                         continue
                     if c == ch:
                         break
@@ -352,21 +389,22 @@ def partial_sum_corrections(x, images, channels, wp, filters, lane_type, oh, ow,
                     p_and, p_or, p_xor = np.int32(m[1, 0]), np.int32(m[1, 1]), np.int32(m[1, 2])
                     shift = 32 - product_bits
                     zero_product = np.int32(np.int32(p_or ^ p_xor) << shift) >> shift  # a zero activation's product
+                    pair, half = (c + offset) // 2, (c + offset) % 2
                     for j in range(jn):
-                        weight = np.int64(wp[position, c // 2, filters[j0 + j]]) << (48 - 16 * (c % 2)) >> 48
+                        weight = np.int64(wp[position, pair, j0 + j]) << (48 - 16 * half) >> 48
                         faulty_weight = ((weight & m[0, 0]) | m[0, 1]) ^ m[0, 2]
                         faulty_weight = (faulty_weight << (64 - weight_bits)) >> (64 - weight_bits)
                         for s in range(segments):
                             src, lane = first_src + s * sw * nb, first_lane + s * size
                             _add_faulty_products(acc[j, lane:lane + size], diff[j, lane:lane + size],
-                                                 flat[y, c // 2, src:src + size], c % 2, np.int32(weight),
+                                                 flat[y, pair, src:src + size], half, np.int32(weight),
                                                  np.int32(faulty_weight), p_and, p_or, p_xor, shift)
                         if zero_product != 0:  # padding lanes: the product register's faults still act
                             for lo, hi in ((0, first_lane), (first_lane + (ox1 - ox0) * nb, lanes)):
                                 for q in range(lo, hi):
                                     diff[j, q] += zero_product
                                     acc[j, q] += zero_product
-                        _fault_lanes(acc, units, j, 0, lanes, flat[0], weights, m[2], low)
+                        _fault_lanes(acc, units, j, 0, lanes, flat[0], scratch, m[2], low)
                     c += 1
                     r = (r + 1) % period
         for ox in range(oxa, oxb):

@@ -102,7 +102,7 @@ def _register_masks(faults: PeFaults, pe: int) -> np.ndarray:
     return masks
 
 
-def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pairs: Callable[[], np.ndarray],
+def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pairs: Callable[[int, int], np.ndarray],
                          geometry: tuple[int, ...],
                          pixels: int, hw: HardwareConfig, faults: PeFaults, weight_bits: int, product_bits: int,
                          x_bounds: Sequence[Callable[[], float]],
@@ -117,8 +117,9 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
     weight_t_hwc : int64 (N, K)
         Weights, one row per filter, K in im2col order.
     weight_pairs : callable
-        Gives the same weights as :func:`channel_pairs` of (kernel positions, C, N) (built once per
-        layer by the caller; asked for only for WS partial-sum faults on words of ≤ 16 bits).
+        ``weight_pairs(col, offset)`` gives :func:`lane_kernels.column_pairs` of the filters col,
+        col + cols, … (their rows of ``weight_t_hwc``) with that pairing offset (made once per run
+        by the caller; asked for only for WS partial-sum faults on words of ≤ 16 bits).
     geometry : (kh, kw, sh, sw, ph, pw, ow)
         Kernel, stride, padding and output width of the layer (1×1, stride 1, no padding, width 1
         for a linear layer).
@@ -143,7 +144,7 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
     """
     dp = hw.datapath
     in_bits = product_bits - weight_bits  # the activations' word width (bits)
-    x_pairs = functools.cache(lambda: _batch_last_pairs(x_hwc))  # for partial-sum faults, made once
+    x_pairs = functools.cache(lambda offset: _batch_last_pairs(x_hwc, offset))  # for partial-sum faults, made once
     permanent_pes = np.unique(np.repeat(np.arange(hw.rows * hw.cols), np.diff(faults.pe_start))[faults.mac < 0])
     if hw.dataflow == "ws":  # one block per faulty column: every row, fault points k ≡ faulty rows
         groups = [(c, None, np.unique(permanent_pes[permanent_pes % hw.cols == c] // hw.cols))
@@ -205,9 +206,10 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
                         x_hwc, np.ascontiguousarray(column_weights.T), rows, pixels, *geometry, period,
                         fault_rows, masks, weight_bits, product_bits)
                 else:
-                    values = _partial_sum_corrections(x_pairs(), x_hwc.shape, weight_pairs(), filters, geometry,
-                                                      pixels, period, has_fault, masks, weight_bits, product_bits,
-                                                      psum_bits, points)
+                    offset = _pair_offset(fault_rows, x_hwc.shape[3], period)
+                    values = _partial_sum_corrections(x_pairs(offset), x_hwc.shape, offset, weight_pairs(col, offset),
+                                                      geometry, pixels, period, has_fault, masks, weight_bits,
+                                                      product_bits, psum_bits, points)
                 yield rows, filters, values, True
                 continue
         wrap = int(dp.overflow == "wrap")
@@ -246,21 +248,22 @@ def _faulty_weight_accumulators(a: int8_gemm.Digits, rows: np.ndarray, weights: 
     return values
 
 
-def _partial_sum_corrections(x_pairs: np.ndarray, x_shape: tuple[int, ...], weight_pairs: np.ndarray,
-                             filters: np.ndarray, geometry: tuple[int, ...], pixels: int, period: int,
-                             has_fault: np.ndarray, masks: np.ndarray, weight_bits: int, product_bits: int,
-                             psum_bits: int, points: int) -> np.ndarray:
-    """:func:`lane_kernels.partial_sum_corrections` for a faulty WS column (its ``filters`` of the
-    layer's ``weight_pairs``), in tasks of column blocks of each output row and filter groups;
-    int32 lanes when the partial-sum faults stay below bit 31 and their changes' count (``points``
-    per output, each below 2**(top + 1) in units of 2**low) cannot overflow, otherwise float64
+def _partial_sum_corrections(x_pairs: np.ndarray, x_shape: tuple[int, ...], offset: int, weight_pairs: np.ndarray,
+                             geometry: tuple[int, ...], pixels: int, period: int, has_fault: np.ndarray,
+                             masks: np.ndarray, weight_bits: int, product_bits: int, psum_bits: int,
+                             points: int) -> np.ndarray:
+    """:func:`lane_kernels.partial_sum_corrections` for a faulty WS column (the filters whose
+    ``weight_pairs`` it gets, paired with ``offset`` as ``x_pairs`` is), in tasks of column blocks
+    of each output row and filter groups; int32 lanes when the partial-sum faults stay below bit
+    31 and their changes' count (``points`` per output, each below 2**(top + 1) in units of
+    2**low) cannot overflow, otherwise float64
     lanes (exact: the caller has checked :func:`fits_float64`; three times faster than int64,
     which has no fast vector multiply)."""
     kh, kw, sh, sw, ph, pw, ow = geometry
     low = _lowest_bit(psum_bits)
     narrow = _narrow_units(psum_bits, points)
     return lane_kernels.partial_sum_corrections(
-        x_pairs, x_shape[0], x_shape[3], weight_pairs, filters, np.empty(0, dtype=np.int32 if narrow else np.float64),
+        x_pairs, x_shape[0], x_shape[3], offset, weight_pairs, np.empty(0, dtype=np.int32 if narrow else np.float64),
         pixels // ow, ow, max(1, _BLOCK_LANES // x_pairs.shape[3]), _GROUP_FILTERS, kh, kw, sh, sw, ph, pw, period,
         has_fault, masks, weight_bits, product_bits, low)
 
@@ -358,22 +361,22 @@ def _narrow_units(bits: int, points: int) -> bool:
     return top < 31 and points * 2.0 ** (top + 1 - low) < 2.0**31
 
 
-def channel_pairs(words: np.ndarray) -> np.ndarray:
-    """Integer (P, C, N) words of at most 16 bits as int32 (P, ⌈C/2⌉, N): channel 2i in the low
-    half, 2i + 1 in the high half (zero past C), as :func:`lane_kernels.batch_last_pairs` packs
-    the input."""
-    padded = np.zeros((words.shape[0], words.shape[1] + words.shape[1] % 2, words.shape[2]), dtype=np.int64)
-    padded[:, :words.shape[1]] = words
-    return ((padded[:, 0::2] & 0xFFFF) | (padded[:, 1::2] << 16)).astype(np.int32)  # in int32: high·2**16 + low
+def _pair_offset(fault_rows: np.ndarray, channels: int, period: int) -> int:
+    """How :mod:`lane_kernels` should pair the channels (0: pairs from even channels, 1: from
+    odd ones) for WS partial-sum faults at MACs k ≡ r (mod ``period``), r in ``fault_rows``: a
+    run of MACs ends at such a k, so with an even channel count and period, fault rows of one
+    parity put every run boundary (channel r + 1 + multiples of 2) between two pairs."""
+    parities = set((np.asarray(fault_rows) + 1) % 2)
+    return int(parities.pop()) if len(parities) == 1 and channels % 2 == 0 and period % 2 == 0 else 0
 
 
-def _batch_last_pairs(x_hwc: np.ndarray) -> np.ndarray:
-    """float64 (B, H, W, C) words of at most 16 bits as int32 (H, ⌈C/2⌉, W, B') channel pairs,
-    B' = B rounded up to a whole vector step of lanes."""
+def _batch_last_pairs(x_hwc: np.ndarray, offset: int) -> np.ndarray:
+    """float64 (B, H, W, C) words of at most 16 bits as int32 (H, ⌈(C + offset)/2⌉, W, B') channel
+    pairs (:func:`lane_kernels.batch_last_pairs`), B' = B rounded up to a whole vector step of lanes."""
     step = lane_kernels.LANE_STEP
     b, h, w, c = x_hwc.shape
-    out = np.empty((h, (c + 1) // 2, w, -(-b // step) * step), dtype=np.int32)
-    lane_kernels.batch_last_pairs(x_hwc, out)
+    out = np.empty((h, (c + offset + 1) // 2, w, -(-b // step) * step), dtype=np.int32)
+    lane_kernels.batch_last_pairs(x_hwc, offset, out)
     return out
 
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -47,6 +48,8 @@ class PeFaults:
     bit: np.ndarray
     model: np.ndarray
     mac: np.ndarray
+    # faulty_column_blocks' per-layer analysis of these faults, made on the first batch
+    _groups: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @staticmethod
     def none(rows: int, cols: int) -> "PeFaults":
@@ -102,6 +105,63 @@ def _register_masks(faults: PeFaults, pe: int) -> np.ndarray:
     return masks
 
 
+class _FaultGroup(NamedTuple):
+    """A faulty WS column or OS PE of one layer: what :func:`faulty_column_blocks` needs on every
+    batch. ``rows`` are the im2col rows it touches (shared by every batch: not to be written);
+    ``masks`` (period, 3, 3) the composed register masks per fault row (``has_fault``,
+    ``fault_rows``); ``points`` fault points per output; ``psum_bits`` the partial-sum bits the
+    faults may change (None: the sign bit too)."""
+
+    col: int
+    pe_row: int | None  # OS: the PE's row; WS: None (every row of the column)
+    filters: np.ndarray
+    rows: np.ndarray
+    period: int
+    has_fault: np.ndarray
+    masks: np.ndarray
+    fault_rows: np.ndarray
+    psum_bits: int | None
+    points: int
+
+
+def _fault_groups(faults: PeFaults, hw: HardwareConfig, weight_shape: tuple[int, int], batch: int,
+                  pixels: int) -> list[_FaultGroup]:
+    """The groups of :func:`faulty_column_blocks` for a layer of (N, K) weights on ``batch`` images
+    of ``pixels`` output pixels: WS, one per faulty column (every row, fault points k ≡ its faulty
+    rows); OS, one per faulty PE (its pixels, every MAC a fault point). Groups that touch no output
+    are left out."""
+    n_filters, depth = weight_shape
+    permanent_pes = np.unique(np.repeat(np.arange(hw.rows * hw.cols), np.diff(faults.pe_start))[faults.mac < 0])
+    if hw.dataflow == "ws":
+        members = [(c, None, np.unique(permanent_pes[permanent_pes % hw.cols == c] // hw.cols))
+                   for c in np.unique(permanent_pes % hw.cols)]
+    else:
+        members = [(pe % hw.cols, pe // hw.cols, None) for pe in permanent_pes]
+    groups = []
+    for col, pe_row, fault_rows in members:
+        filters = np.arange(col, n_filters, hw.cols, dtype=np.int64)
+        if pe_row is None:
+            rows, period = np.arange(batch * pixels, dtype=np.int64), hw.rows
+            has_fault = np.zeros(hw.rows, dtype=np.bool_)
+            has_fault[fault_rows] = True
+            masks = np.tile(np.array(_IDENTITY, dtype=np.int64), (hw.rows, 3, 1))
+            for r in fault_rows:  # the other rows' registers are clean
+                masks[r] = _register_masks(faults, r * hw.cols + col)
+        else:
+            # the pixels pe_row, pe_row + rows, … of every image
+            rows = (np.arange(batch)[:, None] * pixels + np.arange(pe_row, pixels, hw.rows)).ravel()
+            period = 1
+            has_fault = np.ones(1, dtype=np.bool_)
+            masks = _register_masks(faults, pe_row * hw.cols + col)[None]
+        if not filters.size or not rows.size:
+            continue
+        fault_rows = np.flatnonzero(has_fault)
+        points = sum(len(range(r, depth, period)) for r in fault_rows)
+        groups.append(_FaultGroup(int(col), None if pe_row is None else int(pe_row), filters, rows, period, has_fault,
+                                  masks, fault_rows, _touched_bits(masks, 2, hw.datapath.acc_bits), points))
+    return groups
+
+
 def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pairs: Callable[[int, int], np.ndarray],
                          geometry: tuple[int, ...],
                          pixels: int, hw: HardwareConfig, faults: PeFaults, weight_bits: int, product_bits: int,
@@ -145,33 +205,11 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
     dp = hw.datapath
     in_bits = product_bits - weight_bits  # the activations' word width (bits)
     x_pairs = functools.cache(lambda offset: _batch_last_pairs(x_hwc, offset))  # for partial-sum faults, made once
-    permanent_pes = np.unique(np.repeat(np.arange(hw.rows * hw.cols), np.diff(faults.pe_start))[faults.mac < 0])
-    if hw.dataflow == "ws":  # one block per faulty column: every row, fault points k ≡ faulty rows
-        groups = [(c, None, np.unique(permanent_pes[permanent_pes % hw.cols == c] // hw.cols))
-                  for c in np.unique(permanent_pes % hw.cols)]
-    else:  # one block per faulty PE: its rows, every MAC a fault point
-        groups = [(pe % hw.cols, pe // hw.cols, None) for pe in permanent_pes]
-    for col, pe_row, fault_rows in groups:
-        filters = np.arange(col, weight_t_hwc.shape[0], hw.cols, dtype=np.int64)
+    key = (hw, weight_t_hwc.shape, x_hwc.shape[0], pixels)
+    if key not in faults._groups:
+        faults._groups[key] = _fault_groups(faults, hw, weight_t_hwc.shape, x_hwc.shape[0], pixels)
+    for col, pe_row, filters, rows, period, has_fault, masks, fault_rows, psum_bits, points in faults._groups[key]:
         column_weights = weight_t_hwc[col::hw.cols]  # (J, K), a view: the filters' weights
-        if pe_row is None:
-            rows, period = np.arange(x_hwc.shape[0] * pixels, dtype=np.int64), hw.rows
-            has_fault = np.zeros(hw.rows, dtype=np.bool_)
-            has_fault[fault_rows] = True
-            masks = np.tile(np.array(_IDENTITY, dtype=np.int64), (hw.rows, 3, 1))
-            for r in fault_rows:  # the other rows' registers are clean
-                masks[r] = _register_masks(faults, r * hw.cols + col)
-        else:
-            # the pixels pe_row, pe_row + rows, … of every image
-            rows = (np.arange(x_hwc.shape[0])[:, None] * pixels + np.arange(pe_row, pixels, hw.rows)).ravel()
-            period = 1
-            has_fault = np.ones(1, dtype=np.bool_)
-            masks = _register_masks(faults, pe_row * hw.cols + col)[None]
-        if not filters.size or not rows.size:
-            continue
-        psum_bits = _touched_bits(masks, 2, dp.acc_bits)
-        fault_rows = np.flatnonzero(has_fault)
-        points = sum(len(range(r, weight_t_hwc.shape[1], period)) for r in fault_rows)
         # corrections: register faults alone (a sum over the fault points), WS partial-sum faults
         # (running sums in lanes, which multiply 16-bit words), OS partial-sum faults alone on
         # bits below 31 (running sums in int32 lanes)

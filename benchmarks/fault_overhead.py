@@ -1,24 +1,26 @@
 """Cost of faults: faulty run time ÷ fault-free run time on the same images, in one run.
 
 Not a test. VGG-16 `fixed16` on the bundled images: one permanent PE fault (each register, both
-dataflows) and weight-memory flips at rate 1e-5. In each round the fault-free and the faulty
-network run batch by batch (64 images), back to back on every batch, the order reversed from one
-batch to the next; before its first batch the faulty side sets its faults up (map checks,
-patched weight copies: :func:`accel_sim.faults.prepare_permanent_faults`, what
-:func:`accel_sim.faults.run_with_faults` does once per run). The round's ratio is the faulty
-side's total time, set-up included, over the fault-free side's, and the figure is the median
-over rounds. This machine's cores change speed by up to 2× within minutes, so only runs close in
-time compare: separate best-of times compare different machine states, and even whole 256-image
-runs back to back moved a median by ±5 % where batch-by-batch pairs moved it by < 1 %
-(fault-free against itself). The first row of each dataflow runs the fault-free network on both
-sides: its spread is the measurement's own.
+dataflows) and weight-memory flips at rate 1e-5. In each round the fault-free network and every
+faulty one of a dataflow run batch by batch (64 images), back to back on every batch, the order
+reversed from one batch to the next; before its first batch each faulty side sets its faults up
+(map checks, patched weight copies: :func:`accel_sim.faults.prepare_permanent_faults`, what
+:func:`accel_sim.faults.run_with_faults` does once per run). A case's ratio in a round is its
+total time, set-up included, over the fault-free network's in that round, and the figure is the
+median over rounds. This machine's cores change speed by up to 2× within minutes, so only runs
+close in time compare: separate best-of times compare different machine states, and even whole
+256-image runs back to back moved a median by ±5 % where batch-by-batch pairs moved it by < 1 %
+(fault-free against itself). Running every case in every round spreads a slow spell of the
+machine over all cases instead of one. The first row of each dataflow runs the fault-free
+network on both sides: its spread is the measurement's own.
 
-    python benchmarks/fault_overhead.py [--images 256] [--rounds 11]
+    python benchmarks/fault_overhead.py [--images 256] [--rounds 15]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 
 import numpy as np
 
@@ -43,7 +45,7 @@ def main() -> None:
     tune_allocator()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
     images = load_bundled_sample("test").images[:args.images]
     calibration = draw_sample(load_bundled_sample("train"), 512, np.random.default_rng(0)).images
@@ -64,29 +66,29 @@ def main() -> None:
                   for fmap in [one_pe_fault(image, hw, reg, rng)]]
         memory = draw_fault_map(image, hw, DrawSpec("weight_memory", 1e-5), job_rng(0, dataflow))
         cases.append((f"weight memory 1e-5 ({len(memory)} flips)", memory))
-        for label, fmap in cases:
-            ready = []  # the faulty side's set-up, redone each round
+        ready: dict[str, object] = {}  # each faulty side's set-up, redone each round
 
-            def clean(batch):
-                return None if batch is None else acc.run(image, batch, prepared)
+        def clean(batch):
+            return None if batch is None else acc.run(image, batch, prepared)
 
-            def faulty(batch, fmap=fmap, ready=ready):
-                if fmap is None:
-                    return clean(batch)
-                if batch is None:  # the set-up of a run of all the images
-                    check_fault_map(fmap, image, hw, n_images=len(images))
-                    ready[:] = [prepare_permanent_faults(acc, image, fmap)]
-                    return None
-                return acc.run(image, batch, ready[0].prepared, ready[0].layer_faults)
+        def faulty(batch, label, fmap):
+            if fmap is None:
+                return clean(batch)
+            if batch is None:  # the set-up of a run of all the images
+                check_fault_map(fmap, image, hw, n_images=len(images))
+                ready[label] = prepare_permanent_faults(acc, image, fmap)
+                return None
+            return acc.run(image, batch, ready[label].prepared, ready[label].layer_faults)
 
-            for run in (clean, faulty):
-                run(None)
-                run(batches[0])  # warm-up: JIT compilation, allocator, caches
-            times = interleaved_rounds({"clean": clean, "faulty": faulty}, [None, *batches], args.rounds)
-            ratios = np.array(times["faulty"]) / np.array(times["clean"])
-            print(f"| {dataflow} | {label} | {min(times['faulty']):.2f} | {min(times['clean']):.2f} | "
+        runs = {"clean": clean} | {label: functools.partial(faulty, label=label, fmap=fmap) for label, fmap in cases}
+        for run in runs.values():
+            run(None)
+            run(batches[0])  # warm-up: JIT compilation, allocator, caches
+        times = interleaved_rounds(runs, [None, *batches], args.rounds)
+        for label, _ in cases:
+            ratios = np.array(times[label]) / np.array(times["clean"])
+            print(f"| {dataflow} | {label} | {min(times[label]):.2f} | {min(times['clean']):.2f} | "
                   f"{np.median(ratios):.2f} | {', '.join(f'{r:.2f}' for r in ratios)} |", flush=True)
-
 
 if __name__ == "__main__":
     main()

@@ -7,13 +7,39 @@ Kernels take only arrays and scalars; :mod:`accel_sim.hardware.compute` and
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from accel_sim.hardware.kernels import _sign_extend
 
 EPILOGUE_BIAS, EPILOGUE_FULL = 1, 2
+_PREFETCH_ROWS = 8  # correction rows fetched ahead: a pixel-major correction matrix is read out of order
 ACTIVATION_CODES = {"none": 0, "relu": 1, "clipact": 2, "clamp": 3}
 ROUNDING_CODES = {"floor": 0, "nearest_even": 1, "nearest_up": 2}
+
+
+@intrinsic
+def _prefetch_row(typingctx, array, row):
+    """Ask the cache for the start of row ``row`` of a C-contiguous 2-D array (a hint: no load,
+    no fault on any address)."""
+    if not (isinstance(array, types.Array) and array.ndim == 2 and array.layout == "C"):
+        return None
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0])
+        row_size = cgutils.unpack_tuple(builder, data.shape, 2)[1]
+        start = builder.mul(context.cast(builder, args[1], signature.args[1], types.intp), row_size)
+        address = builder.bitcast(builder.gep(data.data, [start]), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        prefetch = builder.module.declare_intrinsic(
+            "llvm.prefetch", [address.type], ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32]))
+        # read, keep in all cache levels, data cache
+        builder.call(prefetch, [address, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(array, row), codegen
 
 
 @njit(cache=True, inline="always")
@@ -102,8 +128,10 @@ def recombine_digits(products, powers, rowsums, b_offset, col_term, const, mode,
         ``corrected[c]`` before the bias, for the rows with ``correction_row[m] ≥ 0`` (PE-register
         faults: their effect is a sum over the MACs through the faulty PE when no partial sum
         saturates; OS touches one pixel in ``rows``, WS every row). Those entries are redone
-        after the row's others, so that the main loop stays free of branches. C may be 0, and
-        then ``correction_row`` is not read.
+        after the row's others, so that the main loop stays free of branches; each row's
+        corrections are fetched into the cache a few rows ahead, since rows in pixel-major order
+        come out of order. ``correction`` C-contiguous; C may be 0, and then ``correction_row``
+        is not read.
     out : float64 (M, N)
         Written in place (exact integers).
     """
@@ -116,6 +144,9 @@ def recombine_digits(products, powers, rowsums, b_offset, col_term, const, mode,
                                              rounding, out_min, out_max))
         if corrected.shape[0] == 0 or correction_row[m] < 0:
             continue
+        ahead = m + _PREFETCH_ROWS
+        if ahead < n_rows and correction_row[ahead] >= 0:
+            _prefetch_row(correction, correction_row[ahead])
         slot = correction_row[m]
         for c in range(corrected.shape[0]):
             n = corrected[c]

@@ -1,12 +1,13 @@
 """Cost of faults: faulty run time ÷ fault-free run time on the same images, in one run.
 
 Not a test. VGG-16 `fixed16` on the bundled images: one permanent PE fault (each register, both
-dataflows) and weight-memory flips at rate 1e-5. In each round the fault-free network and every
-faulty one of a dataflow run batch by batch (64 images), back to back on every batch, the order
-reversed from one batch to the next; before its first batch each faulty side sets its faults up
-(map checks, patched weight copies: :func:`accel_sim.faults.prepare_permanent_faults`, what
+dataflows) and weight-memory flips at rate 1e-5. Each case is a pair, the faulty network and the
+fault-free one; in each round every pair of a dataflow runs batch by batch (64 images), the two
+sides of a pair back to back on every batch, the order of all runs reversed from one batch to the
+next; before its first batch each faulty side sets its faults up (map checks, patched weight
+copies: :func:`accel_sim.faults.prepare_permanent_faults`, what
 :func:`accel_sim.faults.run_with_faults` does once per run). A case's ratio in a round is its
-total time, set-up included, over the fault-free network's in that round, and the figure is the
+faulty side's total time, set-up included, over its fault-free side's, and the figure is the
 median over rounds. This machine's cores change speed by up to 2× within minutes, so only runs
 close in time compare: separate best-of times compare different machine states, and even whole
 256-image runs back to back moved a median by ±5 % where batch-by-batch pairs moved it by < 1 %
@@ -14,7 +15,7 @@ close in time compare: separate best-of times compare different machine states, 
 machine over all cases instead of one. The first row of each dataflow runs the fault-free
 network on both sides: its spread is the measurement's own.
 
-    python benchmarks/fault_overhead.py [--images 256] [--rounds 15]
+    python benchmarks/fault_overhead.py [--images 256] [--rounds 11]
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def main() -> None:
     tune_allocator()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=11)
     args = parser.parse_args()
     images = load_bundled_sample("test").images[:args.images]
     calibration = draw_sample(load_bundled_sample("train"), 512, np.random.default_rng(0)).images
@@ -80,15 +81,21 @@ def main() -> None:
                 return None
             return acc.run(image, batch, ready[label].prepared, ready[label].layer_faults)
 
-        runs = {"clean": clean} | {label: functools.partial(faulty, label=label, fmap=fmap) for label, fmap in cases}
-        for run in runs.values():
+        # each case beside its own fault-free run: the pair stays adjacent when the order reverses
+        runs = {}
+        for label, fmap in cases:
+            runs[label, "clean"] = clean
+            runs[label, "faulty"] = functools.partial(faulty, label=label, fmap=fmap)
+        for run in (clean, *(runs[label, "faulty"] for label, _ in cases)):
             run(None)
             run(batches[0])  # warm-up: JIT compilation, allocator, caches
         times = interleaved_rounds(runs, [None, *batches], args.rounds)
         for label, _ in cases:
-            ratios = np.array(times[label]) / np.array(times["clean"])
-            print(f"| {dataflow} | {label} | {min(times[label]):.2f} | {min(times['clean']):.2f} | "
+            faulty_s, clean_s = np.array(times[label, "faulty"]), np.array(times[label, "clean"])
+            ratios = faulty_s / clean_s
+            print(f"| {dataflow} | {label} | {faulty_s.min():.2f} | {clean_s.min():.2f} | "
                   f"{np.median(ratios):.2f} | {', '.join(f'{r:.2f}' for r in ratios)} |", flush=True)
+
 
 if __name__ == "__main__":
     main()

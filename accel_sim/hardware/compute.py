@@ -89,19 +89,27 @@ class PreparedLayer:
         return np.ascontiguousarray(w.reshape(w.shape[0], -1)).astype(dtype)
 
     @functools.cached_property
-    def _column_pairs(self) -> dict[tuple[int, int, int], np.ndarray]:
+    def _column_forms(self) -> dict[tuple, np.ndarray]:
         return {}
+
+    def column_words(self, col: int, cols: int) -> np.ndarray:
+        """int32 (K, J): the integer words of the filters col, col + cols, … (J of them), K in
+        im2col order (the int32 lanes' form), made once per (col, cols)."""
+        key = ("words", col, cols)
+        if key not in self._column_forms:
+            self._column_forms[key] = np.ascontiguousarray(self.weight_t_hwc[col::cols].T, dtype=np.int32)
+        return self._column_forms[key]
 
     def column_pairs(self, col: int, cols: int, offset: int) -> np.ndarray:
         """int32 (kernel positions, ⌈(C + offset)/2⌉, J) channel pairs of the integer words (at
         most 16 bits) of the filters col, col + cols, … (J of them; the WS partial-sum lanes'
         form, :func:`accel_sim.hardware.lane_kernels.column_pairs`; one position for a linear
         layer), made once per (col, cols, offset)."""
-        key = (col, cols, offset)
-        if key not in self._column_pairs:
+        key = ("pairs", col, cols, offset)
+        if key not in self._column_forms:
             positions = self.layer.kernel[0] * self.layer.kernel[1] if isinstance(self.layer, Conv2d) else 1
-            self._column_pairs[key] = lane_kernels.column_pairs(self.weight_t_hwc[col::cols], positions, offset)
-        return self._column_pairs[key]
+            self._column_forms[key] = lane_kernels.column_pairs(self.weight_t_hwc[col::cols], positions, offset)
+        return self._column_forms[key]
 
 
 def _patched(layer: WeightedLayer, patch: WeightPatch | None) -> np.ndarray:
@@ -347,9 +355,9 @@ def _faulty_blocks(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig,
     if input_digits is None and _uses_int8(prepared):
         input_digits = functools.cache(lambda: _input_digits(layer, x))
     for rows, filters, values, correction in faulty_column_blocks(
-            x_hwc, prepared.weight_t_hwc, lambda col, offset: prepared.column_pairs(col, hw.cols, offset), geometry,
-            pixels, hw, pe_faults, layer.weight_format.word_bits, product_bits, x_bounds, prepared.abs_col_sums,
-            input_digits):
+            x_hwc, prepared.weight_t_hwc, lambda col: prepared.column_words(col, hw.cols),
+            lambda col, offset: prepared.column_pairs(col, hw.cols, offset), geometry, pixels, hw, pe_faults,
+            layer.weight_format.word_bits, product_bits, x_bounds, prepared.abs_col_sums, input_digits):
         if correction and clean is None:
             yield rows, filters, torch.from_numpy(values), True
             continue

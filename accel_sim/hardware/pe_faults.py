@@ -122,6 +122,27 @@ class _FaultGroup(NamedTuple):
     fault_rows: np.ndarray
     psum_bits: int | None
     points: int
+    memo: dict  # what the lane paths derive from the group (no weights, no activations), made on first use
+
+
+class _LanePlan(NamedTuple):
+    """What the image lanes of :mod:`product_lanes` read for a group, the same on every batch: the
+    output pixels (``pixel_list``) and their im2col ``rows`` (pixel-major, then image), the fault
+    ``points`` (MACs k, int64 (P,); ``all_points`` when they are every MAC in order) with their
+    (P, 2, 3) weight and product register masks (``point_masks``, product lanes only), the S
+    ``channels`` they read, and per point its channel's index among them and its kernel row and
+    column less the padding; ``needed`` (bool (H, W)): the input positions read."""
+
+    pixel_list: np.ndarray
+    rows: np.ndarray
+    points: np.ndarray
+    all_points: bool
+    point_masks: np.ndarray | None
+    channels: np.ndarray
+    channel: np.ndarray
+    row_offset: np.ndarray
+    col_offset: np.ndarray
+    needed: np.ndarray
 
 
 def _fault_groups(faults: PeFaults, hw: HardwareConfig, weight_shape: tuple[int, int], batch: int,
@@ -158,12 +179,12 @@ def _fault_groups(faults: PeFaults, hw: HardwareConfig, weight_shape: tuple[int,
         fault_rows = np.flatnonzero(has_fault)
         points = sum(len(range(r, depth, period)) for r in fault_rows)
         groups.append(_FaultGroup(int(col), None if pe_row is None else int(pe_row), filters, rows, period, has_fault,
-                                  masks, fault_rows, _touched_bits(masks, 2, hw.datapath.acc_bits), points))
+                                  masks, fault_rows, _touched_bits(masks, 2, hw.datapath.acc_bits), points, {}))
     return groups
 
 
-def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pairs: Callable[[int, int], np.ndarray],
-                         geometry: tuple[int, ...],
+def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, column_words: Callable[[int], np.ndarray],
+                         weight_pairs: Callable[[int, int], np.ndarray], geometry: tuple[int, ...],
                          pixels: int, hw: HardwareConfig, faults: PeFaults, weight_bits: int, product_bits: int,
                          x_bounds: Sequence[Callable[[], float]],
                          abs_col_sums: np.ndarray, input_digits: Callable[[], int8_gemm.Digits] | None = None,
@@ -176,6 +197,10 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
         The layer's input feature maps (words), channels last; (B, 1, 1, F) for a linear layer.
     weight_t_hwc : int64 (N, K)
         Weights, one row per filter, K in im2col order.
+    column_words : callable
+        ``column_words(col)`` gives the rows of ``weight_t_hwc`` of the filters col, col + cols, …
+        transposed, int32 (K, J) (made once per run by the caller; asked for by the int32 lanes
+        of product and OS partial-sum faults).
     weight_pairs : callable
         ``weight_pairs(col, offset)`` gives :func:`lane_kernels.column_pairs` of the filters col,
         col + cols, … (their rows of ``weight_t_hwc``) with that pairing offset (made once per run
@@ -208,7 +233,7 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
     key = (hw, weight_t_hwc.shape, x_hwc.shape[0], pixels)
     if key not in faults._groups:
         faults._groups[key] = _fault_groups(faults, hw, weight_t_hwc.shape, x_hwc.shape[0], pixels)
-    for col, pe_row, filters, rows, period, has_fault, masks, fault_rows, psum_bits, points in faults._groups[key]:
+    for col, pe_row, filters, rows, period, has_fault, masks, fault_rows, psum_bits, points, memo in faults._groups[key]:
         column_weights = weight_t_hwc[col::hw.cols]  # (J, K), a view: the filters' weights
         # corrections: register faults alone (a sum over the fault points), WS partial-sum faults
         # (running sums in lanes, which multiply 16-bit words), OS partial-sum faults alone on
@@ -233,12 +258,16 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, weight_pai
                         input_digits(), rows, column_weights, masks[0, 0], weight_bits, hw), False
                     continue
                 if os_lanes or unit is not None:  # lanes over the images of each pixel
-                    pixel_list = np.arange(0 if pe_row is None else pe_row, pixels, 1 if pe_row is None else hw.rows)
-                    rows = (pixel_list[:, None] + np.arange(x_hwc.shape[0]) * pixels).ravel()  # pixel-major
-                    values = (_os_partial_sum_corrections(x_hwc, column_weights, pixel_list, geometry, masks[0, 2],
+                    if "lanes" not in memo:
+                        pixel_list = np.arange(0 if pe_row is None else pe_row, pixels,
+                                               1 if pe_row is None else hw.rows)
+                        memo["lanes"] = _lane_plan(x_hwc.shape, geometry, pixel_list, pixels, period, fault_rows,
+                                                   None if os_lanes else masks, product_bits)
+                    plan = memo["lanes"]
+                    rows = plan.rows
+                    values = (_os_partial_sum_corrections(x_hwc, column_words(col), plan, geometry, masks[0, 2],
                                                           _lowest_bit(psum_bits)) if os_lanes else
-                              _product_corrections(x_hwc, column_weights, pixel_list, geometry, period, fault_rows,
-                                                   masks, weight_bits, product_bits, unit))
+                              _product_corrections(x_hwc, column_words(col), plan, geometry, weight_bits, unit))
                 elif psum_bits == 0:
                     values = kernels.register_fault_corrections(
                         x_hwc, np.ascontiguousarray(column_weights.T), rows, pixels, *geometry, period,
@@ -324,55 +353,25 @@ def _product_lanes(masks: np.ndarray, fault_rows: np.ndarray, weight_bits: int, 
     return low if largest < 2.0**31 and points * largest / 2.0**low < 2.0**31 else None
 
 
-def _product_corrections(x_hwc: np.ndarray, weights: np.ndarray, pixel_list: np.ndarray, geometry: tuple[int, ...],
-                         period: int, fault_rows: np.ndarray, masks: np.ndarray, weight_bits: int, product_bits: int,
-                         low: int) -> np.ndarray:
-    """:func:`product_lanes.product_fault_corrections` for the outputs of pixels ``pixel_list``
-    (int64 (I,)) of every image and the filters whose weights are ``weights`` (int64 (J, K)),
-    with fault points k ≡ r (mod ``period``) for r in ``fault_rows`` under the (rows, 3, 3)
-    ``masks``, changes counted in units of 2**``low``; rows of the result pixel-major, then
-    image."""
-    per_row = [np.arange(r, weights.shape[1], period) for r in fault_rows]
-    points = np.concatenate(per_row)
-    width = (1 << product_bits) - 1  # faults beyond the product's width have no bit to act on
-    point_masks = np.repeat(masks[fault_rows, :2], [p.size for p in per_row], axis=0)  # (P, 2, 3)
-    point_masks[:, 1] &= np.array([-1, width, width])
-    point_masks[:, 1, 0] |= ~width
-    # one fault row: the points are a slice (no gather of the weights)
-    point_weights = weights[:, fault_rows[0]::period] if len(fault_rows) == 1 else weights[:, points]
-    x, row_offset, col_offset, channel = _batch_last_points(x_hwc, pixel_list, geometry, points)
-    sh, sw, ow = geometry[2], geometry[3], geometry[6]
-    return product_lanes.product_fault_corrections(
-        x, x_hwc.shape[0], pixel_list, row_offset, col_offset, channel,
-        np.ascontiguousarray(point_weights.T, dtype=np.int32), point_masks, weight_bits, sh, sw, ow, low, _GROUP_FILTERS)
-
-
-def _os_partial_sum_corrections(x_hwc: np.ndarray, weights: np.ndarray, pixel_list: np.ndarray,
-                                geometry: tuple[int, ...], masks: np.ndarray, low: int) -> np.ndarray:
-    """:func:`product_lanes.partial_sum_fault_corrections` for the outputs of pixels
-    ``pixel_list`` of every image (an OS PE's) and the filters whose weights are ``weights``
-    (int64 (J, K)), under the partial-sum register's (and, or, xor) ``masks``; rows of the result
-    pixel-major, then image."""
-    x, row_offset, col_offset, channel = _batch_last_points(x_hwc, pixel_list, geometry,
-                                                            np.arange(weights.shape[1]))
-    sh, sw, ow = geometry[2], geometry[3], geometry[6]
-    return product_lanes.partial_sum_fault_corrections(
-        x, x_hwc.shape[0], pixel_list, row_offset, col_offset, channel,
-        np.ascontiguousarray(weights.T, dtype=np.int32), *masks, sh, sw, ow, low, _GROUP_FILTERS)
-
-
-def _batch_last_points(x_hwc: np.ndarray, pixel_list: np.ndarray, geometry: tuple[int, ...],
-                       points: np.ndarray) -> tuple[np.ndarray, ...]:
-    """What the lanes of :mod:`accel_sim.hardware.product_lanes` read for fault points ``points``
-    (int64 (P,), MACs k in im2col order) of the outputs of pixels ``pixel_list``: an int32
-    batch-last copy (H, W, S, B') of the float64 (B, H, W, C) words of only the S channels and
-    the input positions they read, and per point its kernel row and column less the padding and
-    its channel's index in the copy."""
+def _lane_plan(x_shape: tuple[int, ...], geometry: tuple[int, ...], pixel_list: np.ndarray, pixels: int, period: int,
+               fault_rows: np.ndarray, masks: np.ndarray | None, product_bits: int) -> _LanePlan:
+    """The :class:`_LanePlan` of a group whose outputs are the pixels ``pixel_list`` (int64 (I,))
+    of every image of float64 (B, H, W, C) input words, with fault points k ≡ r (mod
+    ``period``) for r in ``fault_rows``, and, for product lanes, the (rows, 3, 3) register
+    ``masks`` (None: partial-sum lanes)."""
     kh, kw, sh, sw, ph, pw, ow = geometry
-    nb, h, wd, ch = x_hwc.shape
+    nb, h, wd, ch = x_shape
+    depth = kh * kw * ch
+    per_row = [np.arange(r, depth, period) for r in fault_rows]
+    points = np.concatenate(per_row)
+    point_masks = None
+    if masks is not None:
+        width = (1 << product_bits) - 1  # faults beyond the product's width have no bit to act on
+        point_masks = np.repeat(masks[fault_rows, :2], [p.size for p in per_row], axis=0)  # (P, 2, 3)
+        point_masks[:, 1] &= np.array([-1, width, width])
+        point_masks[:, 1, 0] |= ~width
     read = np.zeros(ch, dtype=np.bool_)  # the channels the points read, and their index among them
     read[points % ch] = True
-    channels, channel = np.flatnonzero(read), (np.cumsum(read) - 1)[points % ch]
     position = points // ch
     ki, kj = np.divmod(np.flatnonzero(np.bincount(position, minlength=kh * kw)), kw)  # the kernel positions read
     ys = pixel_list[:, None] // ow * sh + ki[None, :] - ph
@@ -380,10 +379,43 @@ def _batch_last_points(x_hwc: np.ndarray, pixel_list: np.ndarray, geometry: tupl
     inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < wd)
     needed = np.zeros((h, wd), dtype=np.bool_)
     needed[ys[inside], xs[inside]] = True
+    rows = (pixel_list[:, None] + np.arange(nb) * pixels).ravel()  # pixel-major
+    return _LanePlan(pixel_list, rows, points, points.size == depth, point_masks, np.flatnonzero(read),
+                     (np.cumsum(read) - 1)[points % ch], position // kw - ph, position % kw - pw, needed)
+
+
+def _product_corrections(x_hwc: np.ndarray, words: np.ndarray, plan: _LanePlan, geometry: tuple[int, ...],
+                         weight_bits: int, low: int) -> np.ndarray:
+    """:func:`product_lanes.product_fault_corrections` for a group's outputs (``plan``) and the
+    filters whose weights are ``words`` (int32 (K, J)), changes counted in units of 2**``low``;
+    rows of the result pixel-major, then image."""
+    sh, sw, ow = geometry[2], geometry[3], geometry[6]
+    return product_lanes.product_fault_corrections(
+        _batch_last_points(x_hwc, plan), x_hwc.shape[0], plan.pixel_list, plan.row_offset, plan.col_offset,
+        plan.channel, words if plan.all_points else words[plan.points], plan.point_masks, weight_bits, sh, sw, ow, low,
+        _GROUP_FILTERS)
+
+
+def _os_partial_sum_corrections(x_hwc: np.ndarray, words: np.ndarray, plan: _LanePlan, geometry: tuple[int, ...],
+                                masks: np.ndarray, low: int) -> np.ndarray:
+    """:func:`product_lanes.partial_sum_fault_corrections` for an OS PE's outputs (``plan``, every
+    MAC a point) and the filters whose weights are ``words`` (int32 (K, J)), under the
+    partial-sum register's (and, or, xor) ``masks``; rows of the result pixel-major, then image."""
+    sh, sw, ow = geometry[2], geometry[3], geometry[6]
+    return product_lanes.partial_sum_fault_corrections(
+        _batch_last_points(x_hwc, plan), x_hwc.shape[0], plan.pixel_list, plan.row_offset, plan.col_offset,
+        plan.channel, words, *masks, sh, sw, ow, low, _GROUP_FILTERS)
+
+
+def _batch_last_points(x_hwc: np.ndarray, plan: _LanePlan) -> np.ndarray:
+    """What the lanes of :mod:`accel_sim.hardware.product_lanes` read: an int32 batch-last copy
+    (H, W, S, B') of the float64 (B, H, W, C) words of only the S channels and the input
+    positions the ``plan``'s fault points read."""
+    nb, h, wd, _ = x_hwc.shape
     step = lane_kernels.LANE_STEP
-    x = np.empty((h, wd, channels.size, -(-nb // step) * step), dtype=np.int32)
-    product_lanes.batch_last_words(x_hwc, channels, needed, x)
-    return x, position // kw - ph, position % kw - pw, channel
+    x = np.empty((h, wd, plan.channels.size, -(-nb // step) * step), dtype=np.int32)
+    product_lanes.batch_last_words(x_hwc, plan.channels, plan.needed, x)
+    return x
 
 
 def _lowest_bit(bits: int) -> int:

@@ -57,6 +57,13 @@ def batch_last_words(x, channels, needed, out):
 
 
 @njit(cache=True, inline="always")
+def _and_xor(m_and, m_or, m_xor):
+    """A register's (and, or, xor) masks (int64) as int32 (keep, toggle) with
+    ``(v & and | or) ^ xor == (v & keep) ^ toggle``: one ternary bit operation per lane."""
+    return np.int32(m_and & ~m_or), np.int32(m_or ^ m_xor)
+
+
+@njit(cache=True, inline="always")
 def _store(out, units, first, images, j0, low):
     """A task's counts (int32 (J', B')) as int64 values into rows ``first`` … of ``out``,
     columns ``j0`` …; the lanes past ``images`` are dropped."""
@@ -116,7 +123,7 @@ def product_fault_corrections(x, images, pixel_list, row_offset, col_offset, cha
         units = np.zeros((jn, nb), dtype=np.int32)
         for q in range(n_points):
             y, xx = oy * sh + row_offset[q], ox * sw + col_offset[q]
-            m_and, m_or, m_xor = np.int32(masks[q, 1, 0]), np.int32(masks[q, 1, 1]), np.int32(masks[q, 1, 2])
+            keep, toggle = _and_xor(masks[q, 1, 0], masks[q, 1, 1], masks[q, 1, 2])
             if 0 <= y < h and 0 <= xx < wd:
                 a = x[y, xx, channel[q]]
                 for j in range(jn):
@@ -127,10 +134,10 @@ def product_fault_corrections(x, images, pixel_list, row_offset, col_offset, cha
                     for b in range(nb):  # int32 throughout: the loop vectorises over the lanes
                         product = np.int32(a[b] * weight)
                         formed = product if same else np.int32(a[b] * faulty_weight)
-                        faulty = np.int32(np.int32(np.int32(formed & m_and) | m_or) ^ m_xor)
+                        faulty = np.int32(np.int32(formed & keep) ^ toggle)
                         total[b] = np.int32(total[b] + _shift_right(np.int32(faulty - product), unit))
             else:  # padding: a zero activation, whose product the faults still change
-                zero = _shift_right(np.int32(m_or ^ m_xor), unit)
+                zero = _shift_right(toggle, unit)  # (0 & keep) ^ toggle
                 for j in range(jn):
                     for b in range(nb):
                         units[j, b] = np.int32(units[j, b] + zero)
@@ -154,7 +161,7 @@ def partial_sum_fault_corrections(x, images, pixel_list, row_offset, col_offset,
     n_points, n_filters = weights.shape
     out = np.empty((pixel_list.shape[0] * images, n_filters), dtype=np.int64)
     groups, unit = (n_filters + group - 1) // group, np.int32(low)
-    m_and, m_or, m_xor = np.int32(s_and), np.int32(s_or), np.int32(s_xor)
+    keep, toggle = _and_xor(s_and, s_or, s_xor)
     zero = np.zeros(nb, dtype=np.int32)  # the activations of a padding position
     for task in prange(pixel_list.shape[0] * groups):
         i, j0 = task // groups, task % groups * group
@@ -169,7 +176,7 @@ def partial_sum_fault_corrections(x, images, pixel_list, row_offset, col_offset,
                 weight, total, change = weights[q, j0 + j], sums[j], units[j]
                 for b in range(nb):  # int32 arithmetic wraps like the lanes' modulus
                     before = np.int32(total[b] + a[b] * weight)
-                    after = np.int32(np.int32(np.int32(before & m_and) | m_or) ^ m_xor)
+                    after = np.int32(np.int32(before & keep) ^ toggle)
                     change[b] = np.int32(change[b] + _shift_right(np.int32(after - before), unit))
                     total[b] = after
         _store(out, units, i * images, images, j0, low)

@@ -219,6 +219,19 @@ def test_os_partial_sum_faults_use_the_correction_and_equal_faithful_kernel(over
                                              "partial_sum_fault_corrections") == (2 if lanes else 1)
 
 
+def test_product_lanes_with_every_row_of_a_column_faulty_equal_faithful_kernel():
+    """WS product faults in every row of a column: the fault points are every MAC, but grouped by
+    row (k ≡ 0 first, then k ≡ 1, …), so their weights must be taken in that order."""
+    from accel_sim.hardware import product_lanes
+
+    layer, x = _conv_3x3_on_7x7(np.random.default_rng(9), 1)
+    hw = HardwareConfig("t", 2, 3, dataflow="ws", acc_bits=48)
+    faults = PeFaults.build(2, 3, [0, 1], [1, 1], [1, 1], [14, 22], [0, 0], [-1, -1])
+    calls, _ = _calls_recorded_while_fast_equals_faithful(layer, x, hw, faults, product_lanes,
+                                                          "product_fault_corrections")
+    assert len(calls) == 1
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 9), st.integers(1, 6), st.integers(1, 3), st.integers(1, 2), st.integers(0, 1),
        st.integers(1, 40), st.integers(2, 7), st.sampled_from(["ws", "os"]), st.sampled_from([8, 16]), st.data())

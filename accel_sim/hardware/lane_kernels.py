@@ -321,8 +321,9 @@ def partial_sum_corrections(x, images, channels, offset, wp, lane_type, oh, ow, 
 
     Returns
     -------
-    int64 (B · oh · ow, J)
-        What the faults add to each output's accumulator (row image · pixels + pixel); valid
+    int64 (oh · ow · B, J)
+        What the faults add to each output's accumulator, rows pixel-major (pixel · B + image);
+        valid
         while no partial sum saturates (or, for a wrapping accumulator, before the final wrap).
     """
     h, pairs, wd, nb = x.shape
@@ -409,7 +410,7 @@ def partial_sum_corrections(x, images, channels, offset, wp, lane_type, oh, ow, 
                     r = (r + 1) % period
         for ox in range(oxa, oxb):
             for b in range(images):
-                row = (b * oh + oy) * ow + ox
+                row = (oy * ow + ox) * images + b  # pixel-major: a task writes one block of rows
                 q = (ox - oxa) * nb + b
                 for j in range(jn):
                     total = np.int64(units[j, q]) << low

@@ -273,6 +273,9 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, column_wor
                         x_hwc, np.ascontiguousarray(column_weights.T), rows, pixels, *geometry, period,
                         fault_rows, masks, weight_bits, product_bits)
                 else:
+                    if "pixel_major" not in memo:  # the lanes write a task's rows as one block
+                        memo["pixel_major"] = (np.arange(pixels)[:, None] + np.arange(x_hwc.shape[0]) * pixels).ravel()
+                    rows = memo["pixel_major"]
                     offset = _pair_offset(fault_rows, x_hwc.shape[3], period)
                     values = _partial_sum_corrections(x_pairs(offset), x_hwc.shape, offset, weight_pairs(col, offset),
                                                       geometry, pixels, period, has_fault, masks, weight_bits,
@@ -380,7 +383,8 @@ def _lane_plan(x_shape: tuple[int, ...], geometry: tuple[int, ...], pixel_list: 
     needed = np.zeros((h, wd), dtype=np.bool_)
     needed[ys[inside], xs[inside]] = True
     rows = (pixel_list[:, None] + np.arange(nb) * pixels).ravel()  # pixel-major
-    return _LanePlan(pixel_list, rows, points, points.size == depth, point_masks, np.flatnonzero(read),
+    every_mac = bool(np.array_equal(points, np.arange(depth)))  # in order: the weights need no gather
+    return _LanePlan(pixel_list, rows, points, every_mac, point_masks, np.flatnonzero(read),
                      (np.cumsum(read) - 1)[points % ch], position // kw - ph, position % kw - pw, needed)
 
 

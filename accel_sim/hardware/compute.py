@@ -263,8 +263,9 @@ def _largest_word(layer: WeightedLayer) -> float:
 
 def _gathered_corrections(blocks: list, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Correction blocks (im2col rows, filters, int64 values, True) as one C-contiguous int64
-    (R, C) matrix over the R rows they touch, the slot of each of the ``rows`` im2col rows in it (int64 (rows,),
-    -1 where untouched) and the C filters its columns belong to (blocks do not overlap)."""
+    (R, C) matrix over the R rows they touch, the slot of each of the ``rows`` im2col rows in it
+    (int64 (rows,), -1 where untouched) and the C filters its columns belong to (blocks do not
+    overlap)."""
     if len(blocks) == 1:  # one faulty column (WS) or PE (OS): no copy
         block_rows, filters, values, _ = blocks[0]
         slot = np.full(rows, -1, dtype=np.int64)

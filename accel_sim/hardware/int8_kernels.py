@@ -15,9 +15,9 @@ from numba.extending import intrinsic
 from accel_sim.hardware.kernels import _sign_extend
 
 EPILOGUE_BIAS, EPILOGUE_FULL = 1, 2
-_PREFETCH_ROWS = 8  # correction rows fetched ahead: a pixel-major correction matrix is read out of order
 ACTIVATION_CODES = {"none": 0, "relu": 1, "clipact": 2, "clamp": 3}
 ROUNDING_CODES = {"floor": 0, "nearest_even": 1, "nearest_up": 2}
+_PREFETCH_ROWS = 8  # correction rows fetched ahead: a pixel-major correction matrix is read out of order
 
 
 @intrinsic

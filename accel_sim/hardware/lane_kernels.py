@@ -323,8 +323,8 @@ def partial_sum_corrections(x, images, channels, offset, wp, lane_type, oh, ow, 
     -------
     int64 (oh · ow · B, J)
         What the faults add to each output's accumulator, rows pixel-major (pixel · B + image);
-        valid
-        while no partial sum saturates (or, for a wrapping accumulator, before the final wrap).
+        valid while no partial sum saturates (or, for a wrapping accumulator, before the final
+        wrap).
     """
     h, pairs, wd, nb = x.shape
     ch = channels

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -324,11 +324,11 @@ def _partial_sum_corrections(x_pairs: np.ndarray, x_shape: tuple[int, ...], offs
                              points: int) -> np.ndarray:
     """:func:`lane_kernels.partial_sum_corrections` for a faulty WS column (the filters whose
     ``weight_pairs`` it gets, paired with ``offset`` as ``x_pairs`` is), in tasks of column blocks
-    of each output row and filter groups; int32 lanes when the partial-sum faults stay below bit
-    31 and their changes' count (``points`` per output, each below 2**(top + 1) in units of
-    2**low) cannot overflow, otherwise float64
-    lanes (exact: the caller has checked :func:`fits_float64`; three times faster than int64,
-    which has no fast vector multiply)."""
+    of each output row and filter groups (result rows pixel-major, then image); int32 lanes when
+    the partial-sum faults stay below bit 31 and their changes' count (``points`` per output,
+    each below 2**(top + 1) in units of 2**low) cannot overflow, otherwise float64 lanes (exact:
+    the caller has checked :func:`fits_float64`; three times faster than int64, which has no
+    fast vector multiply)."""
     kh, kw, sh, sw, ph, pw, ow = geometry
     low = _lowest_bit(psum_bits)
     narrow = _narrow_units(psum_bits, points)

@@ -274,7 +274,7 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, column_wor
                         fault_rows, masks, weight_bits, product_bits)
                 else:
                     if "pixel_major" not in memo:  # the lanes write a task's rows as one block
-                        memo["pixel_major"] = (np.arange(pixels)[:, None] + np.arange(x_hwc.shape[0]) * pixels).ravel()
+                        memo["pixel_major"] = _pixel_major_rows(np.arange(pixels), x_hwc.shape[0], pixels)
                     rows = memo["pixel_major"]
                     offset = _pair_offset(fault_rows, x_hwc.shape[3], period)
                     values = _partial_sum_corrections(x_pairs(offset), x_hwc.shape, offset, weight_pairs(col, offset),
@@ -382,10 +382,16 @@ def _lane_plan(x_shape: tuple[int, ...], geometry: tuple[int, ...], pixel_list: 
     inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < wd)
     needed = np.zeros((h, wd), dtype=np.bool_)
     needed[ys[inside], xs[inside]] = True
-    rows = (pixel_list[:, None] + np.arange(nb) * pixels).ravel()  # pixel-major
+    rows = _pixel_major_rows(pixel_list, nb, pixels)
     every_mac = bool(np.array_equal(points, np.arange(depth)))  # in order: the weights need no gather
     return _LanePlan(pixel_list, rows, points, every_mac, point_masks, np.flatnonzero(read),
                      (np.cumsum(read) - 1)[points % ch], position // kw - ph, position % kw - pw, needed)
+
+
+def _pixel_major_rows(pixel_list: np.ndarray, batch: int, pixels: int) -> np.ndarray:
+    """im2col rows (image · pixels + pixel) of the pixels ``pixel_list`` of ``batch`` images,
+    pixel-major: the order in which the lane kernels write their results."""
+    return (pixel_list[:, None] + np.arange(batch) * pixels).ravel()
 
 
 def _product_corrections(x_hwc: np.ndarray, words: np.ndarray, plan: _LanePlan, geometry: tuple[int, ...],

@@ -30,8 +30,8 @@ from numba.extending import intrinsic
 
 _VECTOR = 16  # lanes per vector (int32: one 512-bit register)
 LANE_STEP = _VECTOR  # lane counts (the padded batch) are multiples of it
-_HIGH = np.int32(-65536)  # 0xFFFF0000: keeps a weight pair's high (odd-channel) half
-_LOW = np.int32(0xFFFF)  # keeps its low (even-channel) half
+_HIGH = np.int32(-65536)  # 0xFFFF0000: keeps a weight pair's high half (its later channel)
+_LOW = np.int32(0xFFFF)  # keeps its low half (its earlier channel)
 
 
 @njit(cache=True, parallel=True)

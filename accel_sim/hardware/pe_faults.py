@@ -184,7 +184,7 @@ def _fault_groups(faults: PeFaults, hw: HardwareConfig, weight_shape: tuple[int,
 
 
 def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, column_words: Callable[[int], np.ndarray],
-                         weight_pairs: Callable[[int, int], np.ndarray], geometry: tuple[int, ...],
+                         column_pairs: Callable[[int, int], np.ndarray], geometry: tuple[int, ...],
                          pixels: int, hw: HardwareConfig, faults: PeFaults, weight_bits: int, product_bits: int,
                          x_bounds: Sequence[Callable[[], float]],
                          abs_col_sums: np.ndarray, input_digits: Callable[[], int8_gemm.Digits] | None = None,
@@ -201,8 +201,8 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, column_wor
         ``column_words(col)`` gives the rows of ``weight_t_hwc`` of the filters col, col + cols, …
         transposed, int32 (K, J) (made once per run by the caller; asked for by the int32 lanes
         of product and OS partial-sum faults).
-    weight_pairs : callable
-        ``weight_pairs(col, offset)`` gives :func:`lane_kernels.column_pairs` of the filters col,
+    column_pairs : callable
+        ``column_pairs(col, offset)`` gives :func:`lane_kernels.column_pairs` of the filters col,
         col + cols, … (their rows of ``weight_t_hwc``) with that pairing offset (made once per run
         by the caller; asked for only for WS partial-sum faults on words of ≤ 16 bits).
     geometry : (kh, kw, sh, sw, ph, pw, ow)
@@ -277,7 +277,7 @@ def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, column_wor
                         memo["pixel_major"] = _pixel_major_rows(np.arange(pixels), x_hwc.shape[0], pixels)
                     rows = memo["pixel_major"]
                     offset = _pair_offset(fault_rows, x_hwc.shape[3], period)
-                    values = _partial_sum_corrections(x_pairs(offset), x_hwc.shape, offset, weight_pairs(col, offset),
+                    values = _partial_sum_corrections(x_pairs(offset), x_hwc.shape, offset, column_pairs(col, offset),
                                                       geometry, pixels, period, has_fault, masks, weight_bits,
                                                       product_bits, psum_bits, points)
                 yield rows, filters, values, True

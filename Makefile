@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test clean
+.PHONY: demo test wheel-smoke clean
 
 demo: $(VENV)/.installed
 	$(BIN)/accel-sim eval --model alexnet
@@ -12,8 +12,13 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
+	$(MAKE) wheel-smoke
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# build the wheel, install it in a throw-away venv and run it from outside the checkout
+wheel-smoke: $(VENV)/.installed
+	PYTHON=$(abspath $(BIN)/python) bash tests/wheel_smoke.sh
+
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e .

@@ -20,7 +20,7 @@ from accel_sim.image.export import export_model
 from accel_sim.image.reference import run_reference
 from accel_sim.models import load_weights
 
-PRESETS = Path(__file__).resolve().parents[1] / "campaigns" / "hardware"
+PRESETS = Path(__file__).resolve().parents[1] / "accel_sim" / "hardware" / "presets"
 
 
 def main() -> None:

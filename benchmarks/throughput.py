@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--hw", help="hardware preset (default: built-in edge16)")
+    parser.add_argument("--hw", help="hardware file (TOML) or built-in preset name (default: edge16)")
     parser.add_argument("--faithful-images", type=int, default=2)
     args = parser.parse_args()
     hw = load_hardware(args.hw) if args.hw else HardwareConfig("edge16", 16, 16)

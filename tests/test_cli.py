@@ -71,3 +71,8 @@ def test_console_script_error_has_no_traceback_and_debug_shows_it(tmp_path):
     debug = subprocess.run(exe + ["--debug", "eval", "--model", "alexnet", "--data-dir", str(tmp_path / "x")],
                            capture_output=True, text=True)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_accelerator_options_with_model_are_refused(capsys):
+    code, _, err = run_cli(capsys, "eval", "--model", "alexnet", "--hw", "edge16", "--subset", "5")
+    assert_one_line_error(code, err, "--hw", "go(es) with --image")

@@ -8,7 +8,15 @@ from hypothesis import strategies as st
 
 from accel_sim.cli import main
 from accel_sim.data import draw_sample, load_bundled_sample
-from accel_sim.hardware import Accelerator, HardwareConfig, PeFaults, hardware_from_dict, load_hardware
+from accel_sim.hardware import (
+    Accelerator,
+    HardwareConfig,
+    PeFaults,
+    hardware_from_dict,
+    load_hardware,
+    load_preset,
+    preset_names,
+)
 from accel_sim.hardware.compute import prepare_layer, run_layer
 from accel_sim.hardware.cycles import layer_cycles
 from accel_sim.hardware.dataflows import activation_stream, get_dataflow
@@ -22,7 +30,7 @@ from accel_sim.image.reference import reference_layer, run_reference
 from accel_sim.models import load_weights
 from pathlib import Path
 
-PRESETS = Path(__file__).resolve().parents[1] / "campaigns" / "hardware"
+PRESETS = Path(__file__).resolve().parents[1] / "accel_sim" / "hardware" / "presets"
 ARRAYS = [(16, 16), (3, 5), (7, 2), (1, 1), (32, 8)]
 
 
@@ -434,6 +442,14 @@ def test_presets_load_and_edge16_is_the_default():
     default = HardwareConfig("edge16", 16, 16)
     assert presets["edge16"].config_hash() == default.config_hash()
     assert presets["tpu128"].rows == 128 and presets["edge16-os"].dataflow == "os"
+    # the same presets by name, as package data (what an installed wheel reads)
+    assert set(preset_names()) == set(presets)
+    for name, config in presets.items():
+        assert load_hardware(name) == config == load_preset(name)
+    with pytest.raises(ValueError, match="names no built-in preset.*edge16"):
+        load_hardware("edge17")
+    with pytest.raises(ValueError, match="unknown hardware preset 'edge17'"):
+        load_preset("edge17")
 
 
 @pytest.mark.parametrize("table, match", [

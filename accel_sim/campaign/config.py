@@ -10,7 +10,7 @@ Layout (see ``campaigns/quickstart.toml``)::
                    calibration = 512   (images that set the fixed-point formats)
     [data]         source = "bundled" | "cifar10";  folder = "..." (cifar10; default $ACCEL_SIM_DATA)
                    split = "test";  count = 1000;  offset = 0;  profile_count = 512
-    [hardware]     preset = "edge16" (a file in campaigns/hardware/) | file = "my.toml"
+    [hardware]     preset = "edge16" (a built-in preset) | file = "my.toml"
     [faults]       site, model, persistence, count_mode, rates = [...], trials, layers, bits, registers
     [[variants]]   name, activation = "relu" | "clipact" | "clamp",
                    thresholds = "act_max" | "file.toml" ([thresholds] "layer index" = T), format
@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from accel_sim.faults.draw import DrawSpec
+from accel_sim.hardware.config import preset_names
 from accel_sim.faults.model import COUNT_MODES, MODELS, PERSISTENCE, REGISTERS, SITES
 from accel_sim.image.activations import MITIGATIONS
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "campaigns" / "hardware"
 ENGINES = ("local", "dask")
 _FORMAT_RE = re.compile(r"^(fp32|fixed\d+)$")
 
@@ -224,8 +224,8 @@ def _check_values(c: CampaignConfig, fail) -> None:
         raise fail("data.source", f"must be bundled or cifar10, got {d.source!r}")
     if d.split not in ("test", "train"):
         raise fail("data.split", f"must be test or train, got {d.split!r}")
-    if not c.hardware.file and not (PRESET_DIR / f"{c.hardware.preset}.toml").is_file():
-        raise fail("hardware.preset", f"names no preset in {PRESET_DIR} ({c.hardware.preset!r})")
+    if not c.hardware.file and c.hardware.preset not in preset_names():
+        raise fail("hardware.preset", f"names no built-in preset ({', '.join(preset_names())}), got {c.hardware.preset!r}")
     if c.hardware.file and not Path(c.hardware.file).is_file():
         raise fail("hardware.file", f"names a missing file {c.hardware.file!r}")
     for key, value, allowed in (("faults.site", f.site, SITES), ("faults.model", f.model, MODELS),

@@ -21,11 +21,11 @@ import numpy as np
 import tomllib
 from tqdm import tqdm
 
-from accel_sim.campaign.config import PRESET_DIR, CampaignConfig
+from accel_sim.campaign.config import CampaignConfig
 from accel_sim.campaign.store import RESULTS_NAME, ResultsStore
 from accel_sim.data import draw_sample, load_bundled_sample, load_cifar10
 from accel_sim.faults import draw_fault_map, job_rng, run_with_faults
-from accel_sim.hardware import Accelerator, HardwareConfig, load_hardware
+from accel_sim.hardware import Accelerator, HardwareConfig, load_hardware, load_preset
 from accel_sim.image import Image
 from accel_sim.image.export import export_model
 from accel_sim.image.hdf5 import read_image
@@ -91,7 +91,7 @@ def plan_jobs(config: CampaignConfig) -> list[Job]:
 
 
 def load_campaign_hardware(config: CampaignConfig) -> HardwareConfig:
-    return load_hardware(config.hardware.file or PRESET_DIR / f"{config.hardware.preset}.toml")
+    return load_hardware(config.hardware.file) if config.hardware.file else load_preset(config.hardware.preset)
 
 
 def build_context(config: CampaignConfig) -> CampaignContext:

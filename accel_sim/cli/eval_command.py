@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--offset", type=int, default=0, help="index of the first image")
     ev.add_argument("--batch-size", type=int, default=500)
     ev.add_argument("--device", default="cpu", help="with --model: torch device")
-    ev.add_argument("--hw", type=Path, help="with --image: hardware preset TOML (default: the built-in edge16, "
+    ev.add_argument("--hw", type=Path, help="with --image: hardware file (TOML) or built-in preset name (default: edge16, "
                     "a 16x16 WS array with 16-bit operands and 48-bit accumulators)")
     ev.add_argument("--engine", choices=ENGINES, default="fast",
                     help="with --image: fast (exact BLAS path), faithful (MAC by MAC) or reference (golden model)")
@@ -49,6 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     if args.weights is not None and args.model is None:
         raise ValueError("--weights goes with --model; an image holds its own weights")
+    if args.model is not None:
+        given = [flag for flag, value in (("--hw", args.hw), ("--faults", args.faults), ("--report", args.report))
+                 if value is not None] + (["--engine"] if args.engine != "fast" else [])
+        if given:
+            raise ValueError(f"{', '.join(given)} go(es) with --image: --model runs the PyTorch model, not the "
+                             "emulated accelerator")
     data = load_data_or_sample(args.data_dir, args.split, args.download).subset(args.subset, args.offset)
     if args.model is not None:
         from accel_sim.models import load_weights, zoo_weights_path
@@ -61,11 +67,11 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"model:    {args.model} ({weights}, sha256 {file_sha256(weights)[:12]})")
         nan_count = 0
     else:
-        from accel_sim.hardware import Accelerator, HardwareConfig, load_hardware
+        from accel_sim.hardware import Accelerator, load_hardware
         from accel_sim.image.hdf5 import read_image
 
         image = read_image(args.image)
-        hw = load_hardware(args.hw) if args.hw is not None else HardwareConfig("edge16", 16, 16)
+        hw = load_hardware(args.hw if args.hw is not None else "edge16")
         accelerator = Accelerator(hw, args.engine, batch_size=min(args.batch_size, 100), progress=args.progress)
         if args.faults is not None:
             from accel_sim.faults import check_fault_map, read_fault_map, run_with_faults

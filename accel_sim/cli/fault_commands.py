@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     fsub.required = True
     draw = fsub.add_parser("draw", help="draw a fault map from a rate and a seed")
     draw.add_argument("--image", required=True, type=Path)
-    draw.add_argument("--hw", type=Path, help="hardware preset (default: built-in edge16)")
+    draw.add_argument("--hw", type=Path, help="hardware file (TOML) or built-in preset name (default: edge16)")
     draw.add_argument("--site", required=True, choices=SITES)
     draw.add_argument("--rate", required=True, type=float, help="per-bit fault probability")
     draw.add_argument("--seed", required=True, type=int)
@@ -44,11 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_draw(args: argparse.Namespace) -> int:
     from accel_sim.faults import DrawSpec, draw_fault_map, job_rng, write_fault_map
-    from accel_sim.hardware import HardwareConfig, load_hardware
+    from accel_sim.hardware import load_hardware
     from accel_sim.image.hdf5 import read_image
 
     image = read_image(args.image)
-    hw = load_hardware(args.hw) if args.hw is not None else HardwareConfig("edge16", 16, 16)
+    hw = load_hardware(args.hw if args.hw is not None else "edge16")
     spec = DrawSpec(args.site, args.rate, args.model, args.persistence, args.count_mode, args.layers, args.bits,
                     args.registers)
     fmap = draw_fault_map(image, hw, spec, job_rng(args.seed, args.job_key), args.images, args.seed, args.job_key)

@@ -3,6 +3,7 @@
 from accel_sim.hardware.accelerator import ENGINES, Accelerator, LayerFaults
 from accel_sim.hardware.compute import WeightPatch
 from accel_sim.hardware.pe_faults import PeFaults
-from accel_sim.hardware.config import DATAFLOWS, HardwareConfig, hardware_from_dict, load_hardware
+from accel_sim.hardware.config import DATAFLOWS, HardwareConfig, hardware_from_dict, load_hardware, load_preset, preset_names
 
-__all__ = ["DATAFLOWS", "ENGINES", "Accelerator", "LayerFaults", "PeFaults", "WeightPatch", "HardwareConfig", "hardware_from_dict", "load_hardware"]
+__all__ = ["DATAFLOWS", "ENGINES", "Accelerator", "LayerFaults", "PeFaults", "WeightPatch", "HardwareConfig", "hardware_from_dict", "load_hardware",
+           "load_preset", "preset_names"]

@@ -1,8 +1,13 @@
-"""The emulated accelerator's configuration, and loading it from TOML presets."""
+"""The emulated accelerator's configuration, and loading it from TOML files or built-in presets.
+
+The built-in presets are package data (``accel_sim/hardware/presets/*.toml``), found with
+:mod:`importlib.resources`, so they work from an installed wheel as from a checkout.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import os
 import tomllib
@@ -111,20 +116,42 @@ class HardwareConfig:
             )
 
 
-def load_hardware(path: str | os.PathLike) -> HardwareConfig:
-    """Read a hardware preset (TOML, one table ``[hardware]``); unknown keys are refused."""
-    path = Path(path)
+def preset_names() -> list[str]:
+    """Names of the built-in hardware presets (``edge16``, ``edge16-os``, ...)."""
+    folder = importlib.resources.files("accel_sim.hardware") / "presets"
+    return sorted(entry.name.removesuffix(".toml") for entry in folder.iterdir() if entry.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> HardwareConfig:
+    """A built-in hardware preset by name (see :func:`preset_names`)."""
+    if name not in preset_names():
+        raise ValueError(f"unknown hardware preset {name!r}; built-in presets: {', '.join(preset_names())}")
+    text = (importlib.resources.files("accel_sim.hardware") / "presets" / f"{name}.toml").read_text()
+    return hardware_from_dict(tomllib.loads(text), f"preset {name}", name)
+
+
+def load_hardware(path_or_preset: str | os.PathLike) -> HardwareConfig:
+    """Read a hardware file (TOML, one table ``[hardware]``; unknown keys are refused), or a
+    built-in preset when given a bare preset name (no ``.toml`` suffix) that is not a file."""
+    text = os.fspath(path_or_preset)
+    if not text.endswith(".toml") and not Path(text).exists() and text in preset_names():
+        return load_preset(text)
+    path = Path(text)
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ValueError(f"hardware file {str(path)!r} does not exist") from None
+        hint = f" and names no built-in preset ({', '.join(preset_names())})" if not text.endswith(".toml") else ""
+        raise ValueError(f"hardware file {text!r} does not exist{hint}") from None
+    except IsADirectoryError:
+        raise ValueError(f"hardware file {text!r} is a directory") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"hardware file {str(path)!r} is not valid TOML: {exc}") from None
     return hardware_from_dict(data, str(path))
 
 
-def hardware_from_dict(data: dict, where: str) -> HardwareConfig:
-    """Build a config from a parsed TOML document ``{"hardware": {...}}``."""
+def hardware_from_dict(data: dict, where: str, default_name: str | None = None) -> HardwareConfig:
+    """Build a config from a parsed TOML document ``{"hardware": {...}}`` (``name`` defaults to
+    ``default_name``, else the stem of ``where``)."""
     extra = sorted(set(data) - {"hardware"})
     if extra or not isinstance(data.get("hardware"), dict):
         raise ValueError(f"{where}: expected a single [hardware] table, found {', '.join(extra) or 'none'}")
@@ -133,7 +160,7 @@ def hardware_from_dict(data: dict, where: str) -> HardwareConfig:
     unknown = sorted(set(table) - known)
     if unknown:
         raise ValueError(f"{where}: unknown key {unknown[0]!r} in [hardware]; known keys: {', '.join(sorted(known))}")
-    table.setdefault("name", Path(where).stem)
+    table.setdefault("name", default_name or Path(where).stem)
     try:
         return HardwareConfig(**table)
     except TypeError as exc:

@@ -7,7 +7,12 @@ PYTHON=${PYTHON:-python3}
 checkout=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"$PYTHON" -m pip wheel --quiet --no-deps "$checkout" -w "$work/dist" 2>&1 | grep -v "^WARNING: Location" || true
+# build from a copy of the files git tracks or would track, so that no ignored build output of the
+# checkout (a stale build/lib) can slip into the wheel
+mkdir "$work/src"
+git -C "$checkout" ls-files -z --cached --others --exclude-standard \
+    | (cd "$checkout" && xargs -0 tar cf - --ignore-failed-read 2>/dev/null) | tar xf - -C "$work/src"
+"$PYTHON" -m pip wheel --quiet --no-deps "$work/src" -w "$work/dist" 2>&1 | grep -v "^WARNING: Location" || true
 "$PYTHON" -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --quiet "$work"/dist/*.whl 2>&1 | grep -v "^WARNING: Location" || true
 cd "$work"

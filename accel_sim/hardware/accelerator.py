@@ -10,7 +10,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from accel_sim.hardware.compute import PreparedLayer, WeightPatch, prepare_layer, run_layer
+from accel_sim.hardware.compute import (
+    PreparedLayer,
+    WeightPatch,
+    activate,
+    add_bias,
+    prepare_layer,
+    run_layer,
+    threshold_in_accumulator,
+    weighted_accumulators,
+)
 from accel_sim.hardware.pe_faults import PeFaults
 from accel_sim.hardware.config import HardwareConfig
 from accel_sim.image import Image, WeightedLayer
@@ -84,30 +93,79 @@ class Accelerator:
                 if i in weights or i in biases else clean[i] for i, layer in enumerate(image.layers)]
 
     def run(self, image: Image, images: np.ndarray, prepared: list[PreparedLayer | None] | None = None,
-            layer_faults: dict[int, LayerFaults] | None = None) -> RunOutput:
+            layer_faults: dict[int, LayerFaults] | None = None,
+            observe: Callable[[int, torch.Tensor], None] | None = None) -> RunOutput:
         """Run ``image`` on ``uint8`` images ``(N, C, H, W)``; returns logits and predictions.
 
         ``prepared`` (from :meth:`prepare`) may carry faulty weight copies; ``layer_faults`` maps a
-        layer index to the faults acting while that layer runs.
+        layer index to the faults acting while that layer runs; ``observe(i, words)`` is called
+        with each layer's output of each batch (see :meth:`run_layers`).
         """
         self.check_image(image)
         if self.engine == "reference":
-            if layer_faults or prepared is not None:
-                raise ValueError("the reference engine runs fault-free images only")
+            if layer_faults or prepared is not None or observe is not None:
+                raise ValueError("the reference engine runs fault-free images only, without observers")
             return run_reference(image, images, self.hw.datapath, self.batch_size)
-        layer_faults = layer_faults or {}
         prepared = prepared if prepared is not None else self.prepare(image)
-        dtype = torch.float32 if image.input_format.is_float else torch.float64
         outputs = []
         starts = range(0, len(images), self.batch_size)
         for start in tqdm(starts, desc=f"{image.model} {image.format_name}", disable=not self.progress, leave=False):
-            x = torch.from_numpy(quantize_input(image, images[start:start + self.batch_size])).to(dtype)
-            for i, (layer, prep) in enumerate(zip(image.layers, prepared)):
-                faults = layer_faults.get(i)
-                if faults is not None and faults.corrupt_input is not None:
-                    x = faults.corrupt_input(x)
-                x = run_layer(layer, prep, x, self.hw, self.engine, faults.pe if faults is not None else None)
-            outputs.append(x.numpy())
-        raw = np.concatenate(outputs) if outputs else np.zeros((0, len(image.class_names)))
+            x = self.input_words(image, images[start:start + self.batch_size])
+            outputs.append(self.run_layers(image, x, prepared, layer_faults, observe=observe).numpy())
+        return self.output(image, np.concatenate(outputs) if outputs else np.zeros((0, len(image.class_names))))
+
+    # Stages of a run, for callers that reuse part of it (profiling, threshold tuning): the words
+    # they pass between stages are those :meth:`run` passes between layers.
+
+    def input_words(self, image: Image, images: np.ndarray) -> torch.Tensor:
+        """``uint8`` images ``(N, C, H, W)`` → the first layer's input words (float64 tensors of
+        exact integers for fixed point, float32 for fp32)."""
+        dtype = torch.float32 if image.input_format.is_float else torch.float64
+        return torch.from_numpy(quantize_input(image, images)).to(dtype)
+
+    def run_layers(self, image: Image, x: torch.Tensor, prepared: list[PreparedLayer | None],
+                   layer_faults: dict[int, LayerFaults] | None = None, start: int = 0, stop: int | None = None,
+                   observe: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Layers ``start .. stop - 1`` of ``image`` on the batch of words ``x`` (the input of layer
+        ``start``); returns the output of layer ``stop - 1`` (the logits' accumulators for the last
+        layer). ``observe(i, words)`` sees each layer's output (logical shape; do not modify it)."""
+        if self.engine == "reference":
+            raise ValueError("the reference engine runs whole images only (use run)")
+        layer_faults = layer_faults or {}
+        stop = len(image.layers) if stop is None else stop
+        for i in range(start, stop):
+            faults = layer_faults.get(i)
+            if faults is not None and faults.corrupt_input is not None:
+                x = faults.corrupt_input(x)
+            x = run_layer(image.layers[i], prepared[i], x, self.hw, self.engine, faults.pe if faults is not None else None)
+            if observe is not None:
+                observe(i, x)
+        return x
+
+    def pre_activation(self, image: Image, index: int, x: torch.Tensor, prepared: list[PreparedLayer | None],
+                       layer_faults: dict[int, LayerFaults] | None = None) -> torch.Tensor:
+        """What the activation unit of weighted layer ``index`` sees for the input words ``x``: the
+        exact accumulators plus bias, after the accumulator's overflow mode (float32 sums for
+        fp32). :meth:`activate` turns them into the layer's output words; the two together equal
+        :meth:`run_layers` over that layer."""
+        layer = image.layers[index]
+        if not isinstance(layer, WeightedLayer):
+            raise ValueError(f"layer {index} ({layer.name}) is a {layer.op} layer: it has no activation unit")
+        if self.engine == "reference":
+            raise ValueError("the reference engine runs whole images only (use run)")
+        faults = (layer_faults or {}).get(index)
+        if faults is not None and faults.corrupt_input is not None:
+            x = faults.corrupt_input(x)
+        acc = weighted_accumulators(prepared[index], x, self.hw, self.engine, faults.pe if faults is not None else None)
+        return add_bias(prepared[index], acc, self.hw)
+
+    def activate(self, layer: WeightedLayer, acc: torch.Tensor) -> torch.Tensor:
+        """The activation unit of ``layer`` (its activation and threshold, which may differ from the
+        layer the accumulators came from) on :meth:`pre_activation`'s output."""
+        return activate(layer, acc, self.hw, threshold_in_accumulator(layer))
+
+    def output(self, image: Image, raw_logits: np.ndarray) -> RunOutput:
+        """The last layer's accumulators ``(N, classes)`` as a :class:`RunOutput`."""
+        raw = np.asarray(raw_logits)
         raw = raw.astype(np.float32) if image.input_format.is_float else raw.astype(np.int64)
         return make_output(image, raw)

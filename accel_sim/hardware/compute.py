@@ -150,11 +150,19 @@ def prepare_layer(layer: WeightedLayer, patch: WeightPatch | None = None, bias: 
         if not is_float and layer.weight_format.word_bits <= int8_gemm.MAX_WORD_BITS:
             digits = int8_gemm.prepare_weights(torch.from_numpy(np.array(_hwc_matrix(w))), layer.weight_format.word_bits)
         abs_sums = np.abs(w.reshape(w.shape[0], -1).astype(np.float64)).sum(axis=1)
-    t_acc = None
-    if layer.threshold is not None:
-        t_acc = float(layer.threshold) if is_float else float(threshold_to_acc(layer.threshold, layer.acc_frac_bits))
     return PreparedLayer(layer=layer, bias=torch.from_numpy(np.array(bias)).to(dtype), abs_col_sums=abs_sums,
-                         threshold_acc=t_acc, weight_digits=digits, patch=patch)
+                         threshold_acc=threshold_in_accumulator(layer), weight_digits=digits, patch=patch)
+
+
+def threshold_in_accumulator(layer: WeightedLayer) -> float | None:
+    """The layer's activation threshold as the activation unit compares it: the real value for
+    float32, the accumulator integer (:func:`accel_sim.numerics.threshold_to_acc`) for fixed
+    point; None without a threshold."""
+    if layer.threshold is None:
+        return None
+    if layer.weight_format.is_float:
+        return float(layer.threshold)
+    return float(threshold_to_acc(layer.threshold, layer.acc_frac_bits))
 
 
 def _gemm_position(layer: WeightedLayer, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -479,21 +487,35 @@ def activation_unit(prepared: PreparedLayer, acc: torch.Tensor, hw: HardwareConf
     """Bias (the accumulator's last addition), activation in the accumulator domain, rescaling
     with rounding, saturation to the next activation word; shapes as ``acc`` (channels in
     dimension 1; only the channels ``filters`` when given)."""
-    layer = prepared.layer
+    return activate(prepared.layer, add_bias(prepared, acc, hw, filters), hw, prepared.threshold_acc)
+
+
+def add_bias(prepared: PreparedLayer, acc: torch.Tensor, hw: HardwareConfig,
+             filters: np.ndarray | None = None) -> torch.Tensor:
+    """The accumulator's last addition, the bias, with the accumulator's overflow mode (fixed
+    point): the value the activation unit sees. Shapes as ``acc`` (channels in dimension 1; only
+    the channels ``filters`` when given)."""
     bias = prepared.bias if filters is None else prepared.bias[torch.from_numpy(np.asarray(filters))]
     bias = bias.view(1, -1, *([1] * (acc.dim() - 2)))
-    if layer.weight_format.is_float:
-        return _activation(acc + bias, layer.activation, prepared.threshold_acc)
+    if prepared.layer.weight_format.is_float:
+        return acc + bias
     dp = hw.datapath
     acc = acc + bias  # exact: the accumulator lies well inside ±2**53 and |bias| < 2**32
     if dp.overflow == "saturate":
-        acc = torch.clamp(acc, float(dp.acc_min), float(dp.acc_max))
-    else:
-        acc = _wrap(acc, dp.acc_bits)
+        return torch.clamp(acc, float(dp.acc_min), float(dp.acc_max))
+    return _wrap(acc, dp.acc_bits)
+
+
+def activate(layer: WeightedLayer, acc: torch.Tensor, hw: HardwareConfig, threshold_acc: float | None) -> torch.Tensor:
+    """The activation unit after the bias: ``layer.activation`` with ``threshold_acc`` (see
+    :func:`threshold_in_accumulator`) in the accumulator domain, then rescaling with rounding and
+    saturation to the output word (fixed point; a last layer's accumulators pass unchanged)."""
+    if layer.weight_format.is_float:
+        return _activation(acc, layer.activation, threshold_acc)
     if layer.out_format is None:
         return acc
-    acc = _activation(acc, layer.activation, prepared.threshold_acc)
-    return _requantize(acc, layer.acc_frac_bits - layer.out_format.frac_bits, dp.rounding,
+    acc = _activation(acc, layer.activation, threshold_acc)
+    return _requantize(acc, layer.acc_frac_bits - layer.out_format.frac_bits, hw.datapath.rounding,
                        layer.out_format.raw_min, layer.out_format.raw_max)
 
 

@@ -52,6 +52,8 @@ def write_image(image: Image, path: str | os.PathLike) -> Path:
                 "tool_version": image.tool_version,
                 "num_layers": len(image.layers),
             })
+            if image.hardening:
+                f.attrs["hardening"] = image.hardening
             group = f.create_group("layers")
             for i, layer in enumerate(image.layers):
                 _write_layer(group.create_group(f"{i:03d}"), layer)
@@ -149,6 +151,7 @@ def _read(f: h5py.File, path: Path) -> Image:
             layers=layers,
             source_sha256=str(attrs.get("source_sha256", "")),
             tool_version=str(attrs.get("tool_version", "")),
+            hardening=str(attrs.get("hardening", "")),
         )
     except json.JSONDecodeError as exc:
         raise ValueError(f"root attribute class_names is not a JSON list ({exc})") from None

@@ -202,6 +202,10 @@ class Image:
         SHA-256 of the weights file the image was exported from ("" if unknown).
     tool_version : str
         accel-sim version that wrote the image.
+    hardening : str
+        Provenance of the activation thresholds (JSON written by :mod:`accel_sim.mitigation`:
+        method, where each threshold came from, the settings that chose it); "" for an image as
+        exported. Not part of :meth:`content_hash`: it describes the computation, it is not one.
     """
 
     model: str
@@ -212,6 +216,7 @@ class Image:
     layers: tuple[Layer, ...]
     source_sha256: str = ""
     tool_version: str = ""
+    hardening: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))

@@ -13,7 +13,10 @@ Layout (see ``campaigns/quickstart.toml``)::
     [hardware]     preset = "edge16" (a built-in preset) | file = "my.toml"
     [faults]       site, model, persistence, count_mode, rates = [...], trials, layers, bits, registers
     [[variants]]   name, activation = "relu" | "clipact" | "clamp",
-                   thresholds = "act_max" | "file.toml" ([thresholds] "layer index" = T), format
+                   thresholds = "act_max" | "tuned" | "file.toml" (see accel_sim.mitigation.thresholds), format
+    [tuning]       how "tuned" thresholds are tuned: site, model, count_mode, rates, trials,
+                   tune_images, profile_images, percentile, candidates, max_rounds,
+                   early_stop_round, early_stop_pp, mode
     [execution]    engine = "local" | "dask";  workers = 2;  scheduler = "tcp://..." ;  batch_size
 """
 
@@ -30,7 +33,7 @@ from typing import Any
 from accel_sim.faults.draw import DrawSpec
 from accel_sim.hardware.config import preset_names
 from accel_sim.faults.model import COUNT_MODES, MODELS, PERSISTENCE, REGISTERS, SITES
-from accel_sim.image.activations import MITIGATIONS
+from accel_sim.mitigation import ACTIVATIONS, MODES, PAPER_RATES, SearchSettings, TuneSettings
 
 ENGINES = ("local", "dask")
 _FORMAT_RE = re.compile(r"^(fp32|fixed\d+)$")
@@ -86,6 +89,26 @@ class VariantSpec:
 
 
 @dataclass(frozen=True)
+class TuningSpec:
+    """``[tuning]``: how ``thresholds = "tuned"`` variants are tuned (the seed is the campaign's);
+    see :class:`accel_sim.mitigation.TuneSettings`. ``percentile = 100`` profiles the maximum."""
+
+    site: str = "weight_memory"
+    model: str = "flip"
+    count_mode: str = "exact"
+    rates: tuple[float, ...] = PAPER_RATES
+    trials: int = 5
+    tune_images: int = 500
+    profile_images: int = 512
+    percentile: float = 100.0
+    candidates: int = 4
+    max_rounds: int = 4
+    early_stop_round: int = 3
+    early_stop_pp: float = 0.2
+    mode: str = "fast"
+
+
+@dataclass(frozen=True)
 class ExecutionSpec:
     engine: str = "local"
     workers: int = 2
@@ -104,13 +127,14 @@ class CampaignConfig:
     variants: tuple[VariantSpec, ...]
     execution: ExecutionSpec = field(default_factory=ExecutionSpec)
     output: str = ""
+    tuning: TuningSpec = field(default_factory=TuningSpec)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 _SECTIONS = {"model": ModelSpec, "data": DataSpec, "hardware": HardwareSpec, "faults": FaultSpec,
-             "execution": ExecutionSpec}
+             "execution": ExecutionSpec, "tuning": TuningSpec}
 
 
 def load_campaign(path: str | os.PathLike) -> CampaignConfig:
@@ -165,7 +189,7 @@ def campaign_from_dict(data: dict, where: str = "campaign", text: str = "") -> C
             raise fail(f"variants[{i}].name", "is missing")
         variants.append(_build(VariantSpec, table, f"variants[{i}]", fail))
     config = CampaignConfig(name, seed, sections["model"], sections["data"], sections["hardware"], sections["faults"],
-                            tuple(variants), sections["execution"], output)
+                            tuple(variants), sections["execution"], output, sections["tuning"])
     _check_values(config, fail)
     return config
 
@@ -249,13 +273,24 @@ def _check_values(c: CampaignConfig, fail) -> None:
     for i, v in enumerate(c.variants):
         if not re.fullmatch(r"[\w.-]+", v.name):
             raise fail(f"variants[{i}].name", f"must be a word of letters, digits, '.', '-' or '_', got {v.name!r}")
-        if v.activation not in MITIGATIONS:
-            raise fail(f"variants[{i}].activation", f"must be one of {', '.join(MITIGATIONS)}, got {v.activation!r}")
+        if v.activation not in ACTIVATIONS:
+            raise fail(f"variants[{i}].activation", f"must be one of {', '.join(ACTIVATIONS)}, got {v.activation!r}")
         if v.activation != "relu" and not v.thresholds:
             raise fail(f"variants[{i}].thresholds", f"is needed for {v.activation} (act_max or a file)")
-        if v.thresholds and v.thresholds != "act_max" and not Path(v.thresholds).is_file():
-            raise fail(f"variants[{i}].thresholds", f"must be act_max or an existing file, got {v.thresholds!r}")
+        if v.thresholds and v.thresholds not in ("act_max", "tuned") and not Path(v.thresholds).is_file():
+            raise fail(f"variants[{i}].thresholds", f"must be act_max, tuned or an existing file, got {v.thresholds!r}")
+        if v.activation == "relu" and v.thresholds:
+            raise fail(f"variants[{i}].thresholds", "goes with activation clipact or clamp, not relu")
         if v.format and not _FORMAT_RE.match(v.format):
             raise fail(f"variants[{i}].format", f"must be fp32 or fixedW, got {v.format!r}")
+    t = c.tuning
+    if t.mode not in MODES:
+        raise fail("tuning.mode", f"must be one of {', '.join(MODES)}, got {t.mode!r}")
+    try:
+        TuneSettings("clipact", t.site, t.model, t.count_mode, t.rates, t.trials, t.tune_images, t.profile_images,
+                     None if t.percentile == 100 else t.percentile,
+                     SearchSettings(t.candidates, t.max_rounds, t.early_stop_round, t.early_stop_pp), c.seed)
+    except ValueError as exc:
+        raise fail("tuning", str(exc)) from None
     if m.image and any(v.format and v.format != m.format for v in c.variants):
         raise fail("variants", "cannot change the format of a given image file (use model.zoo)")

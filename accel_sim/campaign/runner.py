@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tomllib
 from tqdm import tqdm
 
 from accel_sim.campaign.config import CampaignConfig
@@ -29,8 +28,17 @@ from accel_sim.hardware import Accelerator, HardwareConfig, load_hardware, load_
 from accel_sim.image import Image
 from accel_sim.image.export import export_model
 from accel_sim.image.hdf5 import read_image
-from accel_sim.campaign.profiling import profile_act_max
-from accel_sim.image.activations import with_activation
+from accel_sim.mitigation import (
+    SearchSettings,
+    TuneSettings,
+    draw_tuning_data,
+    profile_act_max,
+    read_thresholds,
+    tune_thresholds,
+    with_activation,
+    write_thresholds,
+)
+from accel_sim.mitigation.tune import tuning_key
 from accel_sim.runtime import tune_allocator
 
 logger = logging.getLogger(__name__)
@@ -94,8 +102,10 @@ def load_campaign_hardware(config: CampaignConfig) -> HardwareConfig:
     return load_hardware(config.hardware.file) if config.hardware.file else load_preset(config.hardware.preset)
 
 
-def build_context(config: CampaignConfig) -> CampaignContext:
-    """Export or load the images of every variant, profile ACT_max, load the evaluation data."""
+def build_context(config: CampaignConfig, out_dir: str | os.PathLike | None = None) -> CampaignContext:
+    """Export or load the images of every variant, profile or tune their thresholds, load the
+    evaluation data. Tuned thresholds are kept in ``out_dir/thresholds/`` (with the tuning's
+    resume file), named by what decides them, and read from there when present."""
     hw = load_campaign_hardware(config)
     d = config.data
     if d.source == "bundled":
@@ -118,10 +128,13 @@ def build_context(config: CampaignConfig) -> CampaignContext:
             images[variant.name] = with_activation(image, "relu")
             thresholds[variant.name] = {}
             continue
+        accelerator = Accelerator(hw, batch_size=config.execution.batch_size)
         if variant.thresholds == "act_max":
-            th = profile_act_max(image, profile, hw)
+            th = profile_act_max(with_activation(image, "relu"), profile, accelerator)
+        elif variant.thresholds == "tuned":
+            th = _tuned_thresholds(config, variant.activation, image, accelerator, train, out_dir)
         else:
-            th = _read_thresholds(Path(variant.thresholds))
+            th = read_thresholds(variant.thresholds, variant.activation).values
         images[variant.name] = with_activation(image, variant.activation, th)
         thresholds[variant.name] = th
     for image in images.values():
@@ -142,15 +155,34 @@ def _base_image(config: CampaignConfig, fmt: str, calibration: np.ndarray) -> Im
                         source_sha256=file_sha256(weights))
 
 
-def _read_thresholds(path: Path) -> dict[int, float]:
-    try:
-        table = tomllib.loads(path.read_text()).get("thresholds")
-        if not isinstance(table, dict):
-            raise ValueError("no [thresholds] table")
-        return {int(k): float(v) for k, v in table.items()}
-    except (ValueError, TypeError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"threshold file {str(path)!r} must hold a [thresholds] table of "
-                         f"\"layer index\" = T ({exc})") from None
+def tuning_settings(config: CampaignConfig, method: str) -> TuneSettings:
+    """The campaign's ``[tuning]`` table as :class:`~accel_sim.mitigation.TuneSettings`."""
+    t = config.tuning
+    return TuneSettings(method, t.site, t.model, t.count_mode, t.rates, t.trials, t.tune_images, t.profile_images,
+                        None if t.percentile == 100 else t.percentile,
+                        SearchSettings(t.candidates, t.max_rounds, t.early_stop_round, t.early_stop_pp), config.seed)
+
+
+def _tuned_thresholds(config: CampaignConfig, method: str, image: Image, accelerator: Accelerator, train,
+                      out_dir: str | os.PathLike | None) -> dict[int, float]:
+    settings = tuning_settings(config, method)
+    profile, tune = draw_tuning_data(train, settings)
+    base = with_activation(image, "relu")
+    key = tuning_key(base, accelerator, settings, profile, tune)
+    folder = Path(out_dir) / "thresholds" if out_dir is not None else None
+    cached = folder / f"{method}-{key[:16]}.toml" if folder is not None else None
+    if cached is not None and cached.is_file():
+        logger.info("tuned %s thresholds of %s %s read from %s", method, image.model, image.format_name, cached)
+        return read_thresholds(cached, method).values
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    state = folder / f"{method}-{key[:16]}.tuning.json" if folder is not None else None
+    logger.info("tuning %s thresholds of %s %s (%d layers)", method, image.model, image.format_name,
+                len(base.weighted_layers) - 1)
+    thresholds = tune_thresholds(base, accelerator, profile, tune, settings, config.tuning.mode, state)
+    if cached is not None:
+        write_thresholds(thresholds, cached)
+    return thresholds.values
 
 
 def run_job(job: Job, context: CampaignContext) -> dict:
@@ -181,7 +213,7 @@ def run_campaign(config: CampaignConfig, out_dir: str | os.PathLike | None = Non
     out = Path(out_dir or config.output or f"results/{config.name}")
     created = not out.exists()
     try:
-        context = build_context(config)
+        context = build_context(config, out)
         store = ResultsStore(out / RESULTS_NAME, config.name, context.resolved())
     except BaseException:
         if created and out.exists() and not any(out.iterdir()):

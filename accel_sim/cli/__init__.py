@@ -11,7 +11,14 @@ import logging
 import sys
 
 from accel_sim import __version__
-from accel_sim.cli import campaign_commands, eval_command, fault_commands, image_commands, train_command
+from accel_sim.cli import (
+    campaign_commands,
+    eval_command,
+    fault_commands,
+    harden_command,
+    image_commands,
+    train_command,
+)
 from accel_sim.runtime import tune_allocator
 
 logger = logging.getLogger("accel_sim")
@@ -42,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_command.register(sub)
     image_commands.register(sub)
     fault_commands.register(sub)
+    harden_command.register(sub)
     campaign_commands.register(sub)
     return parser
 

@@ -87,7 +87,7 @@ def run_replay(args: argparse.Namespace) -> int:
         raise ValueError(f"job {args.job!r} is not in {str(args.results)!r} (first keys: {', '.join(keys[:3])})")
     stored = rows[keys.index(args.job)]
     config = campaign_from_dict(resolved["campaign"], str(args.results), json.dumps(resolved["campaign"]))
-    context = build_context(config)
+    context = build_context(config, Path(args.results).parent)
     if context.image_hashes != resolved["image_hashes"]:
         raise ValueError("the images rebuilt from the stored configuration differ from the campaign's "
                          "(different zoo weights or accel-sim version?)")

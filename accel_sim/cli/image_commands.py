@@ -67,8 +67,11 @@ def run_export(args: argparse.Namespace) -> int:
 def run_inspect(args: argparse.Namespace) -> int:
     from accel_sim.image import WeightedLayer
     from accel_sim.image.hdf5 import read_image
+    from accel_sim.mitigation import hardening_of
 
     image = read_image(args.image)
+    hardening = hardening_of(image)
+    sources = {int(k): v.get("source", "given") for k, v in hardening.get("layers", {}).items()}
     print(f"{args.image}: model {image.model}, format {image.format_name}, input {image.input_shape} "
           f"as {image.input_format.name}, {len(image.class_names)} classes, schema tool {image.tool_version}")
     rows = []
@@ -80,7 +83,8 @@ def run_inspect(args: argparse.Namespace) -> int:
             row.update({
                 "weight": layer.weight_format.name, "bias": layer.bias_format.name, "act in": layer.in_format.name,
                 "act out": layer.out_format.name if layer.out_format else "logits",
-                "activation": layer.activation + (f" T={layer.threshold:g}" if layer.threshold is not None else ""),
+                "activation": layer.activation + (f" T={layer.threshold:.6g}" if layer.threshold is not None else ""),
+                "T from": sources.get(i, "given" if layer.threshold is not None else ""),
                 "params": f"{w.size + layer.bias.size:,}", "weight range": _real_range(layer),
                 "weight bits": f"{layer.weight_bits:,}",
             })
@@ -88,7 +92,10 @@ def run_inspect(args: argparse.Namespace) -> int:
             row["act in"] = layer.format.name
         rows.append(row)
     print_table(rows, ["#", "op", "name", "in", "out", "weight", "bias", "act in", "act out", "activation",
-                       "params", "weight range", "weight bits"])
+                       "T from", "params", "weight range", "weight bits"])
+    if hardening:
+        print(f"hardened: {hardening['method']} thresholds on the ReLU image {hardening['base_image_hash'][:12]}; "
+              f"settings: {', '.join(f'{k}={v}' for k, v in sorted(hardening.get('settings', {}).items())) or 'none'}")
     params = sum(layer.weight.size + layer.bias.size for layer in image.weighted_layers)
     print(f"total: {params:,} parameters, {image.weight_bits:,} weight bits (the weight_memory fault site)")
     return 0

@@ -76,6 +76,13 @@ class PreparedLayer:
         return _patched(self.layer, self.patch)
 
     @functools.cached_property
+    def weight_tensor(self) -> torch.Tensor:
+        """The patched words in the layer's weight shape as a tensor of their own (float32 for
+        fp32 images, float64 otherwise)."""
+        dtype = torch.float32 if self.layer.weight_format.is_float else torch.float64
+        return torch.from_numpy(np.array(self.weight)).to(dtype)
+
+    @functools.cached_property
     def weight_2d(self) -> torch.Tensor:
         """(N, C·kh·kw) in unfold order (channel, kernel row, kernel col); float64 or float32."""
         dtype = torch.float32 if self.layer.weight_format.is_float else torch.float64
@@ -404,7 +411,7 @@ def _recompute_touched(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareCon
 def _fast_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig) -> torch.Tensor:
     layer = prepared.layer
     if layer.weight_format.is_float:
-        return _from_columns(layer, torch.matmul(prepared.weight_2d, _unfold(layer, x)))
+        return _float_accumulators(prepared, x)
     dp = hw.datapath
     if _uses_int8(prepared):
         acc, exact_limit = _int8_accumulators(prepared, x), math.inf  # exact whatever the size
@@ -427,6 +434,16 @@ def _fast_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareCon
         by_row.view(-1, layer.out_channels)[torch.from_numpy(rows)] = torch.from_numpy(exact).to(acc.dtype)
         acc = _from_rows(layer, by_row, x.shape[0])
     return acc
+
+
+def _float_accumulators(prepared: PreparedLayer, x: torch.Tensor) -> torch.Tensor:
+    """float32 sums through torch's own convolution or matrix product on the (possibly faulty)
+    weights: IEEE fp32 arithmetic in the library's summation order, which the fp32 setting leaves
+    open (the faithful kernel sums in window order; the two differ in the last bits)."""
+    layer = prepared.layer
+    if isinstance(layer, Conv2d):
+        return F.conv2d(x, prepared.weight_tensor, stride=layer.stride, padding=layer.padding)
+    return F.linear(x, prepared.weight_tensor)
 
 
 def faithful_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig,

@@ -55,7 +55,7 @@ def with_activation(image: Image, kind: str, thresholds: dict[int, float] | None
     missing = [i for i in activation_layers(image) if thresholds is None or i not in thresholds]
     if missing:
         raise ValueError(f"activation {kind} needs a threshold for every activation layer; missing: {missing}")
-    return with_thresholds(image, kind, {i: thresholds[i] for i in activation_layers(image)})
+    return with_thresholds(image, kind, dict(thresholds))  # refuses thresholds of other layers
 
 
 def harden(image: Image, method: str, thresholds: dict[int, float], sources: dict[int, str],

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from accel_sim.errors import AccelSimError
+
 NUM_CLASSES = 10
 
 # VGG-16 "D" configuration: output channels of the 13 conv layers, "M" = 2×2 max-pool.
@@ -81,7 +83,7 @@ def build_model(name: str) -> nn.Sequential:
     try:
         factory = ARCHITECTURES[name]
     except KeyError:
-        raise ValueError(
+        raise AccelSimError(
             f"unknown model {name!r}; choose one of {', '.join(sorted(ARCHITECTURES))}"
         ) from None
     return factory()

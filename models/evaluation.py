@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from accel_sim.errors import AccelSimError
 from accel_sim.data import CIFAR10_MEAN, CIFAR10_STD
 
 
@@ -27,7 +28,7 @@ def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 500, 
     The model is put in eval mode for the call and restored to its previous mode afterwards.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise AccelSimError(f"batch_size must be a positive integer, got {batch_size!r}")
     was_training = model.training
     model.eval()
     try:

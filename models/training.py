@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from accel_sim.errors import AccelSimError
 from accel_sim.data import ImageSet
 from accel_sim.models.architectures import ARCHITECTURES, build_model
 from accel_sim.models.evaluation import predict, to_input
@@ -76,21 +77,21 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
-            raise ValueError(f"arch must be one of {', '.join(sorted(ARCHITECTURES))}, got {self.arch!r}")
+            raise AccelSimError(f"arch must be one of {', '.join(sorted(ARCHITECTURES))}, got {self.arch!r}")
         for name in ("epochs", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+                raise AccelSimError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
+            raise AccelSimError(f"lr must be positive, got {self.lr!r}")
         for name in ("momentum", "label_smoothing", "warmup"):
             if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)!r}")
+                raise AccelSimError(f"{name} must lie in [0, 1), got {getattr(self, name)!r}")
         if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+            raise AccelSimError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+            raise AccelSimError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.amp and not self.device.startswith("cuda"):
-            raise ValueError("amp (bfloat16 autocast) needs a CUDA device")
+            raise AccelSimError("amp (bfloat16 autocast) needs a CUDA device")
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -148,11 +149,11 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT_NAME
     if ckpt_path.exists() and not resume:
-        raise ValueError(f"{str(ckpt_path)!r} exists: pass --resume to continue it or choose another --out")
+        raise AccelSimError(f"{str(ckpt_path)!r} exists: pass --resume to continue it or choose another --out")
     device = torch.device(config.device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {config.device!r} asked for, but CUDA is not available")
+            raise AccelSimError(f"device {config.device!r} asked for, but CUDA is not available")
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
@@ -174,7 +175,7 @@ def train(
     if resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ckpt["config"] != dataclasses.asdict(config):
-            raise ValueError(
+            raise AccelSimError(
                 f"checkpoint {str(ckpt_path)!r} was made with another configuration "
                 f"({ckpt['config']}); resume with the same options"
             )

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from accel_sim.errors import AccelSimError
 from accel_sim.models.architectures import ARCHITECTURES, build_model
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ _STORAGE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 def zoo_weights_path(arch: str) -> Path:
     """Path of the zoo's weights file for ``arch`` (which may not exist yet)."""
     if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown model {arch!r}; choose one of {', '.join(sorted(ARCHITECTURES))}")
+        raise AccelSimError(f"unknown model {arch!r}; choose one of {', '.join(sorted(ARCHITECTURES))}")
     return ZOO_DIR / arch / "weights.pt"
 
 
@@ -43,7 +44,7 @@ def save_weights(model: nn.Module, arch: str, path: str | os.PathLike, dtype: st
     The file is written to a temporary name and renamed, so a crash never leaves half a file.
     """
     if dtype not in _STORAGE_DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(_STORAGE_DTYPES)}, got {dtype!r}")
+        raise AccelSimError(f"dtype must be one of {', '.join(_STORAGE_DTYPES)}, got {dtype!r}")
     state = {
         key: (t.detach().to("cpu", _STORAGE_DTYPES[dtype]) if t.is_floating_point() else t.detach().cpu())
         for key, t in model.state_dict().items()
@@ -78,26 +79,26 @@ def load_weights(arch: str, path: str | os.PathLike | None = None) -> nn.Module:
     model = build_model(arch)
     path = Path(path) if path is not None else zoo_weights_path(arch)
     if not path.is_file():
-        raise ValueError(f"weights file {str(path)!r} for {arch} does not exist")
+        raise AccelSimError(f"weights file {str(path)!r} for {arch} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for foreign or damaged files
-        raise ValueError(f"weights file {str(path)!r} is not a readable PyTorch file ({exc})") from exc
+        raise AccelSimError(f"weights file {str(path)!r} is not a readable PyTorch file ({exc})") from exc
     if isinstance(payload, dict) and payload.get("format") == WEIGHTS_FORMAT:
         if payload.get("version") != WEIGHTS_VERSION:
-            raise ValueError(
+            raise AccelSimError(
                 f"weights file {str(path)!r} has format version {payload.get('version')}, this "
                 f"accel-sim reads version {WEIGHTS_VERSION}"
             )
         if payload.get("arch") != arch:
-            raise ValueError(
+            raise AccelSimError(
                 f"weights file {str(path)!r} holds {payload.get('arch')} weights, not {arch}"
             )
         state = payload["state_dict"]
     elif isinstance(payload, dict) and all(isinstance(v, torch.Tensor) for v in payload.values()):
         state = payload
     else:
-        raise ValueError(f"weights file {str(path)!r} holds neither accel-sim weights nor a state_dict")
+        raise AccelSimError(f"weights file {str(path)!r} holds neither accel-sim weights nor a state_dict")
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -108,7 +109,7 @@ def load_weights(arch: str, path: str | os.PathLike | None = None) -> nn.Module:
             for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
             if keys
         )
-        raise ValueError(f"weights file {str(path)!r} does not fit the {arch} architecture ({detail})")
+        raise AccelSimError(f"weights file {str(path)!r} does not fit the {arch} architecture ({detail})")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     model.eval()
     logger.info("loaded %s weights from %s", arch, path)

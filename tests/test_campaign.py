@@ -16,7 +16,7 @@ import pytest
 from scipy import stats
 
 from accel_sim.campaign import build_context, campaign_from_dict, load_campaign, plan_jobs, read_results, run_campaign, run_job
-from accel_sim.campaign.report import area_under_curve, summarize
+from accel_sim.campaign.report import area_under_curve, auc_summary, summarize
 from accel_sim.campaign.store import TIMING_COLUMNS, rows_as_dicts
 from accel_sim.cli import main
 
@@ -119,6 +119,13 @@ def test_report_numbers_recomputed_from_raw_rows(reference_run, capsys):
         assert s.improvement == pytest.approx(mean - sum(base) / len(base))
     clip = sorted((s for s in summary if s.variant == "clipact"), key=lambda s: s.rate)
     assert area_under_curve(summary, "clipact") == pytest.approx((clip[0].mean_accuracy + clip[1].mean_accuracy) / 2)
+    per_trial = [sum(100 * r["correct"] / r["total"] for r in table if r["variant"] == "clipact" and r["trial"] == t) / 2
+                 for t in range(config.faults.trials)]  # two rates: the AUC is their mean
+    mean = sum(per_trial) / len(per_trial)
+    sd = math.sqrt(sum((a - mean) ** 2 for a in per_trial) / (len(per_trial) - 1))
+    (auc,) = [a for a in auc_summary(rows, ["relu", "clipact"]) if a.variant == "clipact"]
+    assert auc.trials == config.faults.trials and auc.mean == pytest.approx(mean)
+    assert auc.ci95 == pytest.approx(stats.t.ppf(0.975, len(per_trial) - 1) * sd / math.sqrt(len(per_trial)))
     assert main(["campaign", "report", str(path)]) == 0
     out = capsys.readouterr().out
     assert "vs relu pp" in out and "AUC" in out

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from accel_sim.errors import AccelSimError
 from accel_sim.faults.draw import DrawSpec
 from accel_sim.hardware.config import preset_names
 from accel_sim.faults.model import COUNT_MODES, MODELS, PERSISTENCE, REGISTERS, SITES
@@ -143,13 +144,13 @@ def load_campaign(path: str | os.PathLike) -> CampaignConfig:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ValueError(f"campaign file {str(path)!r} does not exist") from None
+        raise AccelSimError(f"campaign file {str(path)!r} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"campaign file {str(path)!r} cannot be read: {exc}") from None
+        raise AccelSimError(f"campaign file {str(path)!r} cannot be read: {exc}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"campaign file {str(path)!r} is not valid TOML: {exc}") from None
+        raise AccelSimError(f"campaign file {str(path)!r} is not valid TOML: {exc}") from None
     return campaign_from_dict(data, str(path), text)
 
 

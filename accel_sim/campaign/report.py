@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from accel_sim.mitigation import area_under_curve as auc_of
+
 
 @dataclass(frozen=True)
 class SummaryRow:
@@ -51,12 +53,38 @@ def summarize(rows: np.ndarray, variants: list[str], baseline: str | None = None
 
 
 def area_under_curve(summary: list[SummaryRow], variant: str) -> float:
-    """Trapezoid area of mean accuracy over equally spaced x positions (one per rate), divided
-    by the number of intervals — the FT-ClipAct search metric, in percent."""
+    """Area under the variant's mean accuracy over its rates (:func:`accel_sim.mitigation.area_under_curve`:
+    equally spaced x positions, so a mean accuracy in percent — the FT-ClipAct search metric)."""
     points = [s.mean_accuracy for s in sorted(summary, key=lambda s: s.rate) if s.variant == variant]
-    if len(points) < 2:
-        return points[0] if points else float("nan")
-    return float(np.trapezoid(points) / (len(points) - 1))
+    return auc_of(points) if points else float("nan")
+
+
+@dataclass(frozen=True)
+class AucRow:
+    variant: str
+    trials: int  # trials finished at every rate
+    mean: float  # percent
+    ci95: float  # half-width over trials, percentage points
+
+
+def auc_summary(rows: np.ndarray, variants: list[str]) -> list[AucRow]:
+    """Per variant: the AUC of each trial (trial t at every rate: its own faults at each rate)
+    and their mean with a 95 % confidence interval (Student t over trials; 0 for one trial).
+    Trials not finished at every rate are left out."""
+    acc = 100.0 * rows["correct"] / np.maximum(rows["total"], 1)
+    names = np.array([v.decode() for v in rows["variant"]])
+    out = []
+    for variant in variants:
+        sel = names == variant
+        rates = sorted(set(rows["rate"][sel].tolist()))
+        by_trial: dict[int, dict[float, float]] = {}
+        for rate, trial, a in zip(rows["rate"][sel], rows["trial"][sel], acc[sel]):
+            by_trial.setdefault(int(trial), {})[float(rate)] = float(a)
+        aucs = np.array([auc_of([points[r] for r in rates]) for points in by_trial.values() if len(points) == len(rates)])
+        n = aucs.size
+        half = float(stats.t.ppf(0.975, n - 1) * np.std(aucs, ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+        out.append(AucRow(variant, n, float(aucs.mean()) if n else float("nan"), half))
+    return out
 
 
 def write_summary_csv(summary: list[SummaryRow], path: str | os.PathLike) -> Path:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from accel_sim.errors import AccelSimError
 from accel_sim.campaign.config import CampaignConfig
 from accel_sim.campaign.store import RESULTS_NAME, ResultsStore
 from accel_sim.data import draw_sample, load_bundled_sample, load_cifar10
@@ -250,7 +251,7 @@ def _run_dask(config: CampaignConfig, context: CampaignContext, todo: list[Job],
     try:
         from dask.distributed import Client, as_completed
     except ImportError:
-        raise ValueError("execution.engine = 'dask' needs Dask: pip install 'accel-sim[dask]'") from None
+        raise AccelSimError("execution.engine = 'dask' needs Dask: pip install 'accel-sim[dask]'") from None
     if config.execution.scheduler:
         client = Client(config.execution.scheduler)
         cluster = None

@@ -19,6 +19,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from accel_sim.errors import AccelSimError
+
 SCHEMA = "accel-sim-results"
 SCHEMA_VERSION = 1
 RESULTS_NAME = "results.h5"
@@ -40,7 +42,7 @@ class ResultsStore:
         if self.path.exists():
             stored_config, self.rows = read_results(self.path)
             if json.dumps(stored_config, sort_keys=True) != self.config_json:
-                raise ValueError(f"{str(self.path)!r} holds results of a different campaign configuration; "
+                raise AccelSimError(f"{str(self.path)!r} holds results of a different campaign configuration; "
                                  "choose another output folder (--out) or remove it")
 
     def finished(self) -> set[str]:
@@ -72,16 +74,16 @@ def read_results(path: str | os.PathLike) -> tuple[dict, np.ndarray]:
     """(resolved config, rows) of a results file."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"results file {str(path)!r} does not exist")
+        raise AccelSimError(f"results file {str(path)!r} does not exist")
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("schema") != SCHEMA:
-                raise ValueError(f"{str(path)!r} is not an accel-sim results file")
+                raise AccelSimError(f"{str(path)!r} is not an accel-sim results file")
             if "jobs" not in f:
-                raise ValueError(f"results file {str(path)!r} has no jobs table")
+                raise AccelSimError(f"results file {str(path)!r} has no jobs table")
             return json.loads(str(f.attrs["config"])), np.array(f["jobs"][()], dtype=ROW_DTYPE)
     except OSError as exc:
-        raise ValueError(f"results file {str(path)!r} is not a readable HDF5 file: {exc}") from None
+        raise AccelSimError(f"results file {str(path)!r} is not a readable HDF5 file: {exc}") from None
 
 
 def rows_as_dicts(rows: np.ndarray) -> list[dict]:

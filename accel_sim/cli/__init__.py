@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from accel_sim import __version__
@@ -19,6 +20,7 @@ from accel_sim.cli import (
     image_commands,
     train_command,
 )
+from accel_sim.errors import AccelSimError
 from accel_sim.runtime import tune_allocator
 
 logger = logging.getLogger("accel_sim")
@@ -69,15 +71,18 @@ def main(argv: list[str] | None = None) -> int:
     tune_allocator()
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, TypeError, OSError) as exc:
+    except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `| head`)
+        # an OSError too, so it comes first; stdout is replaced so that the interpreter's final
+        # flush of the closed pipe cannot fail again at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except (AccelSimError, OSError) as exc:
         if debug:
             raise
         message = " ".join(str(exc).split())  # one line, whatever the exception held
         print(f"accel-sim {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `| head`)
-        sys.stdout = None
-        return 0
     except KeyboardInterrupt:
         print(f"accel-sim {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from accel_sim.errors import AccelSimError
 from accel_sim.cli.common import print_table
 
 
@@ -46,15 +47,15 @@ def run_report(args: argparse.Namespace) -> int:
 
 def report(path: Path, baseline: str | None) -> int:
     from accel_sim.campaign import read_results, write_csv
-    from accel_sim.campaign.report import area_under_curve, plot, summarize, write_summary_csv
+    from accel_sim.campaign.report import auc_summary, plot, summarize, write_summary_csv
 
     resolved, rows = read_results(path)
     if not len(rows):
-        raise ValueError(f"results file {str(path)!r} holds no finished job yet")
+        raise AccelSimError(f"results file {str(path)!r} holds no finished job yet")
     campaign = resolved["campaign"]
     variants = [v["name"] for v in campaign["variants"]]
     if baseline is not None and baseline not in variants:
-        raise ValueError(f"--baseline must be one of the variants {variants}, got {baseline!r}")
+        raise AccelSimError(f"--baseline must be one of the variants {variants}, got {baseline!r}")
     summary = summarize(rows, variants, baseline)
     faults = campaign["faults"]
     print(f"campaign {campaign['name']}: {campaign['model']['zoo'] or campaign['model']['image']} "
@@ -66,8 +67,8 @@ def report(path: Path, baseline: str | None) -> int:
         "faults": f"{s.mean_faults:.1f}", "NaN images": s.nan_images,
     } for s in summary], ["variant", "rate", "trials", "accuracy %", "95% CI ±", f"vs {baseline or variants[0]} pp",
                           "faults", "NaN images"])
-    print("AUC (mean accuracy over equally spaced rates): " +
-          ", ".join(f"{v} {area_under_curve(summary, v):.2f}" for v in variants))
+    print("AUC (mean accuracy over equally spaced rates, ± 95% CI over trials): " +
+          ", ".join(f"{a.variant} {a.mean:.2f} ± {a.ci95:.2f}" for a in auc_summary(rows, variants)))
     folder = Path(path).parent
     jobs_csv = write_csv(rows, folder / "jobs.csv")
     summary_csv = write_summary_csv(summary, folder / "summary.csv")
@@ -84,12 +85,12 @@ def run_replay(args: argparse.Namespace) -> int:
     resolved, rows = read_results(args.results)
     keys = [k.decode() for k in rows["key"]]
     if args.job not in keys:
-        raise ValueError(f"job {args.job!r} is not in {str(args.results)!r} (first keys: {', '.join(keys[:3])})")
+        raise AccelSimError(f"job {args.job!r} is not in {str(args.results)!r} (first keys: {', '.join(keys[:3])})")
     stored = rows[keys.index(args.job)]
     config = campaign_from_dict(resolved["campaign"], str(args.results), json.dumps(resolved["campaign"]))
     context = build_context(config, Path(args.results).parent)
     if context.image_hashes != resolved["image_hashes"]:
-        raise ValueError("the images rebuilt from the stored configuration differ from the campaign's "
+        raise AccelSimError("the images rebuilt from the stored configuration differ from the campaign's "
                          "(different zoo weights or accel-sim version?)")
     variant, rate, trial = args.job.rsplit("/", 2)
     row = run_job(Job(variant, float(rate), int(trial)), context)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from accel_sim.errors import AccelSimError
 from accel_sim.cli.common import add_data_options, load_data_or_sample
 from accel_sim.data import DATA_DIR_ENV
 from accel_sim.models import ARCHITECTURES
@@ -48,12 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     if args.weights is not None and args.model is None:
-        raise ValueError("--weights goes with --model; an image holds its own weights")
+        raise AccelSimError("--weights goes with --model; an image holds its own weights")
     if args.model is not None:
         given = [flag for flag, value in (("--hw", args.hw), ("--faults", args.faults), ("--report", args.report))
                  if value is not None] + (["--engine"] if args.engine != "fast" else [])
         if given:
-            raise ValueError(f"{', '.join(given)} go(es) with --image: --model runs the PyTorch model, not the "
+            raise AccelSimError(f"{', '.join(given)} go(es) with --image: --model runs the PyTorch model, not the "
                              "emulated accelerator")
     data = load_data_or_sample(args.data_dir, args.split, args.download).subset(args.subset, args.offset)
     if args.model is not None:

@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+from accel_sim.errors import AccelSimError
 from accel_sim.cli.common import add_data_options, load_data_or_sample
 from accel_sim.faults.model import COUNT_MODES, MODELS, SITES
 from accel_sim.hardware import ENGINES
@@ -81,11 +82,11 @@ def run_harden(args: argparse.Namespace) -> int:
     )
 
     if args.output.resolve() == args.image.resolve():
-        raise ValueError("-o/--output must differ from --image: the plain image is kept")
+        raise AccelSimError("-o/--output must differ from --image: the plain image is kept")
     image = read_image(args.image)
     hw = load_hardware(args.hw if args.hw is not None else "edge16")
     if not isinstance(args.batch_size, int) or args.batch_size < 1:
-        raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
+        raise AccelSimError(f"--batch-size must be a positive integer, got {args.batch_size}")
     accelerator = Accelerator(hw, args.engine, batch_size=args.batch_size)
     settings = TuneSettings(args.method, args.site, args.model, args.count_mode, args.rates, args.trials,
                             args.tune_images, args.profile_images, args.percentile,

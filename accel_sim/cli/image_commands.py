@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from accel_sim.errors import AccelSimError
 from accel_sim.cli.common import add_data_options, load_data_or_sample, print_table
 from accel_sim.data import draw_sample
 from accel_sim.models import ARCHITECTURES
@@ -40,7 +41,7 @@ def parse_image_format(text: str) -> int | None:
         return None
     match = re.fullmatch(r"fixed(\d+)", text)
     if not match:
-        raise ValueError(f"--format must be fp32 or fixedW (e.g. fixed16), got {text!r}")
+        raise AccelSimError(f"--format must be fp32 or fixedW (e.g. fixed16), got {text!r}")
     return int(match.group(1))
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from accel_sim.errors import AccelSimError
+
 logger = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "ACCEL_SIM_DATA"
@@ -73,12 +75,12 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[1:] != (3, 32, 32):
-            raise ValueError(
+            raise AccelSimError(
                 f"ImageSet.images must be uint8 of shape (N, 3, 32, 32), got {self.images.dtype} "
                 f"{self.images.shape}"
             )
         if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(
+            raise AccelSimError(
                 f"ImageSet.labels must have shape ({self.images.shape[0]},), got {self.labels.shape}"
             )
 
@@ -88,9 +90,9 @@ class ImageSet:
     def subset(self, count: int | None = None, offset: int = 0) -> "ImageSet":
         """Return images ``offset .. offset+count-1`` (all from ``offset`` when ``count`` is None)."""
         if offset < 0 or offset > len(self):
-            raise ValueError(f"subset offset must lie in 0..{len(self)}, got {offset}")
+            raise AccelSimError(f"subset offset must lie in 0..{len(self)}, got {offset}")
         if count is not None and (count <= 0 or offset + count > len(self)):
-            raise ValueError(
+            raise AccelSimError(
                 f"subset count must lie in 1..{len(self) - offset} for offset {offset} of "
                 f"{len(self)} images, got {count}"
             )
@@ -104,7 +106,7 @@ class ImageSet:
 def draw_sample(data: ImageSet, count: int, rng: np.random.Generator) -> ImageSet:
     """``count`` distinct images of ``data`` drawn with ``rng``, kept in their original order."""
     if not 1 <= count <= len(data):
-        raise ValueError(f"sample count must lie in 1..{len(data)}, got {count}")
+        raise AccelSimError(f"sample count must lie in 1..{len(data)}, got {count}")
     idx = np.sort(rng.choice(len(data), size=count, replace=False))
     return ImageSet(data.images[idx], data.labels[idx], f"{data.name}, {count} drawn", data.class_names)
 
@@ -140,7 +142,7 @@ def load_bundled_sample(split: str = "test") -> ImageSet:
     the evaluation sample) or training images 0-999 (``split="train"``, for calibration and
     activation profiling)."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        raise AccelSimError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     ref = resources.files("accel_sim.data").joinpath(BUNDLED_SAMPLE_FILES[split])
     with resources.as_file(ref) as path:
         images, labels = _read_bin_file(Path(path), expected_records=1000)
@@ -173,10 +175,10 @@ def load_cifar10(
         corrupt; the message names what was looked for and how to fix it.
     """
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        raise AccelSimError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     folder = resolve_data_dir(data_dir)
     if folder is None:
-        raise ValueError(
+        raise AccelSimError(
             f"no CIFAR-10 folder given: pass --data-dir DIR or set {DATA_DIR_ENV} to a folder holding "
             "the binary batches (data_batch_1.bin ... test_batch.bin) or cifar-10-batches-py"
         )
@@ -185,7 +187,7 @@ def load_cifar10(
         _download(folder)
         found = _find_layout(folder, split)
     if found is None:
-        raise ValueError(_missing_message(folder, split))
+        raise AccelSimError(_missing_message(folder, split))
     layout, paths = found
     reader = _read_bin_file if layout == "binary" else _read_python_file
     parts = [reader(path, expected_records=RECORDS_PER_FILE) for path in paths]
@@ -225,7 +227,7 @@ def _read_bin_file(path: Path, expected_records: int) -> tuple[np.ndarray, np.nd
     expected = expected_records * RECORD_BYTES
     size = path.stat().st_size
     if size != expected:
-        raise ValueError(
+        raise AccelSimError(
             f"CIFAR-10 file {str(path)!r} has {size:,} bytes, expected {expected:,} "
             f"({expected_records:,} records of {RECORD_BYTES} bytes): it is truncated or corrupt; "
             "replace it with an intact copy"
@@ -244,12 +246,12 @@ def _read_python_file(path: Path, expected_records: int) -> tuple[np.ndarray, np
         data = np.asarray(entry[b"data"], dtype=np.uint8)
         labels = np.asarray(entry[b"labels"], dtype=np.int64)
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as exc:
-        raise ValueError(
+        raise AccelSimError(
             f"CIFAR-10 file {str(path)!r} is not a readable torchvision batch ({exc}); "
             "replace it with an intact copy"
         ) from exc
     if data.shape != (expected_records, 3 * 32 * 32) or labels.shape != (expected_records,):
-        raise ValueError(
+        raise AccelSimError(
             f"CIFAR-10 file {str(path)!r} holds data of shape {data.shape} and {labels.shape[0]} labels, "
             f"expected ({expected_records}, 3072): it is truncated or corrupt"
         )
@@ -259,7 +261,7 @@ def _read_python_file(path: Path, expected_records: int) -> tuple[np.ndarray, np
 
 def _check_labels(labels: np.ndarray, path: Path) -> None:
     if labels.size and int(labels.max()) >= len(CLASS_NAMES):
-        raise ValueError(
+        raise AccelSimError(
             f"CIFAR-10 file {str(path)!r} holds label {int(labels.max())}, outside 0..9: it is corrupt"
         )
 
@@ -268,12 +270,12 @@ def _download(folder: Path) -> None:
     try:
         from torchvision.datasets import CIFAR10
     except ImportError as exc:  # pragma: no cover - torchvision is a dependency
-        raise ValueError(f"--download needs torchvision, which cannot be imported ({exc})") from exc
+        raise AccelSimError(f"--download needs torchvision, which cannot be imported ({exc})") from exc
     logger.info("downloading CIFAR-10 into %s through torchvision", folder)
     try:
         CIFAR10(root=str(folder), train=True, download=True)
     except Exception as exc:  # network and archive errors come in many types
-        raise ValueError(
+        raise AccelSimError(
             f"could not download CIFAR-10 into {str(folder)!r} ({type(exc).__name__}: {exc}); "
             "check the network, or copy the data there by hand"
         ) from exc

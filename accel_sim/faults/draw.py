@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from accel_sim.errors import AccelSimError
 from accel_sim.faults.model import COUNT_MODES, MODELS, PERSISTENCE, REGISTERS, SITES, FaultMap
 from accel_sim.faults.sites import Segment, pe_mac_axes, segments, weighted_layer_indices
 from accel_sim.hardware import HardwareConfig
@@ -27,7 +28,7 @@ from accel_sim.numerics.formats import check_mode
 def job_rng(seed: int, job_key: str) -> np.random.Generator:
     """The generator of one job, from the campaign seed and the job key (see module docstring)."""
     if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise AccelSimError(f"seed must be a non-negative integer, got {seed!r}")
     digest = np.frombuffer(hashlib.sha256(job_key.encode()).digest()[:16], dtype="<u4")
     seed &= (1 << 64) - 1
     return np.random.default_rng(np.random.SeedSequence([seed & 0xFFFFFFFF, seed >> 32, *map(int, digest)]))
@@ -73,16 +74,16 @@ class DrawSpec:
         check_mode("persistence", self.persistence, PERSISTENCE)
         check_mode("count mode", self.count_mode, COUNT_MODES)
         if isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)) or not 0 <= self.rate <= 1:
-            raise ValueError(f"fault rate must be a number in [0, 1], got {self.rate!r}")
+            raise AccelSimError(f"fault rate must be a number in [0, 1], got {self.rate!r}")
         if self.bits is not None and (not self.bits or min(self.bits) < 0 or max(self.bits) > 63):
-            raise ValueError(f"bit positions must be a non-empty list of integers in 0..63, got {self.bits!r}")
+            raise AccelSimError(f"bit positions must be a non-empty list of integers in 0..63, got {self.bits!r}")
         if self.registers is not None:
             for name in self.registers:
                 check_mode("PE register", name, REGISTERS)
             if self.site != "pe":
-                raise ValueError(f"registers restrict PE faults only, not {self.site}")
+                raise AccelSimError(f"registers restrict PE faults only, not {self.site}")
         if self.layers is not None and not self.layers:
-            raise ValueError("layers, when given, must name at least one layer")
+            raise AccelSimError("layers, when given, must name at least one layer")
 
 
 def draw_fault_map(image: Image, hw: HardwareConfig, spec: DrawSpec, rng: np.random.Generator,
@@ -95,9 +96,9 @@ def draw_fault_map(image: Image, hw: HardwareConfig, spec: DrawSpec, rng: np.ran
     if spec.layers is not None:
         bad = sorted(set(spec.layers) - set(weighted.tolist()))
         if bad:
-            raise ValueError(f"layers {bad} are not conv2d/linear layers of the image (those are {weighted.tolist()})")
+            raise AccelSimError(f"layers {bad} are not conv2d/linear layers of the image (those are {weighted.tolist()})")
     if spec.persistence == "transient" and (n_images is None or n_images < 1):
-        raise ValueError("transient faults need the number of images of the run (n_images >= 1)")
+        raise AccelSimError("transient faults need the number of images of the run (n_images >= 1)")
     segs = segments(image, hw, spec.site, spec.layers)
     if spec.registers is not None:
         segs = [s for s in segs if REGISTERS[s.register] in spec.registers]

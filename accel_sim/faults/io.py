@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from accel_sim.errors import AccelSimError
 from accel_sim.faults.model import FIELD_DTYPES, MODELS, REGISTERS, SITES, FaultMap
 from accel_sim.faults.sites import buffer_capacity, register_bits
 from accel_sim.hardware import HardwareConfig
@@ -47,37 +48,37 @@ def read_fault_map(path: str | os.PathLike) -> FaultMap:
     """Read a fault-map file; a truncated, foreign or malformed file is refused naming it."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"fault map {str(path)!r} does not exist")
+        raise AccelSimError(f"fault map {str(path)!r} does not exist")
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("schema") != SCHEMA:
-                raise ValueError(f"fault map {str(path)!r} is not an accel-sim fault map (no schema={SCHEMA!r})")
+                raise AccelSimError(f"fault map {str(path)!r} is not an accel-sim fault map (no schema={SCHEMA!r})")
             if int(f.attrs.get("schema_version", -1)) > SCHEMA_VERSION:
-                raise ValueError(f"fault map {str(path)!r} has schema version {int(f.attrs['schema_version'])}; "
+                raise AccelSimError(f"fault map {str(path)!r} has schema version {int(f.attrs['schema_version'])}; "
                                  f"this accel-sim reads up to {SCHEMA_VERSION}")
             missing = [name for name in FIELD_DTYPES if name not in f]
             if missing:
-                raise ValueError(f"fault map {str(path)!r} lacks the dataset(s) {', '.join(missing)}")
+                raise AccelSimError(f"fault map {str(path)!r} lacks the dataset(s) {', '.join(missing)}")
             arrays = {name: f[name][()] for name in FIELD_DTYPES}
             meta = {key: str(f.attrs.get(key, "")) for key in _TEXT_ATTRS}
             meta["rate"] = float(f.attrs.get("rate", 0.0))
             meta["seed"] = int(f.attrs.get("seed", 0))
     except OSError as exc:
-        raise ValueError(f"fault map {str(path)!r} is not a readable HDF5 file (truncated or corrupt?): {exc}") from None
+        raise AccelSimError(f"fault map {str(path)!r} is not a readable HDF5 file (truncated or corrupt?): {exc}") from None
     try:
         return FaultMap(**arrays, **meta)
     except ValueError as exc:
-        raise ValueError(f"fault map {str(path)!r}: {exc}") from None
+        raise AccelSimError(f"fault map {str(path)!r}: {exc}") from None
 
 
 def check_fault_map(fmap: FaultMap, image: Image, hw: HardwareConfig, n_images: int | None = None,
                     where: str = "fault map") -> None:
     """Refuse a map drawn for another image or hardware, or holding an impossible fault."""
     if fmap.image_hash and fmap.image_hash != image.content_hash():
-        raise ValueError(f"{where} was drawn for another image (image hash {fmap.image_hash[:12]}…, this image "
+        raise AccelSimError(f"{where} was drawn for another image (image hash {fmap.image_hash[:12]}…, this image "
                          f"{image.content_hash()[:12]}…)")
     if fmap.hw_hash and fmap.hw_hash != hw.config_hash():
-        raise ValueError(f"{where} was drawn for another hardware config (hash {fmap.hw_hash[:12]}…, "
+        raise AccelSimError(f"{where} was drawn for another hardware config (hash {fmap.hw_hash[:12]}…, "
                          f"{hw.name} is {hw.config_hash()[:12]}…)")
     if not len(fmap):
         return
@@ -128,5 +129,5 @@ def _check(ok: np.ndarray, fmap: FaultMap, name: str, problem: str, where: str) 
     if bad.size:
         i = int(bad[0])
         value = (int(fmap.row[i]), int(fmap.col[i])) if name == "row/col" else getattr(fmap, name)[i]
-        raise ValueError(f"{where}: fault {i} ({SITES[fmap.site[i]] if 0 <= fmap.site[i] < 4 else '?'}) "
+        raise AccelSimError(f"{where}: fault {i} ({SITES[fmap.site[i]] if 0 <= fmap.site[i] < 4 else '?'}) "
                          f"{name} {value} {problem}")

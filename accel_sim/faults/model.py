@@ -29,6 +29,8 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from accel_sim.errors import AccelSimError
+
 SITES = ("weight_memory", "weight_buffer", "activation_buffer", "pe")
 MODELS = ("flip", "stuck_at_0", "stuck_at_1")
 REGISTERS = ("weight", "product", "psum")
@@ -74,7 +76,7 @@ class FaultMap:
             object.__setattr__(self, name, arr)
             sizes.add(arr.size)
         if len(sizes) > 1:
-            raise ValueError(f"fault map fields have different lengths: {sorted(sizes)}")
+            raise AccelSimError(f"fault map fields have different lengths: {sorted(sizes)}")
 
     def __len__(self) -> int:
         return int(self.site.size)

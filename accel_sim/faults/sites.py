@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from accel_sim.errors import AccelSimError
 from accel_sim.faults.model import REGISTERS, SITES
 from accel_sim.hardware import HardwareConfig
 from accel_sim.hardware.lowering import gemm_shape
@@ -45,7 +46,7 @@ def buffer_capacity(image: Image, hw: HardwareConfig, site: str) -> tuple[int, i
     if site == "activation_buffer":
         bits = act_word_bits(image)
         return hw.buffer_words(hw.activation_buffer_kib, bits), bits
-    raise ValueError(f"{site} is not a buffer site")
+    raise AccelSimError(f"{site} is not a buffer site")
 
 
 def register_bits(image: Image, hw: HardwareConfig) -> dict[str, int]:
@@ -60,7 +61,7 @@ def register_bits(image: Image, hw: HardwareConfig) -> dict[str, int]:
 def segments(image: Image, hw: HardwareConfig, site: str, layers: tuple[int, ...] | None = None) -> list[Segment]:
     """The words of ``site``; ``layers`` (image layer indices) restricts the weight memory."""
     if site not in SITES:
-        raise ValueError(f"fault site must be one of {', '.join(SITES)}, got {site!r}")
+        raise AccelSimError(f"fault site must be one of {', '.join(SITES)}, got {site!r}")
     if site == "weight_memory":
         out = []
         for i, layer in enumerate(image.layers):

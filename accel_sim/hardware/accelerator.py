@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from accel_sim.errors import AccelSimError
 from accel_sim.hardware.compute import (
     PreparedLayer,
     WeightPatch,
@@ -65,9 +66,9 @@ class Accelerator:
 
     def __init__(self, hw: HardwareConfig, engine: str = "fast", batch_size: int = 50, progress: bool = False):
         if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+            raise AccelSimError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise AccelSimError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.hw = hw
         self.engine = engine
         self.batch_size = batch_size
@@ -104,7 +105,7 @@ class Accelerator:
         self.check_image(image)
         if self.engine == "reference":
             if layer_faults or prepared is not None or observe is not None:
-                raise ValueError("the reference engine runs fault-free images only, without observers")
+                raise AccelSimError("the reference engine runs fault-free images only, without observers")
             return run_reference(image, images, self.hw.datapath, self.batch_size)
         prepared = prepared if prepared is not None else self.prepare(image)
         outputs = []
@@ -130,7 +131,7 @@ class Accelerator:
         ``start``); returns the output of layer ``stop - 1`` (the logits' accumulators for the last
         layer). ``observe(i, words)`` sees each layer's output (logical shape; do not modify it)."""
         if self.engine == "reference":
-            raise ValueError("the reference engine runs whole images only (use run)")
+            raise AccelSimError("the reference engine runs whole images only (use run)")
         layer_faults = layer_faults or {}
         stop = len(image.layers) if stop is None else stop
         for i in range(start, stop):
@@ -150,9 +151,9 @@ class Accelerator:
         :meth:`run_layers` over that layer."""
         layer = image.layers[index]
         if not isinstance(layer, WeightedLayer):
-            raise ValueError(f"layer {index} ({layer.name}) is a {layer.op} layer: it has no activation unit")
+            raise AccelSimError(f"layer {index} ({layer.name}) is a {layer.op} layer: it has no activation unit")
         if self.engine == "reference":
-            raise ValueError("the reference engine runs whole images only (use run)")
+            raise AccelSimError("the reference engine runs whole images only (use run)")
         faults = (layer_faults or {}).get(index)
         if faults is not None and faults.corrupt_input is not None:
             x = faults.corrupt_input(x)

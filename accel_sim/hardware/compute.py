@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from accel_sim.errors import AccelSimError
 from accel_sim.hardware import int8_gemm, int8_kernels, kernels, lane_kernels
 from accel_sim.hardware.config import HardwareConfig
 from accel_sim.hardware.pe_faults import PeFaults, faulty_column_blocks, fits_float64
@@ -547,7 +548,7 @@ def _activation(x: torch.Tensor, kind: str, threshold: float | None) -> torch.Te
         return torch.where((x >= 0) & (x <= threshold), x, zero)
     if kind == "clamp":
         return torch.clamp(x, 0, threshold)
-    raise ValueError(f"layer activation {kind!r} is not one of none, relu, clipact, clamp")
+    raise AccelSimError(f"layer activation {kind!r} is not one of none, relu, clipact, clamp")
 
 
 def _requantize(acc: torch.Tensor, shift: int, rounding: str, lo: int, hi: int) -> torch.Tensor:

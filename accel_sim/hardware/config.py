@@ -14,6 +14,7 @@ import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from accel_sim.errors import AccelSimError, AccelSimTypeError
 from accel_sim.numerics import OVERFLOW_MODES, ROUNDING_MODES, Datapath
 from accel_sim.numerics.formats import check_mode
 
@@ -67,20 +68,20 @@ class HardwareConfig:
             value = getattr(self, f.name)
             expected = {"str": str, "int": int, "float": (int, float)}[f.type]
             if not isinstance(value, expected) or isinstance(value, bool):
-                raise TypeError(f"hardware field {f.name} must be {f.type}, got {type(value).__name__} {value!r}")
+                raise AccelSimTypeError(f"hardware field {f.name} must be {f.type}, got {type(value).__name__} {value!r}")
             if f.type == "float":
                 object.__setattr__(self, f.name, float(value))  # 64 and 64.0 are the same size
         for side in ("rows", "cols"):
             if not 1 <= getattr(self, side) <= MAX_ARRAY_SIDE:
-                raise ValueError(f"hardware field {side} must lie in 1..{MAX_ARRAY_SIDE}, got {getattr(self, side)}")
+                raise AccelSimError(f"hardware field {side} must lie in 1..{MAX_ARRAY_SIDE}, got {getattr(self, side)}")
         check_mode("hardware field dataflow", self.dataflow, DATAFLOWS)
         check_mode("hardware field overflow", self.overflow, OVERFLOW_MODES)
         check_mode("hardware field rounding", self.rounding, ROUNDING_MODES)
         for width in ("weight_bits", "act_bits"):
             if not 2 <= getattr(self, width) <= 32:
-                raise ValueError(f"hardware field {width} must lie in 2..32, got {getattr(self, width)}")
+                raise AccelSimError(f"hardware field {width} must lie in 2..32, got {getattr(self, width)}")
         if not self.weight_bits + self.act_bits <= self.acc_bits <= 64:
-            raise ValueError(
+            raise AccelSimError(
                 f"hardware field acc_bits ({self.acc_bits}) must lie in {self.weight_bits + self.act_bits}..64: "
                 f"an accumulator narrower than a product of {self.weight_bits}-bit weights and "
                 f"{self.act_bits}-bit activations cannot hold it"
@@ -88,7 +89,7 @@ class HardwareConfig:
         for buf, bits in (("weight_buffer_kib", self.weight_bits), ("activation_buffer_kib", self.act_bits)):
             size = getattr(self, buf)
             if not size > 0 or self.buffer_words(size, bits) < self.rows * self.cols:
-                raise ValueError(
+                raise AccelSimError(
                     f"hardware field {buf} ({size} KiB) is smaller than one {self.rows}x{self.cols} array tile "
                     f"of {bits}-bit words ({self.rows * self.cols * bits / 8192:g} KiB)"
                 )
@@ -110,7 +111,7 @@ class HardwareConfig:
     def check_image_fits(self, weight_bits: int, act_bits: int) -> None:
         """Refuse an image whose words are wider than the multipliers."""
         if weight_bits > self.weight_bits or act_bits > self.act_bits:
-            raise ValueError(
+            raise AccelSimError(
                 f"the image has {weight_bits}-bit weights and {act_bits}-bit activations; hardware {self.name} "
                 f"multiplies at most {self.weight_bits}-bit weights and {self.act_bits}-bit activations"
             )
@@ -125,7 +126,7 @@ def preset_names() -> list[str]:
 def load_preset(name: str) -> HardwareConfig:
     """A built-in hardware preset by name (see :func:`preset_names`)."""
     if name not in preset_names():
-        raise ValueError(f"unknown hardware preset {name!r}; built-in presets: {', '.join(preset_names())}")
+        raise AccelSimError(f"unknown hardware preset {name!r}; built-in presets: {', '.join(preset_names())}")
     text = (importlib.resources.files("accel_sim.hardware") / "presets" / f"{name}.toml").read_text()
     return hardware_from_dict(tomllib.loads(text), f"preset {name}", name)
 
@@ -141,11 +142,11 @@ def load_hardware(path_or_preset: str | os.PathLike) -> HardwareConfig:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         hint = f" and names no built-in preset ({', '.join(preset_names())})" if not text.endswith(".toml") else ""
-        raise ValueError(f"hardware file {text!r} does not exist{hint}") from None
+        raise AccelSimError(f"hardware file {text!r} does not exist{hint}") from None
     except IsADirectoryError:
-        raise ValueError(f"hardware file {text!r} is a directory") from None
+        raise AccelSimError(f"hardware file {text!r} is a directory") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"hardware file {str(path)!r} is not valid TOML: {exc}") from None
+        raise AccelSimError(f"hardware file {str(path)!r} is not valid TOML: {exc}") from None
     return hardware_from_dict(data, str(path))
 
 
@@ -154,18 +155,18 @@ def hardware_from_dict(data: dict, where: str, default_name: str | None = None) 
     ``default_name``, else the stem of ``where``)."""
     extra = sorted(set(data) - {"hardware"})
     if extra or not isinstance(data.get("hardware"), dict):
-        raise ValueError(f"{where}: expected a single [hardware] table, found {', '.join(extra) or 'none'}")
+        raise AccelSimError(f"{where}: expected a single [hardware] table, found {', '.join(extra) or 'none'}")
     table = dict(data["hardware"])
     known = {f.name for f in fields(HardwareConfig)}
     unknown = sorted(set(table) - known)
     if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r} in [hardware]; known keys: {', '.join(sorted(known))}")
+        raise AccelSimError(f"{where}: unknown key {unknown[0]!r} in [hardware]; known keys: {', '.join(sorted(known))}")
     table.setdefault("name", default_name or Path(where).stem)
     try:
         return HardwareConfig(**table)
     except TypeError as exc:
         if "missing" in str(exc):
-            raise ValueError(f"{where}: [hardware] lacks a required key ({exc})") from None
-        raise TypeError(f"{where}: {exc}") from None
+            raise AccelSimError(f"{where}: [hardware] lacks a required key ({exc})") from None
+        raise AccelSimTypeError(f"{where}: {exc}") from None
     except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise AccelSimError(f"{where}: {exc}") from None

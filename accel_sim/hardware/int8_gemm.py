@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from accel_sim.errors import AccelSimError
 from accel_sim.hardware import int8_kernels
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def split(values: torch.Tensor, word_bits: int) -> Digits:
     if word_bits <= 8:
         return Digits((values.to(torch.int8),), 0)
     if word_bits > MAX_WORD_BITS:
-        raise ValueError(f"int8 digits hold words of at most {MAX_WORD_BITS} bits, got {word_bits}")
+        raise AccelSimError(f"int8 digits hold words of at most {MAX_WORD_BITS} bits, got {word_bits}")
     v = values.to(torch.int32)
     hi = torch.div(v, 256, rounding_mode="floor")
     lo = v - 256 * hi - 128
@@ -167,7 +168,7 @@ def digit_products(a: Digits, b: WeightDigits) -> DigitProducts:
     """Every ``A_i @ B_j`` through ``torch._int_mm`` (the expensive part of an exact GEMM)."""
     depth = a.digits[0].shape[1]
     if depth > MAX_DEPTH:
-        raise ValueError(f"window of {depth} elements is too deep for exact int8 products (max {MAX_DEPTH})")
+        raise AccelSimError(f"window of {depth} elements is too deep for exact int8 products (max {MAX_DEPTH})")
     if a.concat is not None and b.cross is not None and 2 * depth <= MAX_DEPTH:
         pairs = [(_operand(a.digits[0]), b.digits[0], 0), (_operand(a.concat), b.cross, 1),
                  (_operand(a.digits[1]), b.digits[1], 2)]
@@ -206,7 +207,7 @@ def im2col_digits(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, i
     (N, H, W, C; float64 exact integers), K in (kernel row, kernel column, channel) order, zero
     padding; equal to :func:`split` of the im2col matrix."""
     if word_bits > MAX_WORD_BITS:
-        raise ValueError(f"int8 digits hold words of at most {MAX_WORD_BITS} bits, got {word_bits}")
+        raise AccelSimError(f"int8 digits hold words of at most {MAX_WORD_BITS} bits, got {word_bits}")
     words = x.to(torch.float64).contiguous().numpy()
     (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_hw
     shape = (words.shape[0] * oh * ow, kh * kw * words.shape[3])

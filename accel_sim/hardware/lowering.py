@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from accel_sim.errors import AccelSimTypeError
 from accel_sim.image import Conv2d, Linear, WeightedLayer
 
 
@@ -43,4 +44,4 @@ def gemm_shape(layer: WeightedLayer) -> GemmShape:
     if isinstance(layer, Conv2d):
         kh, kw = layer.kernel
         return GemmShape(layer.out_shape[1] * layer.out_shape[2], kh * kw * layer.in_shape[0], layer.out_channels)
-    raise TypeError(f"layer {layer.name} ({layer.op}) is not lowered to a GEMM")
+    raise AccelSimTypeError(f"layer {layer.name} ({layer.op}) is not lowered to a GEMM")

@@ -19,6 +19,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from accel_sim.errors import AccelSimError
 from accel_sim import __version__
 from accel_sim.data import normalize
 from accel_sim.image.records import Conv2d, Flatten, Image, Linear, MaxPool2d, conv_output_hw
@@ -80,10 +81,10 @@ def export_model(
         weights saturate).
     """
     if weight_bits is None and act_bits is not None:
-        raise ValueError("act_bits needs weight_bits: an fp32 image stores float32 activations")
+        raise AccelSimError("act_bits needs weight_bits: an fp32 image stores float32 activations")
     act_bits = weight_bits if act_bits is None else act_bits
     if calibration.dtype != np.uint8 or calibration.ndim != 4 or len(calibration) == 0:
-        raise ValueError(f"calibration images must be a non-empty uint8 array (N, C, H, W), got "
+        raise AccelSimError(f"calibration images must be a non-empty uint8 array (N, C, H, W), got "
                          f"{calibration.dtype} {calibration.shape}")
     steps = fold_chain(model)
     x = torch.from_numpy(normalize(calibration))
@@ -91,7 +92,7 @@ def export_model(
     with torch.no_grad():
         expected = model.eval()(x).double()
     if not torch.allclose(out, expected, rtol=1e-3, atol=1e-3):
-        raise ValueError("the model's forward is not the chain of its layers (folded outputs differ from the "
+        raise AccelSimError("the model's forward is not the chain of its layers (folded outputs differ from the "
                          "model's); export supports sequential models only")
     input_shape = tuple(calibration.shape[1:])
     n_out = expected.shape[1]
@@ -111,26 +112,26 @@ def fold_chain(model: nn.Module) -> list[_Step]:
     try:
         graph = torch.fx.symbolic_trace(model).graph
     except Exception as exc:  # fx raises many types for untraceable code
-        raise ValueError(f"cannot read the model's forward as a chain of layers ({type(exc).__name__}: {exc})") from exc
+        raise AccelSimError(f"cannot read the model's forward as a chain of layers ({type(exc).__name__}: {exc})") from exc
     modules = dict(model.named_modules())
     steps: list[_Step] = []
     previous = None
     for node in graph.nodes:
         if node.op == "placeholder":
             if previous is not None:
-                raise ValueError("the model takes more than one input")
+                raise AccelSimError("the model takes more than one input")
             previous = node
             continue
         if node.op == "output":
             if node.args[0] is not previous:
-                raise ValueError("the model's output is not the end of its layer chain")
+                raise AccelSimError("the model's output is not the end of its layer chain")
             break
         if not node.args or node.args[0] is not previous or any(isinstance(a, torch.fx.Node) for a in node.args[1:]):
-            raise ValueError(f"node {node.name!r} ({node.target}) does not continue a single chain of layers")
+            raise AccelSimError(f"node {node.name!r} ({node.target}) does not continue a single chain of layers")
         _append_step(steps, node, modules)
         previous = node
     if not steps or steps[-1].kind not in ("conv2d", "linear"):
-        raise ValueError("the model must end with a conv2d or linear layer (its outputs are the logits)")
+        raise AccelSimError("the model must end with a conv2d or linear layer (its outputs are the logits)")
     return steps
 
 
@@ -138,13 +139,13 @@ def _append_step(steps: list[_Step], node: torch.fx.Node, modules: dict[str, nn.
     if node.op == "call_module":
         module = modules[node.target]
         if not isinstance(module, SUPPORTED_MODULES):
-            raise ValueError(f"unsupported layer {node.target!r} ({type(module).__name__}); supported: "
+            raise AccelSimError(f"unsupported layer {node.target!r} ({type(module).__name__}); supported: "
                              f"{', '.join(m.__name__ for m in SUPPORTED_MODULES)}")
         name = str(node.target)
         if isinstance(module, nn.Conv2d):
             if module.groups != 1 or module.dilation != (1, 1) or isinstance(module.padding, str) \
                     or module.padding_mode != "zeros":
-                raise ValueError(f"unsupported layer {name!r}: Conv2d needs groups=1, dilation=1 and numeric zero padding")
+                raise AccelSimError(f"unsupported layer {name!r}: Conv2d needs groups=1, dilation=1 and numeric zero padding")
             steps.append(_Step("conv2d", name, _np(module.weight), _bias(module), tuple(module.stride),
                                tuple(module.padding), tuple(module.kernel_size)))
         elif isinstance(module, nn.Linear):
@@ -155,13 +156,13 @@ def _append_step(steps: list[_Step], node: torch.fx.Node, modules: dict[str, nn.
             _fuse_relu(steps, name)
         elif isinstance(module, nn.MaxPool2d):
             if module.dilation not in (1, (1, 1)) or module.ceil_mode:
-                raise ValueError(f"unsupported layer {name!r}: MaxPool2d needs dilation=1 and ceil_mode=False")
+                raise AccelSimError(f"unsupported layer {name!r}: MaxPool2d needs dilation=1 and ceil_mode=False")
             pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
             steps.append(_Step("maxpool2d", name, kernel=pair(module.kernel_size), stride=pair(module.stride),
                                padding=pair(module.padding)))
         elif isinstance(module, nn.Flatten):
             if module.start_dim != 1 or module.end_dim != -1:
-                raise ValueError(f"unsupported layer {name!r}: Flatten must flatten dims 1..-1")
+                raise AccelSimError(f"unsupported layer {name!r}: Flatten must flatten dims 1..-1")
             steps.append(_Step("flatten", name))
         # nn.Dropout: identity at inference
         return
@@ -175,7 +176,7 @@ def _append_step(steps: list[_Step], node: torch.fx.Node, modules: dict[str, nn.
         steps.append(_Step("flatten", node.name))
         return
     target = getattr(node.target, "__name__", node.target) if node.target is not operator.getitem else "getitem"
-    raise ValueError(f"unsupported operation {target!r} at node {node.name!r}")
+    raise AccelSimError(f"unsupported operation {target!r} at node {node.name!r}")
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -188,7 +189,7 @@ def _bias(module: nn.Module) -> np.ndarray:
 
 def _fold_batchnorm(steps: list[_Step], bn: nn.BatchNorm2d, name: str) -> None:
     if not steps or steps[-1].kind != "conv2d" or steps[-1].relu:
-        raise ValueError(f"BatchNorm2d {name!r} must directly follow a Conv2d to be folded into it")
+        raise AccelSimError(f"BatchNorm2d {name!r} must directly follow a Conv2d to be folded into it")
     conv = steps[-1]
     gamma = _np(bn.weight) if bn.weight is not None else np.ones(bn.num_features)
     beta = _np(bn.bias) if bn.bias is not None else np.zeros(bn.num_features)
@@ -199,7 +200,7 @@ def _fold_batchnorm(steps: list[_Step], bn: nn.BatchNorm2d, name: str) -> None:
 
 def _fuse_relu(steps: list[_Step], name: str) -> None:
     if not steps or steps[-1].kind not in ("conv2d", "linear") or steps[-1].relu:
-        raise ValueError(f"ReLU {name!r} must follow a Conv2d, BatchNorm2d or Linear layer")
+        raise AccelSimError(f"ReLU {name!r} must follow a Conv2d, BatchNorm2d or Linear layer")
     steps[-1].relu = True
 
 

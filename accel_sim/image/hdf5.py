@@ -15,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from accel_sim.errors import AccelSimError
 from accel_sim.image.records import (
     SCHEMA_NAME,
     SCHEMA_VERSION,
@@ -105,40 +106,40 @@ def read_image(path: str | os.PathLike) -> Image:
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"image file {str(path)!r} does not exist")
+        raise AccelSimError(f"image file {str(path)!r} does not exist")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise ValueError(f"image file {str(path)!r} is not a readable HDF5 file (truncated or corrupt?): {exc}") from None
+        raise AccelSimError(f"image file {str(path)!r} is not a readable HDF5 file (truncated or corrupt?): {exc}") from None
     try:
         with f:
             return _read(f, path)
     except ValueError as exc:
         message = str(exc)
-        raise ValueError(message if str(path) in message else f"image file {str(path)!r}: {message}") from None
+        raise AccelSimError(message if str(path) in message else f"image file {str(path)!r}: {message}") from None
     except (OSError, KeyError, TypeError) as exc:
-        raise ValueError(f"image file {str(path)!r} is damaged ({type(exc).__name__}: {exc})") from None
+        raise AccelSimError(f"image file {str(path)!r} is damaged ({type(exc).__name__}: {exc})") from None
 
 
 def _read(f: h5py.File, path: Path) -> Image:
     attrs = f.attrs
     if attrs.get("schema") != SCHEMA_NAME:
-        raise ValueError(f"{str(path)!r} is an HDF5 file but not an accel-sim image (no schema={SCHEMA_NAME!r} attribute)")
+        raise AccelSimError(f"{str(path)!r} is an HDF5 file but not an accel-sim image (no schema={SCHEMA_NAME!r} attribute)")
     version = int(attrs.get("schema_version", -1))
     if version > SCHEMA_VERSION:
-        raise ValueError(f"{str(path)!r} has image schema version {version}; this accel-sim reads up to "
+        raise AccelSimError(f"{str(path)!r} has image schema version {version}; this accel-sim reads up to "
                          f"version {SCHEMA_VERSION}: upgrade accel-sim")
     if version < 1:
-        raise ValueError(f"{str(path)!r} has an invalid schema version {version}")
+        raise AccelSimError(f"{str(path)!r} has an invalid schema version {version}")
     for key in ("format", "model", "input_shape", "input_format", "class_names", "num_layers"):
         if key not in attrs:
-            raise ValueError(f"root attribute {key!r} is missing")
+            raise AccelSimError(f"root attribute {key!r} is missing")
     if "layers" not in f:
-        raise ValueError("the 'layers' group is missing")
+        raise AccelSimError("the 'layers' group is missing")
     names = sorted(f["layers"].keys())
     expected = [f"{i:03d}" for i in range(int(attrs["num_layers"]))]
     if names != expected:
-        raise ValueError(f"layers group holds {names[:5]}..., expected {int(attrs['num_layers'])} layers 000.."
+        raise AccelSimError(f"layers group holds {names[:5]}..., expected {int(attrs['num_layers'])} layers 000.."
                          f"{int(attrs['num_layers']) - 1:03d}")
     layers = tuple(_read_layer(f["layers"][key], key) for key in names)
     try:
@@ -154,7 +155,7 @@ def _read(f: h5py.File, path: Path) -> Image:
             hardening=str(attrs.get("hardening", "")),
         )
     except json.JSONDecodeError as exc:
-        raise ValueError(f"root attribute class_names is not a JSON list ({exc})") from None
+        raise AccelSimError(f"root attribute class_names is not a JSON list ({exc})") from None
 
 
 def _read_layer(g: h5py.Group, key: str) -> Layer:
@@ -164,7 +165,7 @@ def _read_layer(g: h5py.Group, key: str) -> Layer:
         where = f"layer {key} ({g.attrs.get('name', '?')}, {op})"
         cls = _LAYER_TYPES.get(op)
         if cls is None:
-            raise ValueError(f"unknown op {op!r}; known: {', '.join(_LAYER_TYPES)}")
+            raise AccelSimError(f"unknown op {op!r}; known: {', '.join(_LAYER_TYPES)}")
         common = dict(name=str(g.attrs["name"]), in_shape=tuple(int(v) for v in g.attrs["in_shape"]),
                       out_shape=tuple(int(v) for v in g.attrs["out_shape"]))
         if cls is Flatten:
@@ -183,30 +184,30 @@ def _read_layer(g: h5py.Group, key: str) -> Layer:
             fields.update(stride=_pair(g, "stride"), padding=_pair(g, "padding"))
         return cls(**fields)
     except KeyError as exc:
-        raise ValueError(f"{where}: attribute or dataset {exc} is missing") from None
+        raise AccelSimError(f"{where}: attribute or dataset {exc} is missing") from None
     except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise AccelSimError(f"{where}: {exc}") from None
 
 
 def _pair(g: h5py.Group, key: str) -> tuple[int, int]:
     values = tuple(int(v) for v in np.atleast_1d(g.attrs[key]))
     if len(values) != 2 or min(values) < 0:
-        raise ValueError(f"attribute {key} must be two non-negative integers, got {values}")
+        raise AccelSimError(f"attribute {key} must be two non-negative integers, got {values}")
     return values
 
 
 def _read_words(g: h5py.Group, key: str, fmt) -> np.ndarray:
     if key not in g:
-        raise ValueError(f"dataset {key!r} is missing")
+        raise AccelSimError(f"dataset {key!r} is missing")
     data = g[key][()]
     if fmt.is_float:
         if data.dtype != np.float32:
-            raise ValueError(f"dataset {key!r} must be float32 for {fmt.name}, got {data.dtype}")
+            raise AccelSimError(f"dataset {key!r} must be float32 for {fmt.name}, got {data.dtype}")
         return data
     if not np.issubdtype(data.dtype, np.signedinteger):
-        raise ValueError(f"dataset {key!r} must hold signed integers for {fmt.name}, got {data.dtype}")
+        raise AccelSimError(f"dataset {key!r} must hold signed integers for {fmt.name}, got {data.dtype}")
     data = data.astype(np.int64)
     if data.size and (data.min() < fmt.raw_min or data.max() > fmt.raw_max):
-        raise ValueError(f"dataset {key!r} holds raw values {data.min()}..{data.max()}, outside the "
+        raise AccelSimError(f"dataset {key!r} holds raw values {data.min()}..{data.max()}, outside the "
                          f"{fmt.word_bits}-bit word of {fmt.name} ({fmt.raw_min}..{fmt.raw_max})")
     return data

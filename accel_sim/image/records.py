@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from accel_sim.errors import AccelSimError
 from accel_sim.numerics import ACTIVATIONS, Format, parse_format
 
 SCHEMA_NAME = "accel-sim-image"
@@ -76,14 +77,14 @@ class WeightedLayer:
         object.__setattr__(self, "in_shape", tuple(int(v) for v in self.in_shape))
         object.__setattr__(self, "out_shape", tuple(int(v) for v in self.out_shape))
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"layer {self.name}: activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+            raise AccelSimError(f"layer {self.name}: activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         needs_threshold = self.activation in ("clipact", "clamp")
         if needs_threshold and (self.threshold is None or not np.isfinite(self.threshold) or self.threshold < 0):
-            raise ValueError(f"layer {self.name}: activation {self.activation} needs a finite threshold >= 0, got {self.threshold!r}")
+            raise AccelSimError(f"layer {self.name}: activation {self.activation} needs a finite threshold >= 0, got {self.threshold!r}")
         if not needs_threshold and self.threshold is not None:
-            raise ValueError(f"layer {self.name}: activation {self.activation} takes no threshold")
+            raise AccelSimError(f"layer {self.name}: activation {self.activation} takes no threshold")
         if self.bias.shape != (self.out_channels,):
-            raise ValueError(f"layer {self.name}: bias has shape {self.bias.shape}, expected ({self.out_channels},)")
+            raise AccelSimError(f"layer {self.name}: bias has shape {self.bias.shape}, expected ({self.out_channels},)")
 
     @property
     def out_channels(self) -> int:
@@ -115,13 +116,13 @@ class Conv2d(WeightedLayer):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.weight.ndim != 4:
-            raise ValueError(f"layer {self.name}: conv2d weight must be (O, C, kh, kw), got shape {self.weight.shape}")
+            raise AccelSimError(f"layer {self.name}: conv2d weight must be (O, C, kh, kw), got shape {self.weight.shape}")
         c, h, w = self.in_shape
         if self.weight.shape[1] != c:
-            raise ValueError(f"layer {self.name}: weight has {self.weight.shape[1]} input channels, input has {c}")
+            raise AccelSimError(f"layer {self.name}: weight has {self.weight.shape[1]} input channels, input has {c}")
         oh, ow = conv_output_hw(h, w, self.kernel, self.stride, self.padding)
         if self.out_shape != (self.out_channels, oh, ow):
-            raise ValueError(f"layer {self.name}: out_shape {self.out_shape} does not follow from the geometry "
+            raise AccelSimError(f"layer {self.name}: out_shape {self.out_shape} does not follow from the geometry "
                              f"(expected {(self.out_channels, oh, ow)})")
 
     @property
@@ -138,9 +139,9 @@ class Linear(WeightedLayer):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.weight.ndim != 2 or self.in_shape != (self.weight.shape[1],):
-            raise ValueError(f"layer {self.name}: linear weight {self.weight.shape} does not fit input {self.in_shape}")
+            raise AccelSimError(f"layer {self.name}: linear weight {self.weight.shape} does not fit input {self.in_shape}")
         if self.out_shape != (self.out_channels,):
-            raise ValueError(f"layer {self.name}: out_shape {self.out_shape}, expected ({self.out_channels},)")
+            raise AccelSimError(f"layer {self.name}: out_shape {self.out_shape}, expected ({self.out_channels},)")
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class MaxPool2d:
         c, h, w = self.in_shape
         oh, ow = conv_output_hw(h, w, self.kernel, self.stride, self.padding)
         if tuple(self.out_shape) != (c, oh, ow):
-            raise ValueError(f"layer {self.name}: out_shape {self.out_shape} does not follow from the geometry "
+            raise AccelSimError(f"layer {self.name}: out_shape {self.out_shape} does not follow from the geometry "
                              f"(expected {(c, oh, ow)})")
 
 
@@ -176,7 +177,7 @@ class Flatten:
 
     def __post_init__(self) -> None:
         if tuple(self.out_shape) != (int(np.prod(self.in_shape)),):
-            raise ValueError(f"layer {self.name}: flatten of {self.in_shape} cannot give {self.out_shape}")
+            raise AccelSimError(f"layer {self.name}: flatten of {self.in_shape} cannot give {self.out_shape}")
 
 
 Layer = Conv2d | Linear | MaxPool2d | Flatten
@@ -257,30 +258,30 @@ class Image:
 def check_chain(image: Image) -> None:
     """Check that the layers form a chain of matching shapes and formats ending in logits."""
     if not image.layers:
-        raise ValueError("an image needs at least one layer")
+        raise AccelSimError("an image needs at least one layer")
     shape, fmt = image.input_shape, image.input_format
     for i, layer in enumerate(image.layers):
         if tuple(layer.in_shape) != tuple(shape):
-            raise ValueError(f"layer {i} ({layer.name}, {layer.op}) expects input {tuple(layer.in_shape)}, "
+            raise AccelSimError(f"layer {i} ({layer.name}, {layer.op}) expects input {tuple(layer.in_shape)}, "
                              f"the previous layer gives {tuple(shape)}")
         in_fmt = layer.in_format if isinstance(layer, WeightedLayer) else layer.format
         if in_fmt != fmt:
-            raise ValueError(f"layer {i} ({layer.name}, {layer.op}) reads {in_fmt.name}, "
+            raise AccelSimError(f"layer {i} ({layer.name}, {layer.op}) reads {in_fmt.name}, "
                              f"the previous layer writes {fmt.name}")
         last = i == len(image.layers) - 1
         if isinstance(layer, WeightedLayer):
             if last != (layer.out_format is None):
-                raise ValueError(f"layer {i} ({layer.name}): only the last layer, and it always, "
+                raise AccelSimError(f"layer {i} ({layer.name}): only the last layer, and it always, "
                                  "leaves its output in the accumulator (out_format None)")
             if last and layer.activation != "none":
-                raise ValueError(f"layer {i} ({layer.name}): the last layer's accumulator values are the "
+                raise AccelSimError(f"layer {i} ({layer.name}): the last layer's accumulator values are the "
                                  f"logits; it cannot have activation {layer.activation}")
             fmt = layer.out_format
         elif last:
-            raise ValueError(f"the last layer must be conv2d or linear, got {layer.op} ({layer.name})")
+            raise AccelSimError(f"the last layer must be conv2d or linear, got {layer.op} ({layer.name})")
         shape = layer.out_shape
     if len(image.class_names) != shape[0] or len(shape) != 1:
-        raise ValueError(f"the network's output {tuple(shape)} does not match {len(image.class_names)} class names")
+        raise AccelSimError(f"the network's output {tuple(shape)} does not match {len(image.class_names)} class names")
 
 
 def format_from_text(text: str, where: str) -> Format:
@@ -288,4 +289,4 @@ def format_from_text(text: str, where: str) -> Format:
     try:
         return parse_format(text)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise AccelSimError(f"{where}: {exc}") from None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from accel_sim.errors import AccelSimError, AccelSimTypeError
 from accel_sim.data import normalize
 from accel_sim.image.records import Conv2d, Flatten, Image, Layer, Linear, MaxPool2d, WeightedLayer
 from accel_sim.numerics import (
@@ -58,7 +59,7 @@ class RunOutput:
 def quantize_input(image: Image, images: np.ndarray) -> np.ndarray:
     """``uint8`` images ``(N, C, H, W)`` → raw input words in the image's input format."""
     if images.dtype != np.uint8 or tuple(images.shape[1:]) != image.input_shape:
-        raise ValueError(f"input images must be uint8 of shape (N, {', '.join(map(str, image.input_shape))}), "
+        raise AccelSimError(f"input images must be uint8 of shape (N, {', '.join(map(str, image.input_shape))}), "
                          f"got {images.dtype} {images.shape}")
     return quantize(image.input_format, normalize(images))
 
@@ -97,7 +98,7 @@ def reference_layer(layer: Layer, x: np.ndarray, datapath: Datapath) -> np.ndarr
         return max_pool(layer, x)
     if isinstance(layer, (Conv2d, Linear)):
         return weighted_layer(layer, x, datapath)
-    raise TypeError(f"unknown layer type {type(layer).__name__}")
+    raise AccelSimTypeError(f"unknown layer type {type(layer).__name__}")
 
 
 def lower_to_gemm(layer: WeightedLayer, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from accel_sim.errors import AccelSimError
 from accel_sim.image import Image, WeightedLayer
 
 ACTIVATIONS = ("relu", "clipact", "clamp")  # what a variant or a hardened image may use
@@ -26,7 +27,7 @@ def activation_layers(image: Image) -> list[int]:
 
 def check_method(method: str, allowed: tuple[str, ...] = METHODS) -> None:
     if method not in allowed:
-        raise ValueError(f"activation method must be one of {', '.join(allowed)}, got {method!r}")
+        raise AccelSimError(f"activation method must be one of {', '.join(allowed)}, got {method!r}")
 
 
 def with_thresholds(image: Image, method: str, thresholds: dict[int, float]) -> Image:
@@ -36,7 +37,7 @@ def with_thresholds(image: Image, method: str, thresholds: dict[int, float]) -> 
     targets = set(activation_layers(image))
     unknown = sorted(set(thresholds) - targets)
     if unknown:
-        raise ValueError(f"thresholds name layers {unknown}, which have no activation unit "
+        raise AccelSimError(f"thresholds name layers {unknown}, which have no activation unit "
                          f"(the activation layers of {image.model} are {sorted(targets)})")
     layers = list(image.layers)
     for i in targets:
@@ -54,7 +55,7 @@ def with_activation(image: Image, kind: str, thresholds: dict[int, float] | None
         return with_thresholds(image, "clipact", {})
     missing = [i for i in activation_layers(image) if thresholds is None or i not in thresholds]
     if missing:
-        raise ValueError(f"activation {kind} needs a threshold for every activation layer; missing: {missing}")
+        raise AccelSimError(f"activation {kind} needs a threshold for every activation layer; missing: {missing}")
     return with_thresholds(image, kind, dict(thresholds))  # refuses thresholds of other layers
 
 
@@ -83,7 +84,7 @@ def hardening_of(image: Image) -> dict:
     try:
         record = json.loads(image.hardening)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"image {image.model}: its hardening record is not JSON ({exc})") from None
+        raise AccelSimError(f"image {image.model}: its hardening record is not JSON ({exc})") from None
     if not isinstance(record, dict) or not isinstance(record.get("layers"), dict):
-        raise ValueError(f"image {image.model}: its hardening record lacks a layers table")
+        raise AccelSimError(f"image {image.model}: its hardening record lacks a layers table")
     return record

@@ -14,6 +14,7 @@ import logging
 import numpy as np
 import torch
 
+from accel_sim.errors import AccelSimError
 from accel_sim.hardware import Accelerator
 from accel_sim.image import Image, WeightedLayer
 from accel_sim.mitigation.apply import activation_layers
@@ -48,13 +49,13 @@ def profile_act_max(image: Image, images: np.ndarray, accelerator: Accelerator, 
     targets = activation_layers(image) if layers is None else list(layers)
     bad = sorted(set(targets) - set(activation_layers(image)))
     if bad:
-        raise ValueError(f"layers {bad} of {image.model} have no activation unit to profile")
+        raise AccelSimError(f"layers {bad} of {image.model} have no activation unit to profile")
     if not targets:
-        raise ValueError(f"image {image.model} {image.format_name} has no activation layer to profile")
+        raise AccelSimError(f"image {image.model} {image.format_name} has no activation layer to profile")
     if percentile is not None and not 0 < percentile <= 100:
-        raise ValueError(f"percentile must lie in (0, 100], got {percentile!r}")
+        raise AccelSimError(f"percentile must lie in (0, 100], got {percentile!r}")
     if len(images) == 0:
-        raise ValueError("profiling needs at least one image")
+        raise AccelSimError("profiling needs at least one image")
     accelerator.check_image(image)
     prepared = accelerator.prepare(image)
     peaks: dict[int, float] = {i: 0.0 for i in targets}

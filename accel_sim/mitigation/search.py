@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from accel_sim.errors import AccelSimError
+
 
 def area_under_curve(accuracies: Sequence[float]) -> float:
     """Trapezoid area under accuracy (percent) over equally spaced x positions spanning [0, 1]
@@ -22,7 +24,7 @@ def area_under_curve(accuracies: Sequence[float]) -> float:
     own area."""
     points = np.asarray(accuracies, dtype=np.float64)
     if points.size == 0:
-        raise ValueError("the area under the curve needs at least one accuracy")
+        raise AccelSimError("the area under the curve needs at least one accuracy")
     if points.size == 1:
         return float(points[0])
     return float(np.trapezoid(points) / (points.size - 1))
@@ -53,10 +55,10 @@ class SearchSettings:
         for name, low in (("candidates", 3), ("max_rounds", 1), ("early_stop_round", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"search setting {name} must be an integer >= {low}, got {value!r}")
+                raise AccelSimError(f"search setting {name} must be an integer >= {low}, got {value!r}")
         if isinstance(self.early_stop_pp, bool) or not isinstance(self.early_stop_pp, (int, float)) \
                 or not np.isfinite(self.early_stop_pp) or self.early_stop_pp < 0:
-            raise ValueError(f"search setting early_stop_pp must be a finite number >= 0, got {self.early_stop_pp!r}")
+            raise AccelSimError(f"search setting early_stop_pp must be a finite number >= 0, got {self.early_stop_pp!r}")
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ def interval_search(score: Callable[[list[float]], list[float]], upper: float, s
         The chosen threshold and the rounds that led to it.
     """
     if not np.isfinite(upper) or upper < 0:
-        raise ValueError(f"the search's upper end (ACT_max) must be a finite number >= 0, got {upper!r}")
+        raise AccelSimError(f"the search's upper end (ACT_max) must be a finite number >= 0, got {upper!r}")
     if upper == 0:
         return 0.0, []
     known: dict[float, float] = {}
@@ -100,7 +102,7 @@ def interval_search(score: Callable[[list[float]], list[float]], upper: float, s
         if todo:
             scores = list(score(todo))
             if len(scores) != len(todo):
-                raise ValueError(f"score returned {len(scores)} AUCs for {len(todo)} thresholds")
+                raise AccelSimError(f"score returned {len(scores)} AUCs for {len(todo)} thresholds")
             known.update(zip(todo, (float(s) for s in scores)))
         aucs = [known[c] for c in candidates]
         best = max(range(len(candidates)), key=lambda j: (aucs[j], candidates[j]))

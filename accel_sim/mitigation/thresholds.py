@@ -31,6 +31,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from accel_sim.errors import AccelSimError
 from accel_sim.mitigation.apply import check_method
 
 SCHEMA = "accel-sim-thresholds"
@@ -67,9 +68,9 @@ class Thresholds:
         check_method(self.method)
         for layer, value in self.values.items():
             if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
-                raise ValueError(f"threshold layer indices must be integers >= 0, got {layer!r}")
+                raise AccelSimError(f"threshold layer indices must be integers >= 0, got {layer!r}")
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"threshold of layer {layer} must be a finite number >= 0, got {value!r}")
+                raise AccelSimError(f"threshold of layer {layer} must be a finite number >= 0, got {value!r}")
         object.__setattr__(self, "values", {int(k): float(v) for k, v in sorted(self.values.items())})
         object.__setattr__(self, "sources", {int(k): str(self.sources.get(k, "given")) for k in self.values})
 
@@ -104,53 +105,53 @@ def read_thresholds(path: str | os.PathLike, method: str | None = None) -> Thres
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ValueError(f"{where} does not exist") from None
+        raise AccelSimError(f"{where} does not exist") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"{where} cannot be read as TOML: {exc}") from None
+        raise AccelSimError(f"{where} cannot be read as TOML: {exc}") from None
     known = {"schema", "version", "method", "image_hash", "thresholds", "sources", "act_max", "settings"}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        raise AccelSimError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
     if "schema" in data and data["schema"] != SCHEMA:
-        raise ValueError(f"{where}: schema must be {SCHEMA!r}, got {data['schema']!r}")
+        raise AccelSimError(f"{where}: schema must be {SCHEMA!r}, got {data['schema']!r}")
     if not isinstance(data.get("version", VERSION), int) or data.get("version", VERSION) > VERSION:
-        raise ValueError(f"{where}: version {data.get('version')!r} is newer than this accel-sim reads ({VERSION})")
+        raise AccelSimError(f"{where}: version {data.get('version')!r} is newer than this accel-sim reads ({VERSION})")
     file_method = data.get("method")
     if file_method is not None and method is not None and file_method != method:
-        raise ValueError(f"{where}: holds {file_method} thresholds, {method} was asked for")
+        raise AccelSimError(f"{where}: holds {file_method} thresholds, {method} was asked for")
     chosen = file_method or method or "clipact"
     if not isinstance(chosen, str):
-        raise ValueError(f"{where}: method must be text, got {chosen!r}")
+        raise AccelSimError(f"{where}: method must be text, got {chosen!r}")
     tables = {}
     for key in ("thresholds", "sources", "act_max"):
         table = data.get(key, {})
         if not isinstance(table, dict):
-            raise ValueError(f"{where}: [{key}] must be a table of \"layer index\" = value")
+            raise AccelSimError(f"{where}: [{key}] must be a table of \"layer index\" = value")
         tables[key] = {_layer_index(k, key, where): v for k, v in table.items()}
     if "thresholds" not in data or not tables["thresholds"]:
-        raise ValueError(f"{where}: needs a [thresholds] table of \"layer index\" = T")
+        raise AccelSimError(f"{where}: needs a [thresholds] table of \"layer index\" = T")
     for key, kind in (("thresholds", float), ("act_max", float), ("sources", str)):
         for k, v in tables[key].items():
             if kind is float and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise ValueError(f"{where}: [{key}] \"{k}\" must be a number, got {v!r}")
+                raise AccelSimError(f"{where}: [{key}] \"{k}\" must be a number, got {v!r}")
             if kind is str and not isinstance(v, str):
-                raise ValueError(f"{where}: [{key}] \"{k}\" must be text, got {v!r}")
+                raise AccelSimError(f"{where}: [{key}] \"{k}\" must be text, got {v!r}")
     settings = data.get("settings", {})
     if not isinstance(settings, dict):
-        raise ValueError(f"{where}: [settings] must be a table")
+        raise AccelSimError(f"{where}: [settings] must be a table")
     image_hash = data.get("image_hash", "")
     if not isinstance(image_hash, str):
-        raise ValueError(f"{where}: image_hash must be text, got {image_hash!r}")
+        raise AccelSimError(f"{where}: image_hash must be text, got {image_hash!r}")
     sources = {k: tables["sources"].get(k, "file") for k in tables["thresholds"]}
     try:
         return Thresholds(chosen, tables["thresholds"], sources, tables["act_max"], image_hash, settings)
     except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise AccelSimError(f"{where}: {exc}") from None
 
 
 def _layer_index(key: str, table: str, where: str) -> int:
     if not key.isdigit():
-        raise ValueError(f"{where}: [{table}] keys must be layer indices (\"0\", \"3\", ...), got {key!r}")
+        raise AccelSimError(f"{where}: [{table}] keys must be layer indices (\"0\", \"3\", ...), got {key!r}")
     return int(key)
 
 

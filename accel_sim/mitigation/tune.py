@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from accel_sim.errors import AccelSimError
 from accel_sim.data import ImageSet, draw_sample
 from accel_sim.faults import DrawSpec, draw_fault_map, job_rng, prepare_permanent_faults
 from accel_sim.faults.model import COUNT_MODES, MODELS, SITES
@@ -93,20 +94,20 @@ class TuneSettings:
         check_method(self.method)
         for name, allowed in (("site", SITES), ("model", MODELS), ("count_mode", COUNT_MODES)):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"tuning {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+                raise AccelSimError(f"tuning {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         rates = tuple(self.rates)
         if not rates or any(isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 1 for r in rates):
-            raise ValueError(f"tuning rates must be a non-empty list of numbers in [0, 1], got {self.rates!r}")
+            raise AccelSimError(f"tuning rates must be a non-empty list of numbers in [0, 1], got {self.rates!r}")
         if list(rates) != sorted(set(rates)):
-            raise ValueError(f"tuning rates must be distinct and ascending, got {list(rates)}")
+            raise AccelSimError(f"tuning rates must be distinct and ascending, got {list(rates)}")
         object.__setattr__(self, "rates", tuple(float(r) for r in rates))
         for name, low, high in (("trials", 1, 10_000), ("tune_images", 1, 1_000_000),
                                 ("profile_images", 1, 1_000_000), ("seed", 0, 2**63 - 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"tuning {name} must be an integer in {low}..{high}, got {value!r}")
+                raise AccelSimError(f"tuning {name} must be an integer in {low}..{high}, got {value!r}")
         if self.percentile is not None and (isinstance(self.percentile, bool) or not 0 < self.percentile <= 100):
-            raise ValueError(f"tuning percentile must lie in (0, 100], got {self.percentile!r}")
+            raise AccelSimError(f"tuning percentile must lie in (0, 100], got {self.percentile!r}")
 
     def to_dict(self) -> dict:
         """The settings as plain values (the search's flattened in), e.g. for a threshold file."""
@@ -166,10 +167,10 @@ def tune_thresholds(image: Image, accelerator: Accelerator, profile: ImageSet, t
         Source ``tuned`` for every layer, with the ACT_max each was searched under.
     """
     if mode not in MODES:
-        raise ValueError(f"tuning mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise AccelSimError(f"tuning mode must be one of {', '.join(MODES)}, got {mode!r}")
     targets = activation_layers(image)
     if not targets:
-        raise ValueError(f"image {image.model} {image.format_name} has no activation layer to tune")
+        raise AccelSimError(f"image {image.model} {image.format_name} has no activation layer to tune")
     accelerator.check_image(image)
     key = tuning_key(image, accelerator, settings, profile, tune)
     state = _load_state(state_path, key)
@@ -298,9 +299,9 @@ def _load_state(path: str | os.PathLike | None, key: str) -> dict:
     try:
         state = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"tuning state file {str(path)!r} cannot be read ({exc}); remove it to start over") from None
+        raise AccelSimError(f"tuning state file {str(path)!r} cannot be read ({exc}); remove it to start over") from None
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION or not isinstance(state.get("layers"), dict):
-        raise ValueError(f"tuning state file {str(path)!r} is not an accel-sim tuning state; remove it to start over")
+        raise AccelSimError(f"tuning state file {str(path)!r} is not an accel-sim tuning state; remove it to start over")
     if state.get("key") != key:
         logger.warning("tuning state %s belongs to another image, data or settings: starting over", path)
         return fresh

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from accel_sim.errors import AccelSimError, AccelSimTypeError
 from accel_sim.numerics.formats import OVERFLOW_MODES, ROUNDING_MODES, Fixed, check_mode
 
 ACTIVATIONS = ("none", "relu", "clipact", "clamp")
@@ -38,9 +39,9 @@ class Datapath:
 
     def __post_init__(self) -> None:
         if not isinstance(self.acc_bits, int) or isinstance(self.acc_bits, bool):
-            raise TypeError(f"acc_bits must be an integer, got {type(self.acc_bits).__name__}")
+            raise AccelSimTypeError(f"acc_bits must be an integer, got {type(self.acc_bits).__name__}")
         if not 4 <= self.acc_bits <= MAX_ACC_BITS:
-            raise ValueError(f"acc_bits must lie in 4..{MAX_ACC_BITS}, got {self.acc_bits}")
+            raise AccelSimError(f"acc_bits must lie in 4..{MAX_ACC_BITS}, got {self.acc_bits}")
         check_mode("overflow", self.overflow, OVERFLOW_MODES)
         check_mode("rounding", self.rounding, ROUNDING_MODES)
 
@@ -55,7 +56,7 @@ class Datapath:
     def check_operands(self, weight_bits: int, act_bits: int, where: str) -> None:
         """Refuse an accumulator narrower than one product of the given operand widths."""
         if self.acc_bits < weight_bits + act_bits:
-            raise ValueError(
+            raise AccelSimError(
                 f"acc_bits {self.acc_bits} is narrower than a product of {weight_bits}-bit weights and "
                 f"{act_bits}-bit activations ({weight_bits + act_bits} bits) in {where}"
             )
@@ -81,7 +82,7 @@ def threshold_to_acc(threshold: float, acc_frac_bits: int) -> int:
     Comparing integers with it is exactly the comparison of real values with ``threshold``.
     """
     if not np.isfinite(threshold) or threshold < 0:
-        raise ValueError(f"activation threshold must be a finite number >= 0, got {threshold!r}")
+        raise AccelSimError(f"activation threshold must be a finite number >= 0, got {threshold!r}")
     value = int(np.floor(np.ldexp(np.float64(threshold), acc_frac_bits)))
     return min(value, np.iinfo(np.int64).max)
 
@@ -94,7 +95,7 @@ def apply_activation(acc: np.ndarray, kind: str, threshold_acc: int | None) -> n
     if kind == "relu":
         return np.maximum(acc, 0)
     if threshold_acc is None:
-        raise ValueError(f"activation {kind!r} needs a threshold")
+        raise AccelSimError(f"activation {kind!r} needs a threshold")
     if kind == "clipact":
         return np.where((acc >= 0) & (acc <= threshold_acc), acc, 0)
     if kind == "clamp":
@@ -111,7 +112,7 @@ def apply_activation_float(x: np.ndarray, kind: str, threshold: float | None) ->
     if kind == "relu":
         return np.maximum(x, np.float32(0))
     if threshold is None:
-        raise ValueError(f"activation {kind!r} needs a threshold")
+        raise AccelSimError(f"activation {kind!r} needs a threshold")
     t = np.float32(threshold)
     if kind == "clipact":
         return np.where((x >= 0) & (x <= t), x, np.float32(0)).astype(np.float32)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from accel_sim.errors import AccelSimError, AccelSimTypeError
+
 ROUNDING_MODES = ("nearest_even", "nearest_up", "floor")
 OVERFLOW_MODES = ("saturate", "wrap")
 MIN_WORD_BITS, MAX_WORD_BITS = 2, 32
@@ -26,7 +28,7 @@ MAX_ABS_FRAC_BITS = 64
 def check_mode(name: str, value: str, allowed: tuple[str, ...]) -> None:
     """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``allowed``."""
     if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        raise AccelSimError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -55,13 +57,13 @@ class Fixed:
 
     def __post_init__(self) -> None:
         if not isinstance(self.word_bits, (int, np.integer)) or isinstance(self.word_bits, bool):
-            raise TypeError(f"word_bits must be an integer, got {type(self.word_bits).__name__}")
+            raise AccelSimTypeError(f"word_bits must be an integer, got {type(self.word_bits).__name__}")
         if not isinstance(self.frac_bits, (int, np.integer)) or isinstance(self.frac_bits, bool):
-            raise TypeError(f"frac_bits must be an integer, got {type(self.frac_bits).__name__}")
+            raise AccelSimTypeError(f"frac_bits must be an integer, got {type(self.frac_bits).__name__}")
         if not MIN_WORD_BITS <= self.word_bits <= MAX_WORD_BITS:
-            raise ValueError(f"word_bits must lie in {MIN_WORD_BITS}..{MAX_WORD_BITS}, got {self.word_bits}")
+            raise AccelSimError(f"word_bits must lie in {MIN_WORD_BITS}..{MAX_WORD_BITS}, got {self.word_bits}")
         if abs(self.frac_bits) > MAX_ABS_FRAC_BITS:
-            raise ValueError(f"frac_bits must lie in -{MAX_ABS_FRAC_BITS}..{MAX_ABS_FRAC_BITS}, got {self.frac_bits}")
+            raise AccelSimError(f"frac_bits must lie in -{MAX_ABS_FRAC_BITS}..{MAX_ABS_FRAC_BITS}, got {self.frac_bits}")
         check_mode("rounding", self.rounding, ROUNDING_MODES)
         check_mode("overflow", self.overflow, OVERFLOW_MODES)
         object.__setattr__(self, "word_bits", int(self.word_bits))
@@ -109,7 +111,7 @@ class Float32:
 
     def __post_init__(self) -> None:
         if self.word_bits != 32:
-            raise ValueError(f"Float32.word_bits is always 32, got {self.word_bits}")
+            raise AccelSimError(f"Float32.word_bits is always 32, got {self.word_bits}")
 
     @property
     def is_float(self) -> bool:
@@ -134,12 +136,12 @@ _FIXED_RE = re.compile(r"^(u?)fixed(\d+)\.(-?\d+)(?:/([a-z_]+)/([a-z_]+))?$")
 def parse_format(text: str) -> Format:
     """Parse a format's text form (``fixed16.12``, ``ufixed8.8``, ``fixed8.4/floor/wrap``, ``fp32``)."""
     if not isinstance(text, str):
-        raise TypeError(f"a number format must be given as text, got {type(text).__name__}")
+        raise AccelSimTypeError(f"a number format must be given as text, got {type(text).__name__}")
     if text == "fp32":
         return Float32()
     match = _FIXED_RE.match(text)
     if not match:
-        raise ValueError(
+        raise AccelSimError(
             f"unknown number format {text!r}; expected e.g. 'fixed16.12', 'ufixed8.8', "
             "'fixed8.4/floor/wrap' or 'fp32'"
         )
@@ -163,13 +165,13 @@ def quantize(fmt: Format, values: np.ndarray) -> np.ndarray:
     if fmt.is_float:
         return x.astype(np.float32)
     if np.isnan(x).any():
-        raise ValueError(f"cannot quantize NaN to {fmt.name}")
+        raise AccelSimError(f"cannot quantize NaN to {fmt.name}")
     scaled = np.ldexp(x, fmt.frac_bits)  # exact: a power-of-two scale
     rounded = round_scaled(scaled, fmt.rounding)
     if fmt.overflow == "saturate":
         return np.clip(rounded, fmt.raw_min, fmt.raw_max).astype(np.int64)
     if np.isinf(x).any():
-        raise ValueError(f"cannot wrap an infinite value into {fmt.name}")
+        raise AccelSimError(f"cannot wrap an infinite value into {fmt.name}")
     # float64 holds these integers exactly, and fmod of exact integers is exact.
     wrapped = np.mod(rounded, float(1 << fmt.word_bits))
     return wrap(fmt, wrapped.astype(np.int64))
@@ -230,9 +232,9 @@ def from_bits(fmt: Format, bits: np.ndarray) -> np.ndarray:
 def _bit_mask(fmt: Format, bit: np.ndarray | int) -> np.ndarray:
     bit = np.asarray(bit)
     if not np.issubdtype(bit.dtype, np.integer):
-        raise TypeError(f"bit positions must be integers, got {bit.dtype}")
+        raise AccelSimTypeError(f"bit positions must be integers, got {bit.dtype}")
     if bit.size and (bit.min() < 0 or bit.max() >= fmt.word_bits):
-        raise ValueError(f"bit positions must lie in 0..{fmt.word_bits - 1} for {fmt.name}, got {bit.min()}..{bit.max()}")
+        raise AccelSimError(f"bit positions must lie in 0..{fmt.word_bits - 1} for {fmt.name}, got {bit.min()}..{bit.max()}")
     return np.left_shift(np.uint64(1), bit.astype(np.uint64))
 
 

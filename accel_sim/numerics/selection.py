@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from accel_sim.errors import AccelSimError
 from accel_sim.numerics.formats import MAX_ABS_FRAC_BITS, Fixed, round_scaled
 
 
@@ -23,7 +24,7 @@ def frac_bits_for(max_abs: float, word_bits: int, signed: bool = True) -> int:
         In ``-64..64``; ``word_bits - 1`` when ``max_abs`` is 0 (every format holds zeros).
     """
     if not np.isfinite(max_abs) or max_abs < 0:
-        raise ValueError(f"max_abs must be a finite number >= 0, got {max_abs!r}")
+        raise AccelSimError(f"max_abs must be a finite number >= 0, got {max_abs!r}")
     if max_abs == 0:
         return word_bits - 1
 
@@ -46,6 +47,6 @@ def format_for(values: np.ndarray, word_bits: int, percentile: float | None = No
     """Signed format of ``word_bits`` bits for ``values``: the largest ``|v|`` (or its percentile) fits."""
     mags = np.abs(np.asarray(values, dtype=np.float64)).ravel()
     if percentile is not None and not 0 < percentile <= 100:
-        raise ValueError(f"percentile must lie in (0, 100], got {percentile!r}")
+        raise AccelSimError(f"percentile must lie in (0, 100], got {percentile!r}")
     top = 0.0 if mags.size == 0 else float(np.percentile(mags, percentile) if percentile else mags.max())
     return Fixed(word_bits, frac_bits_for(top, word_bits))

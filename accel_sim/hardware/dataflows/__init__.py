@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from accel_sim.errors import AccelSimError
 from accel_sim.hardware.dataflows import os_stationary, ws_stationary
 
 DATAFLOW_MODULES = {"ws": ws_stationary, "os": os_stationary}
@@ -29,7 +30,7 @@ def get_dataflow(name: str):
     try:
         return DATAFLOW_MODULES[name]
     except KeyError:
-        raise ValueError(f"unknown dataflow {name!r}; known: {', '.join(DATAFLOW_MODULES)}") from None
+        raise AccelSimError(f"unknown dataflow {name!r}; known: {', '.join(DATAFLOW_MODULES)}") from None
 
 
 def activation_stream(in_shape: tuple[int, ...]) -> np.ndarray:

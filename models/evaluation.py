@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from accel_sim.errors import AccelSimError
 from accel_sim.data import CIFAR10_MEAN, CIFAR10_STD
+from accel_sim.errors import AccelSimError
 
 
 def to_input(images: torch.Tensor) -> torch.Tensor:
@@ -21,6 +21,19 @@ def to_input(images: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def resolve_device(name: str) -> torch.device:
+    """A torch device that exists on this machine (``cpu``, ``cuda``, ``cuda:N``, ``mps``)."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise AccelSimError(f"device {name!r} is not a torch device name (cpu, cuda, cuda:N, mps)") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count(),
+                 "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise AccelSimError(f"device {name!r} is not available on this machine")
+    return device
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 500, device: str = "cpu") -> np.ndarray:
     """float32 logits of shape ``(N, classes)`` for ``uint8`` images of shape ``(N, 3, 32, 32)``.
@@ -29,6 +42,7 @@ def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 500, 
     """
     if batch_size < 1:
         raise AccelSimError(f"batch_size must be a positive integer, got {batch_size!r}")
+    device = resolve_device(device)
     was_training = model.training
     model.eval()
     try:

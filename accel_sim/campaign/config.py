@@ -38,6 +38,9 @@ from accel_sim.mitigation import ACTIVATIONS, MODES, PAPER_RATES, SearchSettings
 
 ENGINES = ("local", "dask")
 _FORMAT_RE = re.compile(r"^(fp32|fixed\d+)$")
+MAX_NAME = 64  # characters of a campaign or variant name (the results store keeps 64-byte names)
+_NAME_RE = re.compile(rf"[A-Za-z0-9_.-]{{1,{MAX_NAME}}}")
+MAX_JOBS = 1_000_000  # variants × rates × trials: the results of more do not fit a results file
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ def load_campaign(path: str | os.PathLike) -> CampaignConfig:
 def campaign_from_dict(data: dict, where: str = "campaign", text: str = "") -> CampaignConfig:
     """Validate a parsed campaign document (``text``, the source, only locates keys for messages)."""
     def fail(key: str, problem: str) -> ValueError:
-        return ValueError(f"campaign file {where!r}: {key}{_line_of(text, key)} {problem}")
+        return AccelSimError(f"campaign file {where!r}: {key}{_line_of(text, key)} {problem}")
 
     known = {"name", "seed", "output", "variants", *_SECTIONS}
     for key in data:
@@ -167,8 +170,8 @@ def campaign_from_dict(data: dict, where: str = "campaign", text: str = "") -> C
         if key not in data:
             raise fail(key, "is missing")
     name = _typed(data["name"], str, "name", fail)
-    if not name or not re.fullmatch(r"[\w.-]+", name):
-        raise fail("name", f"must be a non-empty word of letters, digits, '.', '-' or '_', got {name!r}")
+    if not _NAME_RE.fullmatch(name):
+        raise fail("name", f"must be 1..{MAX_NAME} ASCII letters, digits, '.', '-' or '_', got {name!r}")
     seed = _typed(data["seed"], int, "seed", fail)
     if seed < 0:
         raise fail("seed", f"must be >= 0, got {seed}")
@@ -191,6 +194,9 @@ def campaign_from_dict(data: dict, where: str = "campaign", text: str = "") -> C
         variants.append(_build(VariantSpec, table, f"variants[{i}]", fail))
     config = CampaignConfig(name, seed, sections["model"], sections["data"], sections["hardware"], sections["faults"],
                             tuple(variants), sections["execution"], output, sections["tuning"])
+    for key in ("layers", "bits", "registers"):
+        if isinstance(data.get("faults"), dict) and data["faults"].get(key) == []:
+            raise fail(f"faults.{key}", "must list at least one value when given (leave it out for all)")
     _check_values(config, fail)
     return config
 
@@ -258,6 +264,17 @@ def _check_values(c: CampaignConfig, fail) -> None:
                                 ("faults.count_mode", f.count_mode, COUNT_MODES), ("execution.engine", e.engine, ENGINES)):
         if value not in allowed:
             raise fail(key, f"must be one of {', '.join(allowed)}, got {value!r}")
+    jobs = len(c.variants) * len(f.rates) * f.trials
+    if jobs > MAX_JOBS:
+        raise fail("faults.trials", f"gives {jobs:,} jobs (variants x rates x trials); at most {MAX_JOBS:,} are allowed")
+    if not 0 < d.count <= 10**7 or d.profile_count > 10**7 or m.calibration > 10**7:
+        raise fail("data.count", "and profile_count and model.calibration must be at most 10,000,000 images")
+    for key, values, high in (("faults.layers", f.layers, 10_000), ("faults.bits", f.bits, 63)):
+        for value in values:
+            if not 0 <= value <= high:
+                raise fail(key, f"must lie in 0..{high}, got {value}")
+    if f.registers and f.site != "pe":
+        raise fail("faults.registers", f"restricts PE faults only, but faults.site is {f.site!r}")
     if not f.rates:
         raise fail("faults.rates", "must list at least one fault rate")
     for rate in f.rates:
@@ -272,8 +289,9 @@ def _check_values(c: CampaignConfig, fail) -> None:
     if len(set(names)) != len(names):
         raise fail("variants", f"have duplicate names {names}")
     for i, v in enumerate(c.variants):
-        if not re.fullmatch(r"[\w.-]+", v.name):
-            raise fail(f"variants[{i}].name", f"must be a word of letters, digits, '.', '-' or '_', got {v.name!r}")
+        if not _NAME_RE.fullmatch(v.name):
+            raise fail(f"variants[{i}].name", f"must be 1..{MAX_NAME} ASCII letters, digits, '.', '-' or '_', "
+                       f"got {v.name!r}")
         if v.activation not in ACTIVATIONS:
             raise fail(f"variants[{i}].activation", f"must be one of {', '.join(ACTIVATIONS)}, got {v.activation!r}")
         if v.activation != "relu" and not v.thresholds:

@@ -25,6 +25,7 @@ from accel_sim.campaign.config import CampaignConfig
 from accel_sim.campaign.store import RESULTS_NAME, ResultsStore
 from accel_sim.data import draw_sample, load_bundled_sample, load_cifar10
 from accel_sim.faults import draw_fault_map, job_rng, run_with_faults
+from accel_sim.faults.draw import eligible_bits
 from accel_sim.hardware import Accelerator, HardwareConfig, load_hardware, load_preset
 from accel_sim.image import Image
 from accel_sim.image.export import export_model
@@ -119,12 +120,18 @@ def build_context(config: CampaignConfig, out_dir: str | os.PathLike | None = No
     calibration = draw_sample(train, min(config.model.calibration, len(train)), rng).images
     profile = draw_sample(train, min(d.profile_count, len(train)), rng).images
     base: dict[str, Image] = {}
-    images, thresholds = {}, {}
     for variant in config.variants:
         fmt = variant.format or config.model.format
         if fmt not in base:
             base[fmt] = _base_image(config, fmt, calibration)
-        image = base[fmt]
+            # before any profiling or tuning: an image the hardware cannot run, or faults that
+            # could never be drawn on it (layers it lacks, bits beyond its words), fail now
+            Accelerator(hw).check_image(base[fmt])
+            for rate in config.faults.rates:
+                eligible_bits(base[fmt], hw, config.faults.draw_spec(rate))
+    images, thresholds = {}, {}
+    for variant in config.variants:
+        image = base[variant.format or config.model.format]
         if variant.activation == "relu":
             images[variant.name] = with_activation(image, "relu")
             thresholds[variant.name] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from accel_sim.data import DATA_DIR_ENV, ImageSet, load_bundled_sample, load_cifar10, resolve_data_dir
@@ -36,3 +37,33 @@ def _numeric(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+MAX_IMAGES = 10_000_000
+MAX_SEED = 2**63 - 1
+
+
+def integer(low: int, high: int):
+    """An argparse type: an integer in ``low..high`` (a usage error otherwise)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must lie in {low}..{high}, got {value}")
+        return value
+    return parse
+
+
+def number(low: float, high: float, low_open: bool = False):
+    """An argparse type: a finite number in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
+            raise argparse.ArgumentTypeError(f"must lie in {'(' if low_open else '['}{low:g}, {high:g}], got {text}")
+        return value
+    return parse

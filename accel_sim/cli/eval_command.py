@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from accel_sim.errors import AccelSimError
-from accel_sim.cli.common import add_data_options, load_data_or_sample
+from accel_sim.cli.common import MAX_IMAGES, add_data_options, integer, load_data_or_sample
 from accel_sim.data import DATA_DIR_ENV
 from accel_sim.models import ARCHITECTURES
 from accel_sim.hardware import ENGINES
@@ -31,9 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--weights", type=Path, help="with --model: weights file (default: the zoo's)")
     add_data_options(ev)
     ev.add_argument("--split", choices=("test", "train"), default="test")
-    ev.add_argument("--subset", type=int, help="number of images (default: all)")
-    ev.add_argument("--offset", type=int, default=0, help="index of the first image")
-    ev.add_argument("--batch-size", type=int, default=500)
+    ev.add_argument("--subset", type=integer(1, MAX_IMAGES), help="number of images (default: all)")
+    ev.add_argument("--offset", type=integer(0, MAX_IMAGES), default=0, help="index of the first image")
+    ev.add_argument("--batch-size", type=integer(1, 65536), default=500)
     ev.add_argument("--device", default="cpu", help="with --model: torch device")
     ev.add_argument("--hw", type=Path, help="with --image: hardware file (TOML) or built-in preset name (default: edge16, "
                     "a 16x16 WS array with 16-bit operands and 48-bit accumulators)")

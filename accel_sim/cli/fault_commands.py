@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from accel_sim.cli.common import print_table
+from accel_sim.cli.common import MAX_SEED, integer, number, print_table
 from accel_sim.faults.model import COUNT_MODES, MODELS, PERSISTENCE, REGISTERS, SITES
 
 
@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     draw.add_argument("--image", required=True, type=Path)
     draw.add_argument("--hw", type=Path, help="hardware file (TOML) or built-in preset name (default: edge16)")
     draw.add_argument("--site", required=True, choices=SITES)
-    draw.add_argument("--rate", required=True, type=float, help="per-bit fault probability")
-    draw.add_argument("--seed", required=True, type=int)
+    draw.add_argument("--rate", required=True, type=number(0, 1), help="per-bit fault probability")
+    draw.add_argument("--seed", required=True, type=integer(0, MAX_SEED))
     draw.add_argument("--job-key", default="", help="job key mixed into the seed (campaigns set it)")
     draw.add_argument("--model", choices=MODELS, default="flip")
     draw.add_argument("--persistence", choices=PERSISTENCE, default="permanent")
@@ -33,12 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     draw.add_argument("--layers", type=_int_list, help="restrict to these image layer indices (see inspect)")
     draw.add_argument("--bits", type=_int_list, help="restrict to these bit positions")
     draw.add_argument("--registers", type=lambda t: tuple(t.split(",")), help=f"PE registers: {', '.join(REGISTERS)}")
-    draw.add_argument("--images", type=int, help="images of the run (needed for transient faults)")
+    draw.add_argument("--images", type=integer(1, 2**31 - 1), help="images of the run (needed for transient faults)")
     draw.add_argument("-o", "--output", required=True, type=Path)
     draw.set_defaults(handler=run_draw)
     show = fsub.add_parser("show", help="print a fault map")
     show.add_argument("map", type=Path)
-    show.add_argument("--limit", type=int, default=50, help="faults to list (default 50)")
+    show.add_argument("--limit", type=integer(0, 10**9), default=50, help="faults to list (default 50)")
     show.set_defaults(handler=run_show)
 
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from accel_sim.errors import AccelSimError
-from accel_sim.cli.common import add_data_options, load_data_or_sample
+from accel_sim.cli.common import MAX_IMAGES, MAX_SEED, add_data_options, integer, load_data_or_sample, number
 from accel_sim.faults.model import COUNT_MODES, MODELS, SITES
 from accel_sim.hardware import ENGINES
 
@@ -39,23 +39,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--thresholds", type=Path, help="apply the thresholds of this file instead of profiling")
     h.add_argument("--hw", type=Path, help="hardware file (TOML) or built-in preset name (default: edge16)")
     h.add_argument("--engine", choices=ENGINES[:2], default="fast")
-    h.add_argument("--batch-size", type=int, default=100)
-    h.add_argument("--profile-images", type=int, default=defaults.profile_images,
+    h.add_argument("--batch-size", type=integer(1, 65536), default=100)
+    h.add_argument("--profile-images", type=integer(1, MAX_IMAGES), default=defaults.profile_images,
                    help=f"training images for ACT_max (default {defaults.profile_images})")
-    h.add_argument("--percentile", type=float, help="profile this percentile of the positive activations, not the max")
-    h.add_argument("--seed", type=int, default=defaults.seed, help="seeds the image draws and the fault maps")
+    h.add_argument("--percentile", type=number(0, 100, low_open=True), help="profile this percentile of the positive activations, not the max")
+    h.add_argument("--seed", type=integer(0, MAX_SEED), default=defaults.seed, help="seeds the image draws and the fault maps")
     t = h.add_argument_group("tuning (with --tune)")
     t.add_argument("--site", choices=SITES, default=defaults.site)
     t.add_argument("--model", choices=MODELS, default=defaults.model, help="fault model")
     t.add_argument("--count-mode", choices=COUNT_MODES, default=defaults.count_mode)
     t.add_argument("--rates", type=_float_list, default=PAPER_RATES,
                    help=f"comma-separated fault rates (default {','.join(map(str, PAPER_RATES))})")
-    t.add_argument("--trials", type=int, default=defaults.trials, help="fault maps per rate")
-    t.add_argument("--tune-images", type=int, default=defaults.tune_images)
-    t.add_argument("--candidates", type=int, default=search.candidates)
-    t.add_argument("--rounds", type=int, default=search.max_rounds)
-    t.add_argument("--early-stop-round", type=int, default=search.early_stop_round)
-    t.add_argument("--early-stop-pp", type=float, default=search.early_stop_pp)
+    t.add_argument("--trials", type=integer(1, 10_000), default=defaults.trials, help="fault maps per rate")
+    t.add_argument("--tune-images", type=integer(1, MAX_IMAGES), default=defaults.tune_images)
+    t.add_argument("--candidates", type=integer(3, 1000), default=search.candidates)
+    t.add_argument("--rounds", type=integer(1, 1000), default=search.max_rounds)
+    t.add_argument("--early-stop-round", type=integer(1, 1000), default=search.early_stop_round)
+    t.add_argument("--early-stop-pp", type=number(0, 100), default=search.early_stop_pp)
     t.add_argument("--mode", choices=("fast", "naive"), default="fast", help="naive: the slow reference")
     t.add_argument("--state", type=Path, help="resume file (default: OUTPUT.tuning.json)")
     add_data_options(h)
@@ -85,8 +85,6 @@ def run_harden(args: argparse.Namespace) -> int:
         raise AccelSimError("-o/--output must differ from --image: the plain image is kept")
     image = read_image(args.image)
     hw = load_hardware(args.hw if args.hw is not None else "edge16")
-    if not isinstance(args.batch_size, int) or args.batch_size < 1:
-        raise AccelSimError(f"--batch-size must be a positive integer, got {args.batch_size}")
     accelerator = Accelerator(hw, args.engine, batch_size=args.batch_size)
     settings = TuneSettings(args.method, args.site, args.model, args.count_mode, args.rates, args.trials,
                             args.tune_images, args.profile_images, args.percentile,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from accel_sim.errors import AccelSimError
-from accel_sim.cli.common import add_data_options, load_data_or_sample, print_table
+from accel_sim.cli.common import MAX_IMAGES, MAX_SEED, add_data_options, integer, load_data_or_sample, number, print_table
 from accel_sim.data import draw_sample
 from accel_sim.models import ARCHITECTURES
 
@@ -22,10 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--model", required=True, choices=sorted(ARCHITECTURES))
     ex.add_argument("--weights", type=Path, help="weights file (default: the zoo's)")
     ex.add_argument("--format", required=True, help="fp32 or fixedW (e.g. fixed16, fixed8)")
-    ex.add_argument("--act-bits", type=int, help="activation word width (default: the weight width)")
-    ex.add_argument("--weight-percentile", type=float, help="size weight formats for this percentile of |w|")
-    ex.add_argument("--calibration", type=int, default=512, help="training images that set activation formats")
-    ex.add_argument("--seed", type=int, default=0, help="seed of the calibration draw")
+    ex.add_argument("--act-bits", type=integer(2, 32), help="activation word width (default: the weight width)")
+    ex.add_argument("--weight-percentile", type=number(0, 100, low_open=True), help="size weight formats for this percentile of |w|")
+    ex.add_argument("--calibration", type=integer(1, MAX_IMAGES), default=512, help="training images that set activation formats")
+    ex.add_argument("--seed", type=integer(0, MAX_SEED), default=0, help="seed of the calibration draw")
     add_data_options(ex)
     ex.add_argument("-o", "--output", required=True, type=Path, help="image file to write")
     ex.set_defaults(handler=run_export)
@@ -52,6 +52,10 @@ def run_export(args: argparse.Namespace) -> int:
     from accel_sim.models.zoo import file_sha256
 
     weight_bits = parse_image_format(args.format)
+    if weight_bits is not None and not 2 <= weight_bits <= 32:
+        raise AccelSimError(f"--format fixedW needs a word width W in 2..32 bits, got {args.format!r}")
+    if weight_bits is None and args.act_bits is not None:
+        raise AccelSimError("--act-bits needs a fixed-point --format: an fp32 image stores float32 activations")
     weights = args.weights if args.weights is not None else zoo_weights_path(args.model)
     model = load_weights(args.model, weights)
     train = load_data_or_sample(args.data_dir, "train", args.download)

@@ -89,8 +89,9 @@ class ImageSet:
 
     def subset(self, count: int | None = None, offset: int = 0) -> "ImageSet":
         """Return images ``offset .. offset+count-1`` (all from ``offset`` when ``count`` is None)."""
-        if offset < 0 or offset > len(self):
-            raise AccelSimError(f"subset offset must lie in 0..{len(self)}, got {offset}")
+        if offset < 0 or offset >= len(self):
+            raise AccelSimError(f"subset offset must lie in 0..{len(self) - 1} (the set holds {len(self)} images), "
+                                f"got {offset}")
         if count is not None and (count <= 0 or offset + count > len(self)):
             raise AccelSimError(
                 f"subset count must lie in 1..{len(self) - offset} for offset {offset} of "

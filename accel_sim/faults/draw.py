@@ -92,18 +92,10 @@ def draw_fault_map(image: Image, hw: HardwareConfig, spec: DrawSpec, rng: np.ran
     """Draw the faults of one run. ``n_images`` (the images the run will see) is needed for
     transient faults, which pick one of them. ``image_hash`` may pass ``image.content_hash()``
     when it is already known (it is recorded in the map)."""
+    if spec.persistence == "transient" and (n_images is None or not 1 <= n_images <= 2**31 - 1):
+        raise AccelSimError(f"transient faults need the number of images of the run (1..{2**31 - 1}), got {n_images}")
     weighted = weighted_layer_indices(image)
-    if spec.layers is not None:
-        bad = sorted(set(spec.layers) - set(weighted.tolist()))
-        if bad:
-            raise AccelSimError(f"layers {bad} are not conv2d/linear layers of the image (those are {weighted.tolist()})")
-    if spec.persistence == "transient" and (n_images is None or n_images < 1):
-        raise AccelSimError("transient faults need the number of images of the run (n_images >= 1)")
-    segs = segments(image, hw, spec.site, spec.layers)
-    if spec.registers is not None:
-        segs = [s for s in segs if REGISTERS[s.register] in spec.registers]
-    allowed = [_allowed_bits(s, spec.bits) for s in segs]
-    sizes = np.array([s.words * len(b) for s, b in zip(segs, allowed)], dtype=np.int64)
+    segs, allowed, sizes = eligible_bits(image, hw, spec)
     positions = _draw_positions(rng, spec, segs, sizes)
     seg_idx = np.searchsorted(np.cumsum(sizes), positions, side="right")
     offsets = positions - (np.cumsum(sizes) - sizes)[seg_idx]
@@ -134,6 +126,27 @@ def draw_fault_map(image: Image, hw: HardwareConfig, spec: DrawSpec, rng: np.ran
         rate=float(spec.rate), seed=seed, job_key=job_key, count_mode=spec.count_mode,
         persistence=spec.persistence, description=f"{spec.site} {spec.model} {spec.persistence}",
     )
+
+
+def eligible_bits(image: Image, hw: HardwareConfig, spec: DrawSpec) -> tuple[list[Segment], list[list[int]], np.ndarray]:
+    """The site's segments that ``spec`` may hit, the bit positions allowed in each, and the
+    eligible bits per segment (int64). Refuses a spec that names layers the image lacks or whose
+    restrictions leave no bit at all (it could never draw a fault)."""
+    weighted = weighted_layer_indices(image)
+    if spec.layers is not None:
+        bad = sorted(set(spec.layers) - set(weighted.tolist()))
+        if bad:
+            raise AccelSimError(f"layers {bad} are not conv2d/linear layers of the image (those are {weighted.tolist()})")
+    segs = segments(image, hw, spec.site, spec.layers)
+    if spec.registers is not None:
+        segs = [s for s in segs if REGISTERS[s.register] in spec.registers]
+    allowed = [_allowed_bits(s, spec.bits) for s in segs]
+    sizes = np.array([s.words * len(b) for s, b in zip(segs, allowed)], dtype=np.int64)
+    if segs and not sizes.sum():
+        widths = sorted({s.word_bits for s in segs})
+        raise AccelSimError(f"bits {list(spec.bits or ())} select no bit of the {spec.site} words of {image.model} "
+                            f"{image.format_name} (widths {widths} bits): the draw could never hit anything")
+    return segs, allowed, sizes
 
 
 def _allowed_bits(seg: Segment, bits: tuple[int, ...] | None) -> list[int]:

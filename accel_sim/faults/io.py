@@ -8,6 +8,7 @@ provenance (``image_hash``, ``hw_hash``, ``rate``, ``seed``, ``job_key``, ``coun
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from accel_sim.errors import AccelSimError
 from accel_sim.faults.model import FIELD_DTYPES, MODELS, REGISTERS, SITES, FaultMap
 from accel_sim.faults.sites import buffer_capacity, register_bits
 from accel_sim.hardware import HardwareConfig
+from accel_sim.hardware.lowering import gemm_shape
 from accel_sim.image import Image, WeightedLayer
 
 SCHEMA = "accel-sim-faults"
@@ -53,22 +55,89 @@ def read_fault_map(path: str | os.PathLike) -> FaultMap:
         with h5py.File(path, "r") as f:
             if f.attrs.get("schema") != SCHEMA:
                 raise AccelSimError(f"fault map {str(path)!r} is not an accel-sim fault map (no schema={SCHEMA!r})")
-            if int(f.attrs.get("schema_version", -1)) > SCHEMA_VERSION:
-                raise AccelSimError(f"fault map {str(path)!r} has schema version {int(f.attrs['schema_version'])}; "
-                                 f"this accel-sim reads up to {SCHEMA_VERSION}")
+            version = _number(f.attrs.get("schema_version", -1), "schema_version", path, int)
+            if version > SCHEMA_VERSION or version < 1:
+                raise AccelSimError(f"fault map {str(path)!r} has schema version {version}; this accel-sim reads "
+                                    f"versions 1..{SCHEMA_VERSION}")
+            for key in ("image_hash", "hw_hash"):  # without them a map could be applied anywhere
+                if not _text(f.attrs.get(key, ""), key, path):
+                    raise AccelSimError(f"fault map {str(path)!r} lacks its {key} attribute: it cannot be checked "
+                                        "against the image and hardware it is applied to")
             missing = [name for name in FIELD_DTYPES if name not in f]
             if missing:
                 raise AccelSimError(f"fault map {str(path)!r} lacks the dataset(s) {', '.join(missing)}")
-            arrays = {name: f[name][()] for name in FIELD_DTYPES}
-            meta = {key: str(f.attrs.get(key, "")) for key in _TEXT_ATTRS}
-            meta["rate"] = float(f.attrs.get("rate", 0.0))
-            meta["seed"] = int(f.attrs.get("seed", 0))
+            arrays = {name: _dataset(f, name, path) for name in FIELD_DTYPES}
+            meta = {key: _text(f.attrs.get(key, ""), key, path) for key in _TEXT_ATTRS}
+            meta["rate"] = _number(f.attrs.get("rate", 0.0), "rate", path, float)
+            meta["seed"] = _number(f.attrs.get("seed", 0), "seed", path, int)
     except OSError as exc:
         raise AccelSimError(f"fault map {str(path)!r} is not a readable HDF5 file (truncated or corrupt?): {exc}") from None
     try:
-        return FaultMap(**arrays, **meta)
+        fmap = FaultMap(**arrays, **meta)
     except ValueError as exc:
         raise AccelSimError(f"fault map {str(path)!r}: {exc}") from None
+    check_fields(fmap, f"fault map {str(path)!r}")
+    return fmap
+
+
+def check_fields(fmap: FaultMap, where: str = "fault map") -> None:
+    """Refuse codes out of range and fields set where a fault's site does not read them (each is
+    -1 there, see :mod:`accel_sim.faults.model`), whatever image the map is applied to."""
+    if not len(fmap):
+        return
+    _check(np.isin(fmap.site, range(len(SITES))), fmap, "site", "is not a known site code (0..3)", where)
+    _check(np.isin(fmap.model, range(len(MODELS))), fmap, "model", "is not a known fault model code (0..2)", where)
+    _check(fmap.bit >= 0, fmap, "bit", "is negative", where)
+    _check(fmap.image >= -1, fmap, "image", "is below -1", where)
+    _check(fmap.layer >= -1, fmap, "layer", "is below -1", where)
+    memory, pe = fmap.site == SITES.index("weight_memory"), fmap.site == SITES.index("pe")
+    transient_pe = pe & (fmap.image >= 0)
+    rules = (
+        ("tensor", np.where(memory, np.isin(fmap.tensor, (0, 1)), fmap.tensor == -1), "must be 0 or 1 for weight "
+         "memory and -1 elsewhere"),
+        ("index", np.where(pe, fmap.index == -1, fmap.index >= 0), "must be >= 0 for memories and buffers, -1 for PEs"),
+        ("row", np.where(pe, fmap.row >= 0, fmap.row == -1), "must be >= 0 for PEs and -1 elsewhere"),
+        ("col", np.where(pe, fmap.col >= 0, fmap.col == -1), "must be >= 0 for PEs and -1 elsewhere"),
+        ("register", np.where(pe, np.isin(fmap.register, range(len(REGISTERS))), fmap.register == -1),
+         "must be 0..2 for PEs and -1 elsewhere"),
+        ("access", np.where(transient_pe, fmap.access >= -1, fmap.access == -1),
+         "must be -1 except for transient PE faults"),
+        ("layer", ~memory | (fmap.layer >= 0), "must name a layer for weight-memory faults"),
+    )
+    for name, ok, problem in rules:
+        _check(ok, fmap, name, problem, where)
+
+
+def _dataset(f: h5py.File, name: str, path: Path) -> np.ndarray:
+    node = f[name]
+    if not isinstance(node, h5py.Dataset):
+        raise AccelSimError(f"fault map {str(path)!r}: {name} must be a dataset")
+    data = node[()]
+    if not isinstance(data, np.ndarray) or data.ndim != 1:
+        raise AccelSimError(f"fault map {str(path)!r}: dataset {name} must be one-dimensional, got shape "
+                            f"{np.shape(data)}")
+    return data
+
+
+def _text(value, key: str, path: Path) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        raise AccelSimError(f"fault map {str(path)!r}: attribute {key} must be text, got {value!r}")
+    return value
+
+
+def _number(value, key: str, path: Path, kind: type):
+    """A finite number attribute (an integer for ``kind`` int), checked before any cast."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value) if kind is int else float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or (kind is int and (number != int(number) or abs(number) >= 2**63)):
+        raise AccelSimError(f"fault map {str(path)!r}: attribute {key} must be a finite {kind.__name__}, got {value!r}")
+    return int(number) if kind is int else number
 
 
 def check_fault_map(fmap: FaultMap, image: Image, hw: HardwareConfig, n_images: int | None = None,
@@ -105,6 +174,11 @@ def check_fault_map(fmap: FaultMap, image: Image, hw: HardwareConfig, n_images: 
             _check(np.isin(sub.register, range(len(REGISTERS))), sub, "register", "is not a PE register", where)
             limit = np.array([widths[REGISTERS[r]] if 0 <= r < 3 else 0 for r in sub.register])
             _check(sub.bit < limit, sub, "bit", "is not below the register's width", where)
+            transient = sub.select(sub.image >= 0)
+            _check(transient.layer >= 0, transient, "layer", "must name the layer of a transient PE fault", where)
+            macs = np.array([gemm_shape(image.layers[int(i)]).macs for i in transient.layer], dtype=np.int64)
+            _check((transient.access >= -1) & (transient.access < macs), transient, "access",
+                   "is not a MAC of its layer (0..M·K·N - 1, or -1 for an idle PE)", where)
         else:
             capacity, bits = buffer_capacity(image, hw, site)
             _check((sub.index >= 0) & (sub.index < capacity), sub, "index",

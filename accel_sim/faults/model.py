@@ -71,7 +71,15 @@ class FaultMap:
     def __post_init__(self) -> None:
         sizes = set()
         for name, dtype in FIELD_DTYPES.items():
-            arr = np.array(getattr(self, name), dtype=dtype).reshape(-1)
+            raw = np.asarray(getattr(self, name)).reshape(-1)
+            if raw.size and not (np.issubdtype(raw.dtype, np.integer) or raw.dtype == np.bool_):
+                raise AccelSimError(f"fault map field {name} must hold integers, got {raw.dtype}")
+            info = np.iinfo(dtype)
+            if raw.size and (int(raw.min()) < info.min or int(raw.max()) > info.max):
+                bad = raw[(raw < info.min) | (raw > info.max)][0]
+                raise AccelSimError(f"fault map field {name} holds {int(bad)}, outside the range of its "
+                                    f"{np.dtype(dtype).name} field ({info.min}..{info.max})")
+            arr = np.array(raw, dtype=dtype)  # checked above: the cast keeps every value
             arr.flags.writeable = False
             object.__setattr__(self, name, arr)
             sizes.add(arr.size)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import math
 import json
 import os
 import tomllib
@@ -20,6 +21,7 @@ from accel_sim.numerics.formats import check_mode
 
 DATAFLOWS = ("ws", "os")
 MAX_ARRAY_SIDE = 4096
+MAX_BUFFER_KIB = 2**20
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,9 @@ class HardwareConfig:
             )
         for buf, bits in (("weight_buffer_kib", self.weight_bits), ("activation_buffer_kib", self.act_bits)):
             size = getattr(self, buf)
+            if not math.isfinite(size) or size > MAX_BUFFER_KIB:
+                raise AccelSimError(f"hardware field {buf} must be a finite size of at most {MAX_BUFFER_KIB} KiB "
+                                    f"(1 GiB), got {size!r}")
             if not size > 0 or self.buffer_words(size, bits) < self.rows * self.cols:
                 raise AccelSimError(
                     f"hardware field {buf} ({size} KiB) is smaller than one {self.rows}x{self.cols} array tile "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import h5py
@@ -125,63 +126,129 @@ def _read(f: h5py.File, path: Path) -> Image:
     attrs = f.attrs
     if attrs.get("schema") != SCHEMA_NAME:
         raise AccelSimError(f"{str(path)!r} is an HDF5 file but not an accel-sim image (no schema={SCHEMA_NAME!r} attribute)")
-    version = int(attrs.get("schema_version", -1))
+    version = _integer(attrs.get("schema_version", -1), "root attribute schema_version")
     if version > SCHEMA_VERSION:
         raise AccelSimError(f"{str(path)!r} has image schema version {version}; this accel-sim reads up to "
-                         f"version {SCHEMA_VERSION}: upgrade accel-sim")
+                            f"version {SCHEMA_VERSION}: upgrade accel-sim")
     if version < 1:
         raise AccelSimError(f"{str(path)!r} has an invalid schema version {version}")
     for key in ("format", "model", "input_shape", "input_format", "class_names", "num_layers"):
         if key not in attrs:
             raise AccelSimError(f"root attribute {key!r} is missing")
-    if "layers" not in f:
+    if not isinstance(f.get("layers"), h5py.Group):
         raise AccelSimError("the 'layers' group is missing")
     names = sorted(f["layers"].keys())
-    expected = [f"{i:03d}" for i in range(int(attrs["num_layers"]))]
-    if names != expected:
-        raise AccelSimError(f"layers group holds {names[:5]}..., expected {int(attrs['num_layers'])} layers 000.."
-                         f"{int(attrs['num_layers']) - 1:03d}")
+    count = _integer(attrs["num_layers"], "root attribute num_layers")
+    if count != len(names) or names != [f"{i:03d}" for i in range(count)]:
+        raise AccelSimError(f"root attribute num_layers is {count}, but the layers group holds {len(names)} "
+                            f"entries ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}); expected 000..")
+    for key in names:
+        if not isinstance(f["layers"][key], h5py.Group):
+            raise AccelSimError(f"layers/{key} must be a group")
     layers = tuple(_read_layer(f["layers"][key], key) for key in names)
+    model = _text(attrs["model"], "root attribute model")
+    if not model:
+        raise AccelSimError("root attribute model must name the model, got ''")
     try:
-        return Image(
-            model=str(attrs["model"]),
-            format_name=str(attrs["format"]),
-            input_shape=tuple(int(v) for v in attrs["input_shape"]),
-            input_format=format_from_text(str(attrs["input_format"]), "root attribute input_format"),
-            class_names=tuple(json.loads(str(attrs["class_names"]))),
-            layers=layers,
-            source_sha256=str(attrs.get("source_sha256", "")),
-            tool_version=str(attrs.get("tool_version", "")),
-            hardening=str(attrs.get("hardening", "")),
-        )
+        class_names = json.loads(_text(attrs["class_names"], "root attribute class_names"))
     except json.JSONDecodeError as exc:
         raise AccelSimError(f"root attribute class_names is not a JSON list ({exc})") from None
+    if not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names):
+        raise AccelSimError(f"root attribute class_names must be a JSON list of names, got {class_names!r}")
+    image = Image(
+        model=model,
+        format_name=_text(attrs["format"], "root attribute format"),
+        input_shape=_integers(attrs["input_shape"], "root attribute input_shape", 3, low=1),
+        input_format=format_from_text(_text(attrs["input_format"], "root attribute input_format"),
+                                      "root attribute input_format"),
+        class_names=tuple(class_names),
+        layers=layers,
+        source_sha256=_text(attrs.get("source_sha256", ""), "root attribute source_sha256"),
+        tool_version=_text(attrs.get("tool_version", ""), "root attribute tool_version"),
+        hardening=_text(attrs.get("hardening", ""), "root attribute hardening"),
+    )
+    check_format_name(image)
+    return image
+
+
+def check_format_name(image: Image) -> None:
+    """Refuse an image whose nominal format (``fp32``, ``fixedW``, ``fixedWaA``) is not what its
+    layers store."""
+    match = re.fullmatch(r"fp32|fixed(\d+)(?:a(\d+))?", image.format_name)
+    if not match:
+        raise AccelSimError(f"root attribute format must be fp32, fixedW or fixedWaA, got {image.format_name!r}")
+    layers = image.weighted_layers
+    if image.format_name == "fp32":
+        if not all(layer.weight_format.is_float for layer in layers):
+            raise AccelSimError("root attribute format is fp32, but the layers store fixed-point words")
+        return
+    weight_bits = int(match.group(1))
+    act_bits = int(match.group(2) or weight_bits)
+    if any(layer.weight_format.is_float or layer.weight_format.word_bits != weight_bits for layer in layers):
+        raise AccelSimError(f"root attribute format is {image.format_name}, but the layers do not all store "
+                            f"{weight_bits}-bit weights")
+    if any(layer.in_format.word_bits != act_bits for layer in layers):
+        raise AccelSimError(f"root attribute format is {image.format_name}, but the layers do not all read "
+                            f"{act_bits}-bit activations")
+
+
+def _text(value, what: str) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        raise AccelSimError(f"{what} must be text, got {value!r}")
+    return value
+
+
+def _integer(value, what: str) -> int:
+    """An integer attribute, checked before any cast (inf, NaN, fractions and text refused)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer() \
+            and abs(value) < 2**62:
+        return int(value)
+    raise AccelSimError(f"{what} must be an integer, got {value!r}")
+
+
+def _integers(value, what: str, count: int, low: int) -> tuple[int, ...]:
+    values = np.atleast_1d(np.asarray(value))
+    if values.ndim != 1 or values.size != count:
+        raise AccelSimError(f"{what} must be {count} integers >= {low}, got {value!r}")
+    out = tuple(_integer(v, what) for v in values)
+    if min(out) < low or max(out) > 2**31:
+        raise AccelSimError(f"{what} must be {count} integers in {low}..{2**31}, got {out}")
+    return out
 
 
 def _read_layer(g: h5py.Group, key: str) -> Layer:
     where = f"layer {key}"
     try:
-        op = str(g.attrs["op"])
-        where = f"layer {key} ({g.attrs.get('name', '?')}, {op})"
+        op = _text(g.attrs["op"], "attribute op")
+        name = _text(g.attrs["name"], "attribute name")
+        where = f"layer {key} ({name}, {op})"
         cls = _LAYER_TYPES.get(op)
         if cls is None:
             raise AccelSimError(f"unknown op {op!r}; known: {', '.join(_LAYER_TYPES)}")
-        common = dict(name=str(g.attrs["name"]), in_shape=tuple(int(v) for v in g.attrs["in_shape"]),
-                      out_shape=tuple(int(v) for v in g.attrs["out_shape"]))
+        in_dims, out_dims = (1 if cls is Linear else 3), (1 if cls in (Linear, Flatten) else 3)
+        common = dict(name=name, in_shape=_integers(g.attrs["in_shape"], "attribute in_shape", in_dims, 1),
+                      out_shape=_integers(g.attrs["out_shape"], "attribute out_shape", out_dims, 1))
         if cls is Flatten:
-            return Flatten(**common, format=format_from_text(str(g.attrs["format"]), "format"))
+            return Flatten(**common, format=_format(g, "format"))
         if cls is MaxPool2d:
-            return MaxPool2d(**common, kernel=_pair(g, "kernel"), stride=_pair(g, "stride"),
-                             padding=_pair(g, "padding"), format=format_from_text(str(g.attrs["format"]), "format"))
-        formats = {k: format_from_text(str(g.attrs[k]), k) for k in ("weight_format", "bias_format", "in_format")}
-        out_text = str(g.attrs["out_format"])
+            return MaxPool2d(**common, kernel=_pair(g, "kernel", 1), stride=_pair(g, "stride", 1),
+                             padding=_pair(g, "padding", 0), format=_format(g, "format"))
+        formats = {k: _format(g, k) for k in ("weight_format", "bias_format", "in_format")}
+        out_text = _text(g.attrs["out_format"], "attribute out_format")
         formats["out_format"] = format_from_text(out_text, "out_format") if out_text else None
-        threshold = float(g.attrs["threshold"])
+        threshold = g.attrs["threshold"]
+        if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, (float, int, np.floating, np.integer)):
+            raise AccelSimError(f"attribute threshold must be a number (NaN for none), got {threshold!r}")
+        threshold = float(threshold)
         arrays = {k: _read_words(g, k, formats[f"{k}_format"]) for k in ("weight", "bias")}
-        fields = dict(common, **formats, **arrays, activation=str(g.attrs["activation"]),
+        fields = dict(common, **formats, **arrays, activation=_text(g.attrs["activation"], "attribute activation"),
                       threshold=None if np.isnan(threshold) else threshold)
         if cls is Conv2d:
-            fields.update(stride=_pair(g, "stride"), padding=_pair(g, "padding"))
+            fields.update(stride=_pair(g, "stride", 1), padding=_pair(g, "padding", 0))
         return cls(**fields)
     except KeyError as exc:
         raise AccelSimError(f"{where}: attribute or dataset {exc} is missing") from None
@@ -189,17 +256,22 @@ def _read_layer(g: h5py.Group, key: str) -> Layer:
         raise AccelSimError(f"{where}: {exc}") from None
 
 
-def _pair(g: h5py.Group, key: str) -> tuple[int, int]:
-    values = tuple(int(v) for v in np.atleast_1d(g.attrs[key]))
-    if len(values) != 2 or min(values) < 0:
-        raise AccelSimError(f"attribute {key} must be two non-negative integers, got {values}")
-    return values
+def _format(g: h5py.Group, key: str):
+    return format_from_text(_text(g.attrs[key], f"attribute {key}"), key)
+
+
+def _pair(g: h5py.Group, key: str, low: int) -> tuple[int, int]:
+    return _integers(g.attrs[key], f"attribute {key}", 2, low)
 
 
 def _read_words(g: h5py.Group, key: str, fmt) -> np.ndarray:
     if key not in g:
         raise AccelSimError(f"dataset {key!r} is missing")
+    if not isinstance(g[key], h5py.Dataset):
+        raise AccelSimError(f"{key!r} must be a dataset")
     data = g[key][()]
+    if not isinstance(data, np.ndarray) or data.ndim == 0:
+        raise AccelSimError(f"dataset {key!r} must be an array, got a scalar")
     if fmt.is_float:
         if data.dtype != np.float32:
             raise AccelSimError(f"dataset {key!r} must be float32 for {fmt.name}, got {data.dtype}")

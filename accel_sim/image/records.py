@@ -28,6 +28,13 @@ def conv_output_hw(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, i
             (w + 2 * padding[1] - kernel[1]) // stride[1] + 1)
 
 
+def _check_window(name: str, kernel, stride, padding) -> None:
+    """Kernel and stride of at least 1, padding of at least 0, two of each."""
+    for what, values, low in (("kernel", kernel, 1), ("stride", stride, 1), ("padding", padding, 0)):
+        if len(tuple(values)) != 2 or min(values) < low:
+            raise AccelSimError(f"layer {name}: {what} must be two integers >= {low}, got {tuple(values)}")
+
+
 def _frozen_array(values: np.ndarray, dtype) -> np.ndarray:
     arr = np.array(values, dtype=dtype)  # a private copy: the caller cannot mutate the record
     arr.flags.writeable = False
@@ -76,6 +83,9 @@ class WeightedLayer:
         object.__setattr__(self, "bias", _frozen_array(self.bias, np.float32 if self.bias_format.is_float else np.int64))
         object.__setattr__(self, "in_shape", tuple(int(v) for v in self.in_shape))
         object.__setattr__(self, "out_shape", tuple(int(v) for v in self.out_shape))
+        if self.weight.ndim not in (2, 4) or 0 in self.weight.shape:
+            raise AccelSimError(f"layer {self.name}: weight must be a non-empty (O, F) or (O, C, kh, kw) array, got "
+                                f"shape {self.weight.shape}")
         if self.activation not in ACTIVATIONS:
             raise AccelSimError(f"layer {self.name}: activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         needs_threshold = self.activation in ("clipact", "clamp")
@@ -115,6 +125,7 @@ class Conv2d(WeightedLayer):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check_window(self.name, self.kernel if self.weight.ndim == 4 else (1, 1), self.stride, self.padding)
         if self.weight.ndim != 4:
             raise AccelSimError(f"layer {self.name}: conv2d weight must be (O, C, kh, kw), got shape {self.weight.shape}")
         c, h, w = self.in_shape
@@ -158,6 +169,10 @@ class MaxPool2d:
     format: Format
 
     def __post_init__(self) -> None:
+        _check_window(self.name, self.kernel, self.stride, self.padding)
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel)):
+            raise AccelSimError(f"layer {self.name}: max-pool padding {tuple(self.padding)} is more than half the "
+                                f"kernel {tuple(self.kernel)}")
         c, h, w = self.in_shape
         oh, ow = conv_output_hw(h, w, self.kernel, self.stride, self.padding)
         if tuple(self.out_shape) != (c, oh, ow):

@@ -175,6 +175,40 @@ def test_resume_after_kill_minus_9_equals_uninterrupted_run(reference_run, tmp_p
     assert comparable(rows) == comparable(ref_rows)
 
 
+def test_two_concurrent_runs_and_kill_9_never_lose_or_tear_the_results(reference_run, tmp_path):
+    """A second run on a busy folder is refused in one line; a reader polling the results file
+    while the first run writes it always reads a whole file whose rows only grow; after kill -9
+    the file is readable with every row it had, and a resume completes it."""
+    config, ref_path = reference_run
+    _, ref_rows = read_results(ref_path)
+    campaign = write_campaign(tmp_path)
+    results = tmp_path / "out" / "results.h5"
+    cmd = [sys.executable, "-m", "accel_sim", "campaign", "run", str(campaign), "--no-progress"]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline, seen, reads = time.time() + 120, 0, 0
+    while first.poll() is None and time.time() < deadline and seen < 3:
+        if results.exists():
+            rows = read_results(results)[1]  # raises on a torn or half-written file
+            assert len(rows) >= seen
+            seen, reads = len(rows), reads + 1
+        time.sleep(0.01)
+    assert first.poll() is None, "the first run ended before the test could interfere"
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2 and "in use by another run" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1 and "Traceback" not in second.stderr
+    kept = comparable(read_results(results)[1])
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    after = comparable(read_results(results)[1])
+    assert set(kept) <= set(after)  # no finished row lost
+    final = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+    _, rows = read_results(results)
+    keys = [k.decode() for k in rows["key"]]
+    assert len(keys) == len(set(keys)) == len(plan_jobs(config))
+    assert comparable(rows) == comparable(ref_rows) and reads > 0
+
+
 def test_dask_with_two_workers_gives_identical_rows(reference_run, tmp_path):
     pytest.importorskip("dask.distributed")
     _, ref_path = reference_run

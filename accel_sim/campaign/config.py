@@ -154,6 +154,10 @@ def load_campaign(path: str | os.PathLike) -> CampaignConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise AccelSimError(f"campaign file {str(path)!r} is not valid TOML: {exc}") from None
+    for key in ("layers", "bits", "registers"):  # in a file, [] is a mistake; a resolved config writes it for "all"
+        if isinstance(data.get("faults"), dict) and data["faults"].get(key) == []:
+            raise AccelSimError(f"campaign file {str(path)!r}: faults.{key}{_line_of(text, key)} must list at least "
+                                "one value when given (leave it out for all)")
     return campaign_from_dict(data, str(path), text)
 
 
@@ -194,9 +198,6 @@ def campaign_from_dict(data: dict, where: str = "campaign", text: str = "") -> C
         variants.append(_build(VariantSpec, table, f"variants[{i}]", fail))
     config = CampaignConfig(name, seed, sections["model"], sections["data"], sections["hardware"], sections["faults"],
                             tuple(variants), sections["execution"], output, sections["tuning"])
-    for key in ("layers", "bits", "registers"):
-        if isinstance(data.get("faults"), dict) and data["faults"].get(key) == []:
-            raise fail(f"faults.{key}", "must list at least one value when given (leave it out for all)")
     _check_values(config, fail)
     return config
 

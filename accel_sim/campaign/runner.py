@@ -9,7 +9,9 @@ do not depend on order, worker count or resumption.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
 import socket
@@ -22,7 +24,7 @@ from tqdm import tqdm
 
 from accel_sim.errors import AccelSimError
 from accel_sim.campaign.config import CampaignConfig
-from accel_sim.campaign.store import RESULTS_NAME, ResultsStore
+from accel_sim.campaign.store import LOCK_NAME, RESULTS_NAME, ResultsStore
 from accel_sim.data import draw_sample, load_bundled_sample, load_cifar10
 from accel_sim.faults import draw_fault_map, job_rng, run_with_faults
 from accel_sim.faults.draw import eligible_bits
@@ -220,13 +222,20 @@ def run_campaign(config: CampaignConfig, out_dir: str | os.PathLike | None = Non
     """Run (or resume) a campaign; returns the path of its results file."""
     out = Path(out_dir or config.output or f"results/{config.name}")
     created = not out.exists()
-    try:
-        context = build_context(config, out)
-        store = ResultsStore(out / RESULTS_NAME, config.name, context.resolved())
-    except BaseException:
-        if created and out.exists() and not any(out.iterdir()):
-            out.rmdir()
-        raise
+    with folder_lock(out):
+        try:
+            context = build_context(config, out)
+            store = ResultsStore(out / RESULTS_NAME, config.name, context.resolved())
+        except BaseException:
+            if created:
+                (out / LOCK_NAME).unlink(missing_ok=True)
+                if not any(out.iterdir()):
+                    out.rmdir()
+            raise
+        return _run_jobs(config, context, store, progress)
+
+
+def _run_jobs(config: CampaignConfig, context: CampaignContext, store: ResultsStore, progress: bool) -> Path:
     todo = [job for job in plan_jobs(config) if job.key not in store.finished()]
     logger.info("campaign %s: %d jobs, %d already done, %d to run on %s", config.name, len(plan_jobs(config)),
                 len(plan_jobs(config)) - len(todo), len(todo), config.execution.engine)
@@ -237,6 +246,30 @@ def run_campaign(config: CampaignConfig, out_dir: str | os.PathLike | None = Non
         for job in tqdm(todo, desc=config.name, disable=not progress, unit="job"):
             store.add(run_job(job, context))
     return store.path
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path):
+    """Hold an exclusive lock on a campaign folder (created if missing) for the whole run: a
+    second run on the same folder is refused instead of writing the same results file. The lock
+    (``flock`` on ``.campaign.lock``) ends with the process, however it ends, kill -9 included."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / LOCK_NAME, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            raise AccelSimError(f"campaign folder {str(folder)!r} is in use by another run ({owner}); wait for it "
+                                "to finish or choose another output folder (--out)") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock
 
 
 def local_cluster(workers: int):
@@ -258,7 +291,7 @@ def _run_dask(config: CampaignConfig, context: CampaignContext, todo: list[Job],
     try:
         from dask.distributed import Client, as_completed
     except ImportError:
-        raise AccelSimError("execution.engine = 'dask' needs Dask: pip install 'accel-sim[dask]'") from None
+        raise AccelSimError("execution.engine = 'dask' needs Dask: pip install 'accel-sim-fi[dask]'") from None
     if config.execution.scheduler:
         client = Client(config.execution.scheduler)
         cluster = None

@@ -24,6 +24,7 @@ from accel_sim.errors import AccelSimError
 SCHEMA = "accel-sim-results"
 SCHEMA_VERSION = 1
 RESULTS_NAME = "results.h5"
+LOCK_NAME = ".campaign.lock"
 ROW_DTYPE = np.dtype([
     ("key", "S128"), ("variant", "S64"), ("rate", "f8"), ("trial", "i4"), ("seed", "i8"), ("faults", "i8"),
     ("correct", "i8"), ("total", "i8"), ("nan_count", "i8"), ("seconds", "f8"), ("worker", "S64"),
@@ -58,7 +59,7 @@ class ResultsStore:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")  # one per process
         with h5py.File(tmp, "w") as f:
             f.attrs["schema"] = SCHEMA
             f.attrs["schema_version"] = SCHEMA_VERSION
@@ -79,9 +80,17 @@ def read_results(path: str | os.PathLike) -> tuple[dict, np.ndarray]:
         with h5py.File(path, "r") as f:
             if f.attrs.get("schema") != SCHEMA:
                 raise AccelSimError(f"{str(path)!r} is not an accel-sim results file")
-            if "jobs" not in f:
-                raise AccelSimError(f"results file {str(path)!r} has no jobs table")
-            return json.loads(str(f.attrs["config"])), np.array(f["jobs"][()], dtype=ROW_DTYPE)
+            if not isinstance(f.get("jobs"), h5py.Dataset) or f["jobs"].dtype != ROW_DTYPE:
+                raise AccelSimError(f"results file {str(path)!r} has no jobs table of the expected columns")
+            if "config" not in f.attrs:
+                raise AccelSimError(f"results file {str(path)!r} lacks its config attribute")
+            try:
+                config = json.loads(str(f.attrs["config"]))
+            except json.JSONDecodeError as exc:
+                raise AccelSimError(f"results file {str(path)!r}: its config attribute is not JSON ({exc})") from None
+            if not isinstance(config, dict) or not isinstance(config.get("campaign"), dict):
+                raise AccelSimError(f"results file {str(path)!r}: its config attribute holds no campaign")
+            return config, np.array(f["jobs"][()], dtype=ROW_DTYPE)
     except OSError as exc:
         raise AccelSimError(f"results file {str(path)!r} is not a readable HDF5 file: {exc}") from None
 

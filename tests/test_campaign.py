@@ -17,6 +17,7 @@ from scipy import stats
 
 from accel_sim.campaign import build_context, campaign_from_dict, load_campaign, plan_jobs, read_results, run_campaign, run_job
 from accel_sim.campaign.report import area_under_curve, auc_summary, summarize
+from accel_sim.campaign.runner import folder_lock
 from accel_sim.campaign.store import TIMING_COLUMNS, rows_as_dicts
 from accel_sim.cli import main
 
@@ -177,13 +178,19 @@ def test_resume_after_kill_minus_9_equals_uninterrupted_run(reference_run, tmp_p
 
 def test_two_concurrent_runs_and_kill_9_never_lose_or_tear_the_results(reference_run, tmp_path):
     """A second run on a busy folder is refused in one line; a reader polling the results file
-    while the first run writes it always reads a whole file whose rows only grow; after kill -9
-    the file is readable with every row it had, and a resume completes it."""
+    while a run writes it always reads a whole file whose rows only grow; after kill -9 the file
+    is readable with every row it had, and a resume completes it."""
     config, ref_path = reference_run
     _, ref_rows = read_results(ref_path)
     campaign = write_campaign(tmp_path)
-    results = tmp_path / "out" / "results.h5"
+    out = tmp_path / "out"
+    results = out / "results.h5"
     cmd = [sys.executable, "-m", "accel_sim", "campaign", "run", str(campaign), "--no-progress"]
+    with folder_lock(out):  # another run holds the folder
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2 and "in use by another run" in second.stderr, second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1 and "Traceback" not in second.stderr
+    assert not results.exists()
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline, seen, reads = time.time() + 120, 0, 0
     while first.poll() is None and time.time() < deadline and seen < 3:
@@ -191,16 +198,15 @@ def test_two_concurrent_runs_and_kill_9_never_lose_or_tear_the_results(reference
             rows = read_results(results)[1]  # raises on a torn or half-written file
             assert len(rows) >= seen
             seen, reads = len(rows), reads + 1
-        time.sleep(0.01)
-    assert first.poll() is None, "the first run ended before the test could interfere"
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert second.returncode == 2 and "in use by another run" in second.stderr
-    assert len(second.stderr.strip().splitlines()) == 1 and "Traceback" not in second.stderr
+        time.sleep(0.005)
+    assert first.poll() is None, "the run ended before the test could interfere"
+    with pytest.raises(ValueError, match="in use by another run"):
+        with folder_lock(out):
+            pass
     kept = comparable(read_results(results)[1])
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    after = comparable(read_results(results)[1])
-    assert set(kept) <= set(after)  # no finished row lost
+    assert set(kept) <= set(comparable(read_results(results)[1]))  # no finished row lost
     final = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
     _, rows = read_results(results)

@@ -76,3 +76,20 @@ def test_console_script_error_has_no_traceback_and_debug_shows_it(tmp_path):
 def test_accelerator_options_with_model_are_refused(capsys):
     code, _, err = run_cli(capsys, "eval", "--model", "alexnet", "--hw", "edge16", "--subset", "5")
     assert_one_line_error(code, err, "--hw", "go(es) with --image")
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    """``accel-sim inspect IMAGE | head -1``: the reader stops early; accel-sim exits 0 without a word."""
+    from accel_sim.data import load_bundled_sample
+    from accel_sim.image.export import export_model
+    from accel_sim.image.hdf5 import write_image
+    from accel_sim.models import load_weights
+
+    image = write_image(export_model(load_weights("alexnet"), load_bundled_sample("train").images[:8], 8,
+                                     model_name="alexnet"), tmp_path / "a.h5")
+    proc = subprocess.Popen([sys.executable, "-m", "accel_sim", "inspect", str(image)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before accel-sim has imported: every write meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert err == ""

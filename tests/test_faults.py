@@ -349,4 +349,4 @@ def test_cli_draw_show_eval_and_errors(small_images, tmp_path, capsys):
     assert "m.h5" in err and "another image" in err and len(err.strip().splitlines()) == 1
     assert main(["faults", "draw", "--image", str(image_path), "--site", "pe", "--rate", "2", "--seed", "1",
                  "-o", str(tmp_path / "x.h5")]) == 2
-    assert "rate must be a number in [0, 1]" in capsys.readouterr().err and not (tmp_path / "x.h5").exists()
+    assert "--rate: must lie in [0, 1]" in capsys.readouterr().err and not (tmp_path / "x.h5").exists()

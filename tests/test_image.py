@@ -240,7 +240,7 @@ def test_cli_export_inspect_and_eval(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, fragment", [
     (["export", "--model", "alexnet", "--format", "fixed", "-o", "x.h5"], "--format must be fp32 or fixedW"),
-    (["export", "--model", "alexnet", "--format", "fixed40", "-o", "x.h5"], "word_bits"),
+    (["export", "--model", "alexnet", "--format", "fixed40", "-o", "x.h5"], "word width W in 2..32"),
     (["inspect", "nowhere.h5"], "does not exist"),
     (["eval", "--image", "nowhere.h5"], "does not exist"),
     (["eval", "--image", "x.h5", "--hw", "nohw.toml"], "nohw.toml"),

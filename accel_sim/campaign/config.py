@@ -34,7 +34,7 @@ from accel_sim.errors import AccelSimError
 from accel_sim.faults.draw import DrawSpec
 from accel_sim.hardware.config import preset_names
 from accel_sim.faults.model import COUNT_MODES, MODELS, PERSISTENCE, REGISTERS, SITES
-from accel_sim.mitigation import ACTIVATIONS, MODES, PAPER_RATES, SearchSettings, TuneSettings
+from accel_sim.mitigation import ACTIVATIONS, MODES, SearchSettings, TuneSettings
 
 ENGINES = ("local", "dask")
 _FORMAT_RE = re.compile(r"^(fp32|fixed\d+)$")
@@ -92,24 +92,34 @@ class VariantSpec:
     format: str = ""
 
 
+_TUNE = TuneSettings()  # the [tuning] defaults are the tuning layer's
+
+
 @dataclass(frozen=True)
 class TuningSpec:
     """``[tuning]``: how ``thresholds = "tuned"`` variants are tuned (the seed is the campaign's);
     see :class:`accel_sim.mitigation.TuneSettings`. ``percentile = 100`` profiles the maximum."""
 
-    site: str = "weight_memory"
-    model: str = "flip"
-    count_mode: str = "exact"
-    rates: tuple[float, ...] = PAPER_RATES
-    trials: int = 5
-    tune_images: int = 500
-    profile_images: int = 512
+    site: str = _TUNE.site
+    model: str = _TUNE.model
+    count_mode: str = _TUNE.count_mode
+    rates: tuple[float, ...] = _TUNE.rates
+    trials: int = _TUNE.trials
+    tune_images: int = _TUNE.tune_images
+    profile_images: int = _TUNE.profile_images
     percentile: float = 100.0
-    candidates: int = 4
-    max_rounds: int = 4
-    early_stop_round: int = 3
-    early_stop_pp: float = 0.2
+    candidates: int = _TUNE.search.candidates
+    max_rounds: int = _TUNE.search.max_rounds
+    early_stop_round: int = _TUNE.search.early_stop_round
+    early_stop_pp: float = _TUNE.search.early_stop_pp
     mode: str = "fast"
+
+    def settings(self, method: str, seed: int) -> TuneSettings:
+        """These settings for ``method`` with the campaign's ``seed`` (raises on bad values)."""
+        return TuneSettings(method, self.site, self.model, self.count_mode, self.rates, self.trials, self.tune_images,
+                            self.profile_images, None if self.percentile == 100 else self.percentile,
+                            SearchSettings(self.candidates, self.max_rounds, self.early_stop_round,
+                                           self.early_stop_pp), seed)
 
 
 @dataclass(frozen=True)
@@ -307,9 +317,7 @@ def _check_values(c: CampaignConfig, fail) -> None:
     if t.mode not in MODES:
         raise fail("tuning.mode", f"must be one of {', '.join(MODES)}, got {t.mode!r}")
     try:
-        TuneSettings("clipact", t.site, t.model, t.count_mode, t.rates, t.trials, t.tune_images, t.profile_images,
-                     None if t.percentile == 100 else t.percentile,
-                     SearchSettings(t.candidates, t.max_rounds, t.early_stop_round, t.early_stop_pp), c.seed)
+        t.settings("clipact", c.seed)
     except ValueError as exc:
         raise fail("tuning", str(exc)) from None
     if m.image and any(v.format and v.format != m.format for v in c.variants):

@@ -33,8 +33,6 @@ from accel_sim.image import Image
 from accel_sim.image.export import export_model
 from accel_sim.image.hdf5 import read_image
 from accel_sim.mitigation import (
-    SearchSettings,
-    TuneSettings,
     draw_tuning_data,
     profile_act_max,
     read_thresholds,
@@ -165,17 +163,9 @@ def _base_image(config: CampaignConfig, fmt: str, calibration: np.ndarray) -> Im
                         source_sha256=file_sha256(weights))
 
 
-def tuning_settings(config: CampaignConfig, method: str) -> TuneSettings:
-    """The campaign's ``[tuning]`` table as :class:`~accel_sim.mitigation.TuneSettings`."""
-    t = config.tuning
-    return TuneSettings(method, t.site, t.model, t.count_mode, t.rates, t.trials, t.tune_images, t.profile_images,
-                        None if t.percentile == 100 else t.percentile,
-                        SearchSettings(t.candidates, t.max_rounds, t.early_stop_round, t.early_stop_pp), config.seed)
-
-
 def _tuned_thresholds(config: CampaignConfig, method: str, image: Image, accelerator: Accelerator, train,
                       out_dir: str | os.PathLike | None) -> dict[int, float]:
-    settings = tuning_settings(config, method)
+    settings = config.tuning.settings(method, config.seed)
     profile, tune = draw_tuning_data(train, settings)
     base = with_activation(image, "relu")
     key = tuning_key(base, accelerator, settings, profile, tune)

@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     tune_allocator()
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a reader that stopped early shows here, not in the interpreter's exit
+        return code
     except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `| head`)
         # an OSError too, so it comes first; stdout is replaced so that the interpreter's final
         # flush of the closed pipe cannot fail again at exit

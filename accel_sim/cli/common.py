@@ -67,3 +67,13 @@ def number(low: float, high: float, low_open: bool = False):
             raise argparse.ArgumentTypeError(f"must lie in {'(' if low_open else '['}{low:g}, {high:g}], got {text}")
         return value
     return parse
+
+
+def comma_list(kind: type):
+    """An argparse type: comma-separated values of ``kind`` (int or float)."""
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+    return parse

@@ -5,15 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from accel_sim.cli.common import MAX_SEED, integer, number, print_table
+from accel_sim.cli.common import MAX_SEED, comma_list, integer, number, print_table
 from accel_sim.faults.model import COUNT_MODES, MODELS, PERSISTENCE, REGISTERS, SITES
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     draw.add_argument("--model", choices=MODELS, default="flip")
     draw.add_argument("--persistence", choices=PERSISTENCE, default="permanent")
     draw.add_argument("--count-mode", choices=COUNT_MODES, default="binomial")
-    draw.add_argument("--layers", type=_int_list, help="restrict to these image layer indices (see inspect)")
-    draw.add_argument("--bits", type=_int_list, help="restrict to these bit positions")
+    draw.add_argument("--layers", type=comma_list(int), help="restrict to these image layer indices (see inspect)")
+    draw.add_argument("--bits", type=comma_list(int), help="restrict to these bit positions")
     draw.add_argument("--registers", type=lambda t: tuple(t.split(",")), help=f"PE registers: {', '.join(REGISTERS)}")
     draw.add_argument("--images", type=integer(1, 2**31 - 1), help="images of the run (needed for transient faults)")
     draw.add_argument("-o", "--output", required=True, type=Path)

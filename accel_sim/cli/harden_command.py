@@ -8,18 +8,19 @@ import time
 from pathlib import Path
 
 from accel_sim.errors import AccelSimError
-from accel_sim.cli.common import MAX_IMAGES, MAX_SEED, add_data_options, integer, load_data_or_sample, number
+from accel_sim.cli.common import (
+    MAX_IMAGES,
+    MAX_SEED,
+    add_data_options,
+    comma_list,
+    integer,
+    load_data_or_sample,
+    number,
+)
 from accel_sim.faults.model import COUNT_MODES, MODELS, SITES
 from accel_sim.hardware import ENGINES
 
 logger = logging.getLogger(__name__)
-
-
-def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--site", choices=SITES, default=defaults.site)
     t.add_argument("--model", choices=MODELS, default=defaults.model, help="fault model")
     t.add_argument("--count-mode", choices=COUNT_MODES, default=defaults.count_mode)
-    t.add_argument("--rates", type=_float_list, default=PAPER_RATES,
+    t.add_argument("--rates", type=comma_list(float), default=PAPER_RATES,
                    help=f"comma-separated fault rates (default {','.join(map(str, PAPER_RATES))})")
     t.add_argument("--trials", type=integer(1, 10_000), default=defaults.trials, help="fault maps per rate")
     t.add_argument("--tune-images", type=integer(1, MAX_IMAGES), default=defaults.tune_images)

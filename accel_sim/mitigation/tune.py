@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +181,7 @@ def tune_thresholds(image: Image, accelerator: Accelerator, profile: ImageSet, t
     for layer in targets:
         if layer in tuned:
             continue
+        started = time.perf_counter()
         tail = [i for i in targets if i >= layer]
         act_max = profile_act_max(with_thresholds(base, settings.method, tuned), profile.images, accelerator, tail,
                                   settings.percentile)
@@ -193,10 +195,11 @@ def tune_thresholds(image: Image, accelerator: Accelerator, profile: ImageSet, t
         finally:
             bar.close()
         tuned[layer], bounds[layer] = threshold, act_max[layer]
-        logger.info("layer %d (%s): ACT_max %.6g, tuned T %.6g after %d rounds (%d candidates scored, %d suffix "
-                    "image-runs of %d)", layer, image.layers[layer].name, act_max[layer], threshold, len(rounds),
-                    scorer.scored, scorer.suffix_runs, scorer.suffix_possible)
-        state["layers"][str(layer)] = {"threshold": threshold, "act_max": act_max[layer],
+        seconds = time.perf_counter() - started
+        logger.info("layer %d (%s): ACT_max %.6g, tuned T %.6g after %d rounds in %.0f s (%d candidates scored, "
+                    "%d suffix image-runs of %d)", layer, image.layers[layer].name, act_max[layer], threshold,
+                    len(rounds), seconds, scorer.scored, scorer.suffix_runs, scorer.suffix_possible)
+        state["layers"][str(layer)] = {"threshold": threshold, "act_max": act_max[layer], "seconds": seconds,
                                        "rounds": [dataclasses.asdict(r) for r in rounds]}
         _save_state(state_path, state)
     return Thresholds(settings.method, tuned, {i: "tuned" for i in tuned}, bounds, base.content_hash(),

@@ -286,3 +286,16 @@ def test_datapath_validation():
         Datapath(32, "clip")
     with pytest.raises(ValueError, match="narrower than a product"):
         Datapath(16).check_operands(8, 9, "layer x")
+
+
+def test_huge_threshold_clips_nothing_instead_of_overflowing():
+    from accel_sim.numerics import threshold_to_acc
+
+    top = np.iinfo(np.int64).max
+    assert threshold_to_acc(1e308, 20) == top and threshold_to_acc(2.0**70, 0) == top
+    assert threshold_to_acc(1.5, 4) == 24
+
+
+def test_floor_of_a_negative_value_that_underflows_is_minus_one():
+    fmt = Fixed(2, -1, rounding="floor")  # found by hypothesis: ldexp(-5e-324, -1) is -0.0
+    assert quantize(fmt, np.array([-5e-324, 5e-324, -0.0])).tolist() == [-1, 0, 0]

@@ -93,6 +93,13 @@ class WeightedLayer:
             raise AccelSimError(f"layer {self.name}: activation {self.activation} needs a finite threshold >= 0, got {self.threshold!r}")
         if not needs_threshold and self.threshold is not None:
             raise AccelSimError(f"layer {self.name}: activation {self.activation} takes no threshold")
+        if self.weight_format.is_float != self.bias_format.is_float or \
+                self.weight_format.is_float != self.in_format.is_float:
+            raise AccelSimError(f"layer {self.name}: weight, bias and input formats must be all fp32 or all fixed "
+                                f"point, got {self.weight_format.name}, {self.bias_format.name}, {self.in_format.name}")
+        if not self.bias_format.is_float and self.bias_format.frac_bits != self.acc_frac_bits:
+            raise AccelSimError(f"layer {self.name}: the bias is added to the accumulator, so its format needs "
+                                f"{self.acc_frac_bits} fractional bits (weight + input), got {self.bias_format.name}")
         if self.bias.shape != (self.out_channels,):
             raise AccelSimError(f"layer {self.name}: bias has shape {self.bias.shape}, expected ({self.out_channels},)")
 

@@ -83,8 +83,10 @@ def threshold_to_acc(threshold: float, acc_frac_bits: int) -> int:
     """
     if not np.isfinite(threshold) or threshold < 0:
         raise AccelSimError(f"activation threshold must be a finite number >= 0, got {threshold!r}")
-    value = int(np.floor(np.ldexp(np.float64(threshold), acc_frac_bits)))
-    return min(value, np.iinfo(np.int64).max)
+    with np.errstate(over="ignore"):  # an infinite product is handled below
+        scaled = np.floor(np.ldexp(np.float64(threshold), acc_frac_bits))
+    limit = np.iinfo(np.int64).max  # above every accumulator: the unit then clips nothing
+    return limit if not np.isfinite(scaled) or scaled >= limit else int(scaled)
 
 
 def apply_activation(acc: np.ndarray, kind: str, threshold_acc: int | None) -> np.ndarray:

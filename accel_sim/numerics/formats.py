@@ -166,8 +166,10 @@ def quantize(fmt: Format, values: np.ndarray) -> np.ndarray:
         return x.astype(np.float32)
     if np.isnan(x).any():
         raise AccelSimError(f"cannot quantize NaN to {fmt.name}")
-    scaled = np.ldexp(x, fmt.frac_bits)  # exact: a power-of-two scale
+    scaled = np.ldexp(x, fmt.frac_bits)  # exact, unless the result is subnormal (far below 1/2)
     rounded = round_scaled(scaled, fmt.rounding)
+    if fmt.rounding == "floor":  # a negative value that underflowed to -0.0 still floors to -1
+        rounded = np.where((rounded == 0) & (x < 0), -1.0, rounded)
     if fmt.overflow == "saturate":
         return np.clip(rounded, fmt.raw_min, fmt.raw_max).astype(np.int64)
     if np.isinf(x).any():

@@ -274,16 +274,26 @@ class _LayerScorer:
                     same = (words == acc.activate(self._candidate(ref), pre)).reshape(len(words), -1).all(dim=1).numpy()
                     correct[same] = scored[ref][same]
                     todo = np.flatnonzero(~same)
+                # images whose output words are all zero (every one at T = 0) share one prediction
+                silent = (words == 0).reshape(len(words), -1).all(dim=1).numpy()[todo]
+                if silent.sum() > 1:
+                    shared = self._suffix(words[torch.from_numpy(todo[silent][:1])], ready)[0]
+                    correct[todo[silent]] = shared == self.tune.labels[todo[silent]]
+                    todo = todo[~silent]
+                    self.suffix_runs += 1
                 for start in range(0, todo.size, acc.batch_size):
-                    rows = torch.from_numpy(todo[start:start + acc.batch_size])
-                    logits = acc.run_layers(self.network, words[rows], ready.prepared, ready.layer_faults,
-                                            start=self.layer + 1)
-                    predictions = acc.output(self.network, logits.numpy()).predictions
-                    correct[rows.numpy()] = predictions == self.tune.labels[rows.numpy()]
+                    rows = todo[start:start + acc.batch_size]
+                    correct[rows] = self._suffix(words[torch.from_numpy(rows)], ready) == self.tune.labels[rows]
                 self.suffix_runs += todo.size
                 self.suffix_possible += len(self.tune)
                 scored[t] = correct
         return self._correct
+
+    def _suffix(self, words: torch.Tensor, ready) -> np.ndarray:
+        """Predictions of the layers after the tuned one on its output words (a batch)."""
+        logits = self.accelerator.run_layers(self.network, words, ready.prepared, ready.layer_faults,
+                                             start=self.layer + 1)
+        return self.accelerator.output(self.network, logits.numpy()).predictions
 
     def _prefix(self, ready) -> torch.Tensor:
         """The activation-unit inputs of the tuned layer for every tuning image under one map."""

@@ -527,8 +527,8 @@ def test_cycle_model_by_hand():
     assert ws.mapping_efficiency == pytest.approx(1728 / (4 * 32 * 16))
     assert (ws.weight_reads, ws.activation_reads, ws.output_writes, ws.psum_reads) == (108, 432, 256, 192)
     os_ = layer_cycles(layer, HardwareConfig("a", 8, 4, dataflow="os"))
-    # OS: ceil(16/8) = 2 × ceil(4/4) = 1 folds of 2·8 + 4 + 27 − 2 = 45 cycles
-    assert (os_.fold_rows, os_.fold_cols, os_.cycles_per_fold, os_.cycles) == (2, 1, 45, 90)
+    # OS: ceil(16/8) = 2 × ceil(4/4) = 1 folds of 27 + 8 + 4 − 2 = 37 cycles (SCALE-Sim's T + R + C − 2)
+    assert (os_.fold_rows, os_.fold_cols, os_.cycles_per_fold, os_.cycles) == (2, 1, 37, 74)
     assert (os_.weight_reads, os_.activation_reads, os_.output_writes) == (216, 432, 64)
 
 
@@ -542,6 +542,9 @@ def test_cli_eval_image_with_hardware_and_report(tmp_path, capsys, calibration):
     assert "edge16-os: 16x16 os" in out and "top-1:" in out and "cycles per image" in out
     lines = csv.read_text().splitlines()
     assert lines[0].startswith("name,op,m,k,n,fold_rows") and len(lines) == 1 + len(image.weighted_layers)
+    only = tmp_path / "only.csv"  # the same table without inference
+    assert main(["cycles", "--image", str(path), "--hw", "edge16-os", "--csv", str(only)]) == 0
+    assert "cycles per image" in capsys.readouterr().out and only.read_text() == csv.read_text()
     for engine in ("reference", "faithful"):
         assert main(["eval", "--image", str(path), "--subset", "4", "--engine", engine]) == 0
     assert "engine faithful" in capsys.readouterr().out

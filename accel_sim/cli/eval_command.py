@@ -45,6 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--faults", type=Path, help="with --image: a fault map (accel-sim faults draw) to apply")
     ev.add_argument("--progress", action="store_true", help="progress bar over batches")
     ev.set_defaults(handler=run_eval)
+    cy = sub.add_parser("cycles", help="per-layer cycle and traffic report of an image on a hardware config "
+                        "(no inference)")
+    cy.add_argument("--image", required=True, type=Path)
+    cy.add_argument("--hw", type=Path, help="hardware file (TOML) or built-in preset name (default: edge16)")
+    cy.add_argument("--csv", help="CSV file to write (default: <image>_<hw>_cycles.csv)")
+    cy.set_defaults(handler=run_cycles)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -89,7 +95,7 @@ def run_eval(args: argparse.Namespace) -> int:
         if args.faults is not None:
             print(f"faults:   {len(fmap)} from {args.faults} ({fmap.description})")
         if args.report is not None:
-            _report(image, hw, args)
+            cycle_report(image, args.image, hw, args.report)
     correct = int(np.sum(preds == data.labels))
     print(f"data:     {data.name}")
     print(f"top-1:    {100.0 * correct / len(data):.2f} % ({correct}/{len(data)})")
@@ -98,14 +104,29 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(image, hw, args) -> None:
+def run_cycles(args: argparse.Namespace) -> int:
+    from accel_sim.hardware import Accelerator, load_hardware
+    from accel_sim.image.hdf5 import read_image
+
+    image = read_image(args.image)
+    hw = load_hardware(args.hw if args.hw is not None else "edge16")
+    Accelerator(hw).check_image(image)
+    print(f"image:    {image.model} {image.format_name} ({args.image})")
+    print(f"hardware: {hw.name}: {hw.rows}x{hw.cols} {hw.dataflow}")
+    cycle_report(image, args.image, hw, args.csv or "")
+    return 0
+
+
+def cycle_report(image, image_path: Path, hw, csv_path: str) -> None:
+    """Print the per-layer cycle table of ``image`` on ``hw`` and write it as CSV (default name:
+    ``<image>_<hw>_cycles.csv``)."""
     import csv
 
     from accel_sim.cli.common import print_table
     from accel_sim.hardware.cycles import image_cycles
 
     rows = [c.as_row() for c in image_cycles(image, hw)]
-    path = Path(args.report) if args.report else Path(f"{args.image.stem}_{hw.name}_cycles.csv")
+    path = Path(csv_path) if csv_path else Path(f"{Path(image_path).stem}_{hw.name}_cycles.csv")
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

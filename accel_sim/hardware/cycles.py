@@ -2,9 +2,10 @@
 
 For an array of ``R × C`` PEs and a layer whose dataflow lays ``S_r × S_c`` elements on the
 array while ``T`` steps stream through (WS: window × filters, T = output pixels; OS: output
-pixels × filters, T = window), the layer takes ``⌈S_r/R⌉ · ⌈S_c/C⌉`` folds of
-``2R + C + T − 2`` cycles each: ``R`` cycles to fill the stationary operands, ``R + C − 2`` of
-skew for the diagonal wavefront, ``T`` streaming steps. Buffer traffic counts words per image.
+pixels × filters, T = window), the layer takes ``⌈S_r/R⌉ · ⌈S_c/C⌉`` folds; a WS fold takes
+``2R + C + T − 2`` cycles (``R`` to preload the weights, ``R + C − 2`` of skew, ``T`` streaming
+steps), an OS fold ``T + R + C − 2`` (nothing stationary to preload). Cycles are counts: SCALE-Sim
+reports the index of a layer's last cycle, one less. Buffer traffic counts words per image.
 """
 
 from __future__ import annotations
@@ -44,22 +45,14 @@ class LayerCycles:
 
 def layer_cycles(layer: WeightedLayer, hw: HardwareConfig) -> LayerCycles:
     shape = gemm_shape(layer)
-    s_r, s_c, t = get_dataflow(hw.dataflow).spatial(shape)
+    dataflow = get_dataflow(hw.dataflow)
+    s_r, s_c, t = dataflow.spatial(shape)
     fold_rows, fold_cols = -(-s_r // hw.rows), -(-s_c // hw.cols)
     folds = fold_rows * fold_cols
-    per_fold = 2 * hw.rows + hw.cols + t - 2
+    per_fold = dataflow.fold_cycles(hw.rows, hw.cols, t)
     cycles = folds * per_fold
     pes = hw.rows * hw.cols
-    if hw.dataflow == "ws":
-        weight_reads = shape.k * shape.n
-        activation_reads = shape.m * shape.k * fold_cols
-        output_writes = shape.m * shape.n * fold_rows
-        psum_reads = shape.m * shape.n * (fold_rows - 1)
-    else:
-        weight_reads = shape.k * shape.n * fold_rows
-        activation_reads = shape.m * shape.k * fold_cols
-        output_writes = shape.m * shape.n
-        psum_reads = 0
+    weight_reads, activation_reads, output_writes, psum_reads = dataflow.traffic(shape, fold_rows, fold_cols)
     return LayerCycles(
         name=layer.name, op=layer.op, m=shape.m, k=shape.k, n=shape.n, fold_rows=fold_rows,
         fold_cols=fold_cols, cycles_per_fold=per_fold, cycles=cycles, macs=shape.macs,

@@ -7,6 +7,10 @@
     (vectorised over numpy arrays);
 ``fold_of(m, k, n, rows, cols) -> (fold_row, fold_col)``
     the fold in which that MAC happens;
+``fold_cycles(rows, cols, steps) -> int``
+    cycles of one fold (a count; SCALE-Sim reports the index of the last cycle, one less);
+``traffic(shape, fold_rows, fold_cols) -> (weight reads, activation reads, output writes, psum reads)``
+    buffer words per image;
 ``weight_stream(shape, rows, cols) -> (k, n)``
     the layer's weights in the order they enter the weight buffer (word ``j`` of the stream
     sits at buffer address ``j mod capacity``); each weight is loaded once per image batch.

@@ -33,3 +33,15 @@ def weight_stream(shape: GemmShape, rows: int, cols: int) -> tuple[np.ndarray, n
     kk, nn = np.meshgrid(np.arange(shape.k), np.arange(shape.n), indexing="ij")
     order = np.lexsort(((nn % cols).ravel(), kk.ravel(), (nn // cols).ravel()))
     return kk.ravel()[order], nn.ravel()[order]
+
+
+def fold_cycles(rows: int, cols: int, steps: int) -> int:
+    """Cycles of one fold (a count): no stationary operand to preload; the window streams in
+    ``steps`` steps with ``rows + cols - 2`` cycles of skew for the wavefront to cross the array."""
+    return steps + rows + cols - 2
+
+
+def traffic(shape: GemmShape, fold_rows: int, fold_cols: int) -> tuple[int, int, int, int]:
+    """Buffer words per image: (weight reads, activation reads, output writes, partial-sum reads).
+    Each filter fold re-reads the window of every pixel fold; outputs leave the array once."""
+    return shape.k * shape.n * fold_rows, shape.m * shape.k * fold_cols, shape.m * shape.n, 0

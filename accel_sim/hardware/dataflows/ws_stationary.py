@@ -37,3 +37,17 @@ def weight_stream(shape: GemmShape, rows: int, cols: int) -> tuple[np.ndarray, n
     kk, nn = np.meshgrid(k, n, indexing="ij")
     order = np.lexsort(((nn % cols).ravel(), (kk % rows).ravel(), (kk // rows).ravel(), (nn // cols).ravel()))
     return kk.ravel()[order], nn.ravel()[order]
+
+
+def fold_cycles(rows: int, cols: int, steps: int) -> int:
+    """Cycles of one fold (a count): ``rows`` to preload the stationary weights, ``rows + cols - 2``
+    of skew for the diagonal wavefront, ``steps`` streaming steps."""
+    return 2 * rows + cols + steps - 2
+
+
+def traffic(shape: GemmShape, fold_rows: int, fold_cols: int) -> tuple[int, int, int, int]:
+    """Buffer words per image: (weight reads, activation reads, output writes, partial-sum reads).
+    Weights are read once; every filter fold re-reads the activations; each row fold writes
+    partial sums that the next one reads back."""
+    return (shape.k * shape.n, shape.m * shape.k * fold_cols, shape.m * shape.n * fold_rows,
+            shape.m * shape.n * (fold_rows - 1))

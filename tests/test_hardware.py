@@ -259,7 +259,7 @@ def test_product_lanes_equal_faithful_kernel(channels, size, kernel, stride, pad
     half = 2 ** (word_bits - 1)
     weights = rng.integers(-half, half, (filters, channels, kernel, kernel))
     layer = Conv2d("conv", (channels, size, size), (filters, *oh), weights, np.zeros(filters, np.int64),
-                   Fixed(word_bits, word_bits // 2), Fixed(32, 20), Fixed(word_bits, word_bits // 2), None, "none", None,
+                   Fixed(word_bits, word_bits // 2), Fixed(32, 2 * (word_bits // 2)), Fixed(word_bits, word_bits // 2), None, "none", None,
                    stride=(stride, stride), padding=(pad, pad))
     x = rng.integers(-half, half, (images, channels, size, size)) * (rng.random((images, channels, size, size)) < 0.7)
     hw = HardwareConfig("t", rows, 2, dataflow=dataflow, acc_bits=48, overflow=data.draw(st.sampled_from(["saturate", "wrap"])))

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from accel_sim.errors import AccelSimError
 from accel_sim.data import ImageSet
+from accel_sim.errors import AccelSimError
 from accel_sim.models.architectures import ARCHITECTURES, build_model
 from accel_sim.models.evaluation import predict, to_input
 from accel_sim.models.zoo import save_weights

@@ -52,8 +52,6 @@ def write_bases(folder: Path) -> dict[str, Path]:
         paths[f"map_{site}"] = write_fault_map(fmap, folder / f"map_{site}.h5")
     transient = draw_fault_map(image, hw, DrawSpec("pe", 0.05, persistence="transient"), np.random.default_rng(2), 4)
     paths["map_transient"] = write_fault_map(transient, folder / "map_transient.h5")
-    (folder / "hw.toml").write_text((folder / "hw.toml").read_text() if (folder / "hw.toml").exists() else HW_TOML)
-    paths["hw"] = folder / "hw.toml"
     return paths
 
 
@@ -307,23 +305,18 @@ def _campaign_cases(folder: Path, bases: dict, rng: np.random.Generator) -> list
         path.write_text(text.replace("OUT", str(folder / f"campaign_out{n}")))
         out.append(Case("campaign", label, ("campaign", "run", str(path), "--no-progress")))
 
-    def with_line(section: str, line: str) -> str:
-        return valid.replace(f"[{section}]\n", f"[{section}]\n{line}\n", 1)
-
     for key, bad in (("trials", "10000000000000"), ("trials", "0"), ("layers", "[99]"), ("layers", "[1]"),
                      ("layers", "[-1]"), ("bits", "[40]"), ("bits", "[99]"), ("bits", "[-1]"), ("bits", "[]"),
                      ("registers", '["weight"]'), ("rates", "[inf]"), ("rates", "[nan]"), ("rates", "[1e-3, 1e-3]"),
                      ("count_mode", '"poisson"'), ("persistence", '"often"'), ("rates", "[1e400]")):
-        text = with_line("faults", f"{key} = {bad}")
-        if key in ("trials", "rates", "count_mode", "persistence"):
-            text = valid.replace(f"{key} = ", f"{key}_old = ") if False else _replace_key(valid, "faults", key, bad)
+        # keys the valid file has are replaced, the others added
+        text = _replace_key(valid, "faults", key, bad)
         case(f"faults.{key} = {bad}", text)
     for name in ("a" * 65, "b" * 300, "\u00e9t\u00e9", "na\u00efve-" + "x" * 60, "x/y", "", " ", "a.b/c"):
         case(f"variant name {name[:20]!r}", valid.replace('name = "clip"', f'name = "{name}"'))
     for key, bad in (("count", "0"), ("count", "100000"), ("offset", "5000"), ("profile_count", "0"),
                      ("count", "1e3"), ("offset", "-1")):
-        case(f"data.{key} = {bad}", _replace_key(valid, "data", key, bad) if key in ("count", "profile_count")
-             else with_line("data", f"{key} = {bad}"))
+        case(f"data.{key} = {bad}", _replace_key(valid, "data", key, bad))
     for key, bad in (("rates", "[1e-3, 1e-4]"), ("trials", "0"), ("candidates", "2"), ("mode", '"slow"'),
                      ("percentile", "0"), ("percentile", "101"), ("tune_images", "0"), ("early_stop_pp", "-1"),
                      ("early_stop_pp", "inf"), ("site", '"dram"'), ("x", "1")):

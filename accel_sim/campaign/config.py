@@ -32,8 +32,8 @@ from typing import Any
 
 from accel_sim.errors import AccelSimError
 from accel_sim.faults.draw import DrawSpec
-from accel_sim.hardware.config import preset_names
 from accel_sim.faults.model import COUNT_MODES, MODELS, PERSISTENCE, REGISTERS, SITES
+from accel_sim.hardware.config import preset_names
 from accel_sim.mitigation import ACTIVATIONS, MODES, SearchSettings, TuneSettings
 
 ENGINES = ("local", "dask")

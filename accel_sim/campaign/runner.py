@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from accel_sim.errors import AccelSimError
 from accel_sim.campaign.config import CampaignConfig
 from accel_sim.campaign.store import LOCK_NAME, RESULTS_NAME, ResultsStore
 from accel_sim.data import draw_sample, load_bundled_sample, load_cifar10
+from accel_sim.errors import AccelSimError
 from accel_sim.faults import draw_fault_map, job_rng, run_with_faults
 from accel_sim.faults.draw import eligible_bits
 from accel_sim.hardware import Accelerator, HardwareConfig, load_hardware, load_preset
@@ -33,6 +33,7 @@ from accel_sim.image import Image
 from accel_sim.image.export import export_model
 from accel_sim.image.hdf5 import read_image
 from accel_sim.mitigation import (
+    activation_layers,
     draw_tuning_data,
     profile_act_max,
     read_thresholds,
@@ -119,34 +120,34 @@ def build_context(config: CampaignConfig, out_dir: str | os.PathLike | None = No
     rng = np.random.default_rng(config.seed)
     calibration = draw_sample(train, min(config.model.calibration, len(train)), rng).images
     profile = draw_sample(train, min(d.profile_count, len(train)), rng).images
-    base: dict[str, Image] = {}
+    accelerator = Accelerator(hw, batch_size=config.execution.batch_size)
+    relu: dict[str, Image] = {}  # per format: the ReLU image every variant of it starts from
     for variant in config.variants:
         fmt = variant.format or config.model.format
-        if fmt not in base:
-            base[fmt] = _base_image(config, fmt, calibration)
+        if fmt not in relu:
+            relu[fmt] = with_activation(_base_image(config, fmt, calibration), "relu")
             # before any profiling or tuning: an image the hardware cannot run, or faults that
             # could never be drawn on it (layers it lacks, bits beyond its words), fail now
-            Accelerator(hw).check_image(base[fmt])
+            accelerator.check_image(relu[fmt])
             for rate in config.faults.rates:
-                eligible_bits(base[fmt], hw, config.faults.draw_spec(rate))
-    images, thresholds = {}, {}
+                eligible_bits(relu[fmt], hw, config.faults.draw_spec(rate))
+    images, thresholds, act_max = {}, {}, {}
     for variant in config.variants:
-        image = base[variant.format or config.model.format]
+        fmt = variant.format or config.model.format
+        image = relu[fmt]
         if variant.activation == "relu":
-            images[variant.name] = with_activation(image, "relu")
-            thresholds[variant.name] = {}
+            images[variant.name], thresholds[variant.name] = image, {}
             continue
-        accelerator = Accelerator(hw, batch_size=config.execution.batch_size)
         if variant.thresholds == "act_max":
-            th = profile_act_max(with_activation(image, "relu"), profile, accelerator)
+            if fmt not in act_max:  # profiled once per format, whatever the variants make of it
+                act_max[fmt] = profile_act_max(image, profile, accelerator)
+            th = act_max[fmt]
         elif variant.thresholds == "tuned":
             th = _tuned_thresholds(config, variant.activation, image, accelerator, train, out_dir)
         else:
             th = read_thresholds(variant.thresholds, variant.activation).values
         images[variant.name] = with_activation(image, variant.activation, th)
         thresholds[variant.name] = th
-    for image in images.values():
-        Accelerator(hw).check_image(image)
     return CampaignContext(config, hw, images, {k: v.content_hash() for k, v in images.items()}, data.images,
                            data.labels, thresholds, data.name)
 
@@ -163,22 +164,23 @@ def _base_image(config: CampaignConfig, fmt: str, calibration: np.ndarray) -> Im
                         source_sha256=file_sha256(weights))
 
 
-def _tuned_thresholds(config: CampaignConfig, method: str, image: Image, accelerator: Accelerator, train,
+def _tuned_thresholds(config: CampaignConfig, method: str, base: Image, accelerator: Accelerator, train,
                       out_dir: str | os.PathLike | None) -> dict[int, float]:
+    """The ``method`` thresholds tuned for the ReLU image ``base``, read from ``out_dir`` when a
+    tuning with the same key finished there before."""
     settings = config.tuning.settings(method, config.seed)
     profile, tune = draw_tuning_data(train, settings)
-    base = with_activation(image, "relu")
     key = tuning_key(base, accelerator, settings, profile, tune)
     folder = Path(out_dir) / "thresholds" if out_dir is not None else None
     cached = folder / f"{method}-{key[:16]}.toml" if folder is not None else None
     if cached is not None and cached.is_file():
-        logger.info("tuned %s thresholds of %s %s read from %s", method, image.model, image.format_name, cached)
+        logger.info("tuned %s thresholds of %s %s read from %s", method, base.model, base.format_name, cached)
         return read_thresholds(cached, method).values
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     state = folder / f"{method}-{key[:16]}.tuning.json" if folder is not None else None
-    logger.info("tuning %s thresholds of %s %s (%d layers)", method, image.model, image.format_name,
-                len(base.weighted_layers) - 1)
+    logger.info("tuning %s thresholds of %s %s (%d layers)", method, base.model, base.format_name,
+                len(activation_layers(base)))
     thresholds = tune_thresholds(base, accelerator, profile, tune, settings, config.tuning.mode, state)
     if cached is not None:
         write_thresholds(thresholds, cached)

@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from accel_sim.errors import AccelSimError
 from accel_sim.cli.common import print_table
+from accel_sim.errors import AccelSimError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

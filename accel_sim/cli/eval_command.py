@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from accel_sim.errors import AccelSimError
 from accel_sim.cli.common import MAX_IMAGES, add_data_options, integer, load_data_or_sample
 from accel_sim.data import DATA_DIR_ENV
-from accel_sim.models import ARCHITECTURES
+from accel_sim.errors import AccelSimError
 from accel_sim.hardware import ENGINES
+from accel_sim.models import ARCHITECTURES
 
 logger = logging.getLogger(__name__)
 

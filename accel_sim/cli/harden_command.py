@@ -7,7 +7,6 @@ import logging
 import time
 from pathlib import Path
 
-from accel_sim.errors import AccelSimError
 from accel_sim.cli.common import (
     MAX_IMAGES,
     MAX_SEED,
@@ -17,6 +16,7 @@ from accel_sim.cli.common import (
     load_data_or_sample,
     number,
 )
+from accel_sim.errors import AccelSimError
 from accel_sim.faults.model import COUNT_MODES, MODELS, SITES
 from accel_sim.hardware import ENGINES
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from accel_sim.errors import AccelSimError
 from accel_sim.cli.common import MAX_IMAGES, MAX_SEED, add_data_options, integer, load_data_or_sample, number, print_table
 from accel_sim.data import draw_sample
+from accel_sim.errors import AccelSimError
 from accel_sim.models import ARCHITECTURES
 
 logger = logging.getLogger(__name__)

@@ -8,13 +8,13 @@ provenance (``image_hash``, ``hw_hash``, ``rate``, ``seed``, ``job_key``, ``coun
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from accel_sim.attributes import integer, real, text
 from accel_sim.errors import AccelSimError
 from accel_sim.faults.model import FIELD_DTYPES, MODELS, REGISTERS, SITES, FaultMap
 from accel_sim.faults.sites import buffer_capacity, register_bits
@@ -55,21 +55,21 @@ def read_fault_map(path: str | os.PathLike) -> FaultMap:
         with h5py.File(path, "r") as f:
             if f.attrs.get("schema") != SCHEMA:
                 raise AccelSimError(f"fault map {str(path)!r} is not an accel-sim fault map (no schema={SCHEMA!r})")
-            version = _number(f.attrs.get("schema_version", -1), "schema_version", path, int)
+            version = integer(f.attrs.get("schema_version", -1), f"fault map {str(path)!r}: attribute schema_version")
             if version > SCHEMA_VERSION or version < 1:
                 raise AccelSimError(f"fault map {str(path)!r} has schema version {version}; this accel-sim reads "
                                     f"versions 1..{SCHEMA_VERSION}")
             for key in ("image_hash", "hw_hash"):  # without them a map could be applied anywhere
-                if not _text(f.attrs.get(key, ""), key, path):
+                if not text(f.attrs.get(key, ""), f"fault map {str(path)!r}: attribute {key}"):
                     raise AccelSimError(f"fault map {str(path)!r} lacks its {key} attribute: it cannot be checked "
                                         "against the image and hardware it is applied to")
             missing = [name for name in FIELD_DTYPES if name not in f]
             if missing:
                 raise AccelSimError(f"fault map {str(path)!r} lacks the dataset(s) {', '.join(missing)}")
             arrays = {name: _dataset(f, name, path) for name in FIELD_DTYPES}
-            meta = {key: _text(f.attrs.get(key, ""), key, path) for key in _TEXT_ATTRS}
-            meta["rate"] = _number(f.attrs.get("rate", 0.0), "rate", path, float)
-            meta["seed"] = _number(f.attrs.get("seed", 0), "seed", path, int)
+            meta = {key: text(f.attrs.get(key, ""), f"fault map {str(path)!r}: attribute {key}") for key in _TEXT_ATTRS}
+            meta["rate"] = real(f.attrs.get("rate", 0.0), f"fault map {str(path)!r}: attribute rate")
+            meta["seed"] = integer(f.attrs.get("seed", 0), f"fault map {str(path)!r}: attribute seed")
     except OSError as exc:
         raise AccelSimError(f"fault map {str(path)!r} is not a readable HDF5 file (truncated or corrupt?): {exc}") from None
     try:
@@ -117,27 +117,6 @@ def _dataset(f: h5py.File, name: str, path: Path) -> np.ndarray:
         raise AccelSimError(f"fault map {str(path)!r}: dataset {name} must be one-dimensional, got shape "
                             f"{np.shape(data)}")
     return data
-
-
-def _text(value, key: str, path: Path) -> str:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if not isinstance(value, str):
-        raise AccelSimError(f"fault map {str(path)!r}: attribute {key} must be text, got {value!r}")
-    return value
-
-
-def _number(value, key: str, path: Path, kind: type):
-    """A finite number attribute (an integer for ``kind`` int), checked before any cast."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value) if kind is int else float(value)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number) or (kind is int and (number != int(number) or abs(number) >= 2**63)):
-        raise AccelSimError(f"fault map {str(path)!r}: attribute {key} must be a finite {kind.__name__}, got {value!r}")
-    return int(number) if kind is int else number
 
 
 def check_fault_map(fmap: FaultMap, image: Image, hw: HardwareConfig, n_images: int | None = None,

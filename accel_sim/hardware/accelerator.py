@@ -21,8 +21,8 @@ from accel_sim.hardware.compute import (
     threshold_in_accumulator,
     weighted_accumulators,
 )
-from accel_sim.hardware.pe_faults import PeFaults
 from accel_sim.hardware.config import HardwareConfig
+from accel_sim.hardware.pe_faults import PeFaults
 from accel_sim.image import Image, WeightedLayer
 from accel_sim.image.reference import RunOutput, make_output, quantize_input, run_reference
 
@@ -94,25 +94,23 @@ class Accelerator:
                 if i in weights or i in biases else clean[i] for i, layer in enumerate(image.layers)]
 
     def run(self, image: Image, images: np.ndarray, prepared: list[PreparedLayer | None] | None = None,
-            layer_faults: dict[int, LayerFaults] | None = None,
-            observe: Callable[[int, torch.Tensor], None] | None = None) -> RunOutput:
+            layer_faults: dict[int, LayerFaults] | None = None) -> RunOutput:
         """Run ``image`` on ``uint8`` images ``(N, C, H, W)``; returns logits and predictions.
 
         ``prepared`` (from :meth:`prepare`) may carry faulty weight copies; ``layer_faults`` maps a
-        layer index to the faults acting while that layer runs; ``observe(i, words)`` is called
-        with each layer's output of each batch (see :meth:`run_layers`).
+        layer index to the faults acting while that layer runs.
         """
         self.check_image(image)
         if self.engine == "reference":
-            if layer_faults or prepared is not None or observe is not None:
-                raise AccelSimError("the reference engine runs fault-free images only, without observers")
+            if layer_faults or prepared is not None:
+                raise AccelSimError("the reference engine runs fault-free images only")
             return run_reference(image, images, self.hw.datapath, self.batch_size)
         prepared = prepared if prepared is not None else self.prepare(image)
         outputs = []
         starts = range(0, len(images), self.batch_size)
         for start in tqdm(starts, desc=f"{image.model} {image.format_name}", disable=not self.progress, leave=False):
             x = self.input_words(image, images[start:start + self.batch_size])
-            outputs.append(self.run_layers(image, x, prepared, layer_faults, observe=observe).numpy())
+            outputs.append(self.run_layers(image, x, prepared, layer_faults).numpy())
         return self.output(image, np.concatenate(outputs) if outputs else np.zeros((0, len(image.class_names))))
 
     # Stages of a run, for callers that reuse part of it (profiling, threshold tuning): the words
@@ -125,11 +123,11 @@ class Accelerator:
         return torch.from_numpy(quantize_input(image, images)).to(dtype)
 
     def run_layers(self, image: Image, x: torch.Tensor, prepared: list[PreparedLayer | None],
-                   layer_faults: dict[int, LayerFaults] | None = None, start: int = 0, stop: int | None = None,
-                   observe: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+                   layer_faults: dict[int, LayerFaults] | None = None, start: int = 0,
+                   stop: int | None = None) -> torch.Tensor:
         """Layers ``start .. stop - 1`` of ``image`` on the batch of words ``x`` (the input of layer
         ``start``); returns the output of layer ``stop - 1`` (the logits' accumulators for the last
-        layer). ``observe(i, words)`` sees each layer's output (logical shape; do not modify it)."""
+        layer)."""
         if self.engine == "reference":
             raise AccelSimError("the reference engine runs whole images only (use run)")
         layer_faults = layer_faults or {}
@@ -139,8 +137,6 @@ class Accelerator:
             if faults is not None and faults.corrupt_input is not None:
                 x = faults.corrupt_input(x)
             x = run_layer(image.layers[i], prepared[i], x, self.hw, self.engine, faults.pe if faults is not None else None)
-            if observe is not None:
-                observe(i, x)
         return x
 
     def pre_activation(self, image: Image, index: int, x: torch.Tensor, prepared: list[PreparedLayer | None],

@@ -19,9 +19,9 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from accel_sim.errors import AccelSimError
 from accel_sim import __version__
 from accel_sim.data import normalize
+from accel_sim.errors import AccelSimError
 from accel_sim.image.records import Conv2d, Flatten, Image, Linear, MaxPool2d, conv_output_hw
 from accel_sim.numerics import Fixed, Float32, format_for, quantize
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from accel_sim.attributes import integer, text
 from accel_sim.errors import AccelSimError
 from accel_sim.image.records import (
     SCHEMA_NAME,
@@ -126,7 +127,7 @@ def _read(f: h5py.File, path: Path) -> Image:
     attrs = f.attrs
     if attrs.get("schema") != SCHEMA_NAME:
         raise AccelSimError(f"{str(path)!r} is an HDF5 file but not an accel-sim image (no schema={SCHEMA_NAME!r} attribute)")
-    version = _integer(attrs.get("schema_version", -1), "root attribute schema_version")
+    version = integer(attrs.get("schema_version", -1), "root attribute schema_version")
     if version > SCHEMA_VERSION:
         raise AccelSimError(f"{str(path)!r} has image schema version {version}; this accel-sim reads up to "
                             f"version {SCHEMA_VERSION}: upgrade accel-sim")
@@ -138,7 +139,7 @@ def _read(f: h5py.File, path: Path) -> Image:
     if not isinstance(f.get("layers"), h5py.Group):
         raise AccelSimError("the 'layers' group is missing")
     names = sorted(f["layers"].keys())
-    count = _integer(attrs["num_layers"], "root attribute num_layers")
+    count = integer(attrs["num_layers"], "root attribute num_layers")
     if count != len(names) or names != [f"{i:03d}" for i in range(count)]:
         raise AccelSimError(f"root attribute num_layers is {count}, but the layers group holds {len(names)} "
                             f"entries ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}); expected 000..")
@@ -146,26 +147,26 @@ def _read(f: h5py.File, path: Path) -> Image:
         if not isinstance(f["layers"][key], h5py.Group):
             raise AccelSimError(f"layers/{key} must be a group")
     layers = tuple(_read_layer(f["layers"][key], key) for key in names)
-    model = _text(attrs["model"], "root attribute model")
+    model = text(attrs["model"], "root attribute model")
     if not model:
         raise AccelSimError("root attribute model must name the model, got ''")
     try:
-        class_names = json.loads(_text(attrs["class_names"], "root attribute class_names"))
+        class_names = json.loads(text(attrs["class_names"], "root attribute class_names"))
     except json.JSONDecodeError as exc:
         raise AccelSimError(f"root attribute class_names is not a JSON list ({exc})") from None
     if not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names):
         raise AccelSimError(f"root attribute class_names must be a JSON list of names, got {class_names!r}")
     image = Image(
         model=model,
-        format_name=_text(attrs["format"], "root attribute format"),
+        format_name=text(attrs["format"], "root attribute format"),
         input_shape=_integers(attrs["input_shape"], "root attribute input_shape", 3, low=1),
-        input_format=format_from_text(_text(attrs["input_format"], "root attribute input_format"),
+        input_format=format_from_text(text(attrs["input_format"], "root attribute input_format"),
                                       "root attribute input_format"),
         class_names=tuple(class_names),
         layers=layers,
-        source_sha256=_text(attrs.get("source_sha256", ""), "root attribute source_sha256"),
-        tool_version=_text(attrs.get("tool_version", ""), "root attribute tool_version"),
-        hardening=_text(attrs.get("hardening", ""), "root attribute hardening"),
+        source_sha256=text(attrs.get("source_sha256", ""), "root attribute source_sha256"),
+        tool_version=text(attrs.get("tool_version", ""), "root attribute tool_version"),
+        hardening=text(attrs.get("hardening", ""), "root attribute hardening"),
     )
     check_format_name(image)
     return image
@@ -192,29 +193,11 @@ def check_format_name(image: Image) -> None:
                             f"{act_bits}-bit activations")
 
 
-def _text(value, what: str) -> str:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if not isinstance(value, str):
-        raise AccelSimError(f"{what} must be text, got {value!r}")
-    return value
-
-
-def _integer(value, what: str) -> int:
-    """An integer attribute, checked before any cast (inf, NaN, fractions and text refused)."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-        return int(value)
-    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer() \
-            and abs(value) < 2**62:
-        return int(value)
-    raise AccelSimError(f"{what} must be an integer, got {value!r}")
-
-
 def _integers(value, what: str, count: int, low: int) -> tuple[int, ...]:
     values = np.atleast_1d(np.asarray(value))
     if values.ndim != 1 or values.size != count:
         raise AccelSimError(f"{what} must be {count} integers >= {low}, got {value!r}")
-    out = tuple(_integer(v, what) for v in values)
+    out = tuple(integer(v, what) for v in values)
     if min(out) < low or max(out) > 2**31:
         raise AccelSimError(f"{what} must be {count} integers in {low}..{2**31}, got {out}")
     return out
@@ -223,8 +206,8 @@ def _integers(value, what: str, count: int, low: int) -> tuple[int, ...]:
 def _read_layer(g: h5py.Group, key: str) -> Layer:
     where = f"layer {key}"
     try:
-        op = _text(g.attrs["op"], "attribute op")
-        name = _text(g.attrs["name"], "attribute name")
+        op = text(g.attrs["op"], "attribute op")
+        name = text(g.attrs["name"], "attribute name")
         where = f"layer {key} ({name}, {op})"
         cls = _LAYER_TYPES.get(op)
         if cls is None:
@@ -238,14 +221,14 @@ def _read_layer(g: h5py.Group, key: str) -> Layer:
             return MaxPool2d(**common, kernel=_pair(g, "kernel", 1), stride=_pair(g, "stride", 1),
                              padding=_pair(g, "padding", 0), format=_format(g, "format"))
         formats = {k: _format(g, k) for k in ("weight_format", "bias_format", "in_format")}
-        out_text = _text(g.attrs["out_format"], "attribute out_format")
+        out_text = text(g.attrs["out_format"], "attribute out_format")
         formats["out_format"] = format_from_text(out_text, "out_format") if out_text else None
         threshold = g.attrs["threshold"]
         if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, (float, int, np.floating, np.integer)):
             raise AccelSimError(f"attribute threshold must be a number (NaN for none), got {threshold!r}")
         threshold = float(threshold)
         arrays = {k: _read_words(g, k, formats[f"{k}_format"]) for k in ("weight", "bias")}
-        fields = dict(common, **formats, **arrays, activation=_text(g.attrs["activation"], "attribute activation"),
+        fields = dict(common, **formats, **arrays, activation=text(g.attrs["activation"], "attribute activation"),
                       threshold=None if np.isnan(threshold) else threshold)
         if cls is Conv2d:
             fields.update(stride=_pair(g, "stride", 1), padding=_pair(g, "padding", 0))
@@ -257,7 +240,7 @@ def _read_layer(g: h5py.Group, key: str) -> Layer:
 
 
 def _format(g: h5py.Group, key: str):
-    return format_from_text(_text(g.attrs[key], f"attribute {key}"), key)
+    return format_from_text(text(g.attrs[key], f"attribute {key}"), key)
 
 
 def _pair(g: h5py.Group, key: str, low: int) -> tuple[int, int]:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from accel_sim.errors import AccelSimError, AccelSimTypeError
 from accel_sim.data import normalize
+from accel_sim.errors import AccelSimError, AccelSimTypeError
 from accel_sim.image.records import Conv2d, Flatten, Image, Layer, Linear, MaxPool2d, WeightedLayer
 from accel_sim.numerics import (
     Datapath,

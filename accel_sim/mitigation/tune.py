@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from accel_sim.errors import AccelSimError
 from accel_sim.data import ImageSet, draw_sample
+from accel_sim.errors import AccelSimError
 from accel_sim.faults import DrawSpec, draw_fault_map, job_rng, prepare_permanent_faults
 from accel_sim.faults.model import COUNT_MODES, MODELS, SITES
 from accel_sim.hardware import Accelerator
@@ -126,11 +126,12 @@ def draw_tuning_data(train: ImageSet, settings: TuneSettings) -> tuple[ImageSet,
     return profile, tune
 
 
-def tuning_key(image: Image, accelerator: Accelerator, settings: TuneSettings, profile: ImageSet,
+def tuning_key(base: Image, accelerator: Accelerator, settings: TuneSettings, profile: ImageSet,
                tune: ImageSet) -> str:
-    """SHA-256 over what decides the answer: the ReLU image, the hardware, the settings, the data."""
+    """SHA-256 over what decides the answer: the ReLU image ``base``, the hardware, the settings,
+    the data."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({"image": with_activation(image, "relu").content_hash(),
+    digest.update(json.dumps({"image": base.content_hash(),
                               "hardware": accelerator.hw.config_hash(), "engine": accelerator.engine,
                               "settings": settings.to_dict()}, sort_keys=True).encode())
     for data in (profile, tune):
@@ -173,11 +174,10 @@ def tune_thresholds(image: Image, accelerator: Accelerator, profile: ImageSet, t
     if not targets:
         raise AccelSimError(f"image {image.model} {image.format_name} has no activation layer to tune")
     accelerator.check_image(image)
-    key = tuning_key(image, accelerator, settings, profile, tune)
-    state = _load_state(state_path, key)
+    base = with_activation(image, "relu")
+    state = _load_state(state_path, tuning_key(base, accelerator, settings, profile, tune))
     tuned = {int(k): v["threshold"] for k, v in state["layers"].items()}
     bounds = {int(k): v["act_max"] for k, v in state["layers"].items()}
-    base = with_activation(image, "relu")
     for layer in targets:
         if layer in tuned:
             continue
@@ -246,9 +246,9 @@ class _LayerScorer:
         """Every threshold, every map: the whole faulty network from its input."""
         out: dict[int, dict[float, np.ndarray]] = {m: {} for m in range(len(self.maps))}
         for t in thresholds:
-            candidate = with_thresholds(self.network, self.settings.method, {
-                i: (t if i == self.layer else self.network.layers[i].threshold)
-                for i in activation_layers(self.network)})
+            layers = list(self.network.layers)
+            layers[self.layer] = self._candidate(t)
+            candidate = dataclasses.replace(self.network, layers=tuple(layers))
             for m, (_, _, fmap) in enumerate(self.maps):
                 ready = prepare_permanent_faults(self.accelerator, candidate, fmap)
                 run = self.accelerator.run(candidate, self.tune.images, ready.prepared, ready.layer_faults)

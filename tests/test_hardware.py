@@ -35,22 +35,25 @@ ARRAYS = [(16, 16), (3, 5), (7, 2), (1, 1), (32, 8)]
 
 
 @st.composite
-def random_layer(draw):
-    """A random conv2d or linear layer with random formats, activation and raw words."""
-    w_bits, a_bits = draw(st.integers(4, 16)), draw(st.integers(4, 16))
+def random_layer(draw, max_bits=16, unsigned=False):
+    """A random conv2d or linear layer with random formats (words of 4..``max_bits`` bits, unsigned
+    activations when ``unsigned``), activation, bias shift and raw words."""
+    w_bits, a_bits = draw(st.integers(4, max_bits)), draw(st.integers(4, max_bits))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     w_fmt = Fixed(w_bits, draw(st.integers(0, w_bits)))
-    in_fmt = Fixed(a_bits, draw(st.integers(0, a_bits)))
+    signed = not (unsigned and draw(st.booleans()))
+    in_fmt = Fixed(a_bits, draw(st.integers(0, a_bits)), signed=signed)
     acc_frac = w_fmt.frac_bits + in_fmt.frac_bits
     last = draw(st.booleans())
-    out_fmt = None if last else Fixed(a_bits, draw(st.integers(0, a_bits + 4)))
+    out_fmt = None if last else Fixed(a_bits, draw(st.integers(0, a_bits + 4)), signed=signed)
     activation = "none" if last else draw(st.sampled_from(["none", "relu", "clipact", "clamp"]))
     threshold = draw(st.floats(0, 8)) if activation in ("clipact", "clamp") else None
-    bias_fmt = Fixed(min(32, w_bits + a_bits), acc_frac)
+    bias_fmt = Fixed(min(32, w_bits + a_bits), acc_frac - draw(st.sampled_from([0, 0, 1, 5])))
     out_ch = draw(st.integers(1, 9))
+    extremes = draw(st.booleans())
     if draw(st.booleans()):
         features = draw(st.integers(1, 40))
-        weight = rng.integers(w_fmt.raw_min, w_fmt.raw_max + 1, (out_ch, features))
+        weight = _words(rng, w_fmt, (out_ch, features), extremes)
         bias = rng.integers(bias_fmt.raw_min // 4, bias_fmt.raw_max // 4, out_ch)
         layer = Linear("fc", (features,), (out_ch,), weight, bias, w_fmt, bias_fmt, in_fmt, out_fmt, activation, threshold)
     else:
@@ -62,12 +65,31 @@ def random_layer(draw):
         if oh < 1 or ow < 1:
             padding = (kh, kw)
             oh, ow = conv_output_hw(h, w, (kh, kw), stride, padding)
-        weight = rng.integers(w_fmt.raw_min, w_fmt.raw_max + 1, (out_ch, c, kh, kw))
+        weight = _words(rng, w_fmt, (out_ch, c, kh, kw), extremes)
         bias = rng.integers(bias_fmt.raw_min // 4, bias_fmt.raw_max // 4, out_ch)
         layer = Conv2d("conv", (c, h, w), (out_ch, oh, ow), weight, bias, w_fmt, bias_fmt, in_fmt, out_fmt,
                        activation, threshold, stride=stride, padding=padding)
-    x = rng.integers(in_fmt.raw_min, in_fmt.raw_max + 1, (draw(st.integers(1, 3)), *layer.in_shape))
+    x = _words(rng, in_fmt, (draw(st.integers(1, 3)), *layer.in_shape), extremes)
     return layer, x
+
+
+def _words(rng, fmt, shape, extremes):
+    """Random raw words of ``fmt``; with ``extremes``, mostly its largest and smallest words (sums
+    that saturate, products past 2**53)."""
+    words = rng.integers(fmt.raw_min, fmt.raw_max + 1, shape, dtype=np.int64)
+    if extremes:
+        pick = rng.integers(0, 3, shape)
+        words = np.where(pick == 0, fmt.raw_min, np.where(pick == 1, fmt.raw_max, words))
+    return words
+
+
+def _layer_hardware(layer, dataflow, array, overflow, acc_bits, rounding):
+    """A hardware config whose multipliers take the layer's words and whose accumulator has at
+    least ``acc_bits`` bits (more where a product or the shifted bias needs them)."""
+    w_bits, a_bits = layer.weight_format.word_bits, layer.in_format.word_bits
+    acc_bits = max(acc_bits, w_bits + a_bits, layer.bias_acc_bits)
+    return HardwareConfig("t", *array, dataflow=dataflow, weight_bits=w_bits, act_bits=a_bits, acc_bits=acc_bits,
+                          overflow=overflow, rounding=rounding, weight_buffer_kib=2048, activation_buffer_kib=2048)
 
 
 @settings(max_examples=250, deadline=None)
@@ -75,13 +97,57 @@ def random_layer(draw):
        st.sampled_from([32, 40, 64]), st.sampled_from(["nearest_even", "nearest_up", "floor"]))
 def test_random_layers_equal_reference(case, dataflow, array, overflow, acc_bits, rounding):
     layer, x = case
-    hw = HardwareConfig("t", *array, dataflow=dataflow, acc_bits=acc_bits, overflow=overflow, rounding=rounding,
-                        weight_buffer_kib=2048, activation_buffer_kib=2048)
+    hw = _layer_hardware(layer, dataflow, array, overflow, acc_bits, rounding)
     expected = reference_layer(layer, x, hw.datapath)
     prepared = prepare_layer(layer)
     for engine in ("fast", "faithful"):
         got = run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine)
         np.testing.assert_array_equal(got.numpy().astype(np.int64), expected, err_msg=engine)
+
+
+@settings(max_examples=200, deadline=None)
+@given(random_layer(max_bits=32, unsigned=True), st.sampled_from(["ws", "os"]), st.sampled_from(ARRAYS),
+       st.sampled_from(["saturate", "wrap"]), st.sampled_from([48, 53, 54, 64]),
+       st.sampled_from(["nearest_even", "nearest_up", "floor"]))
+def test_wide_and_unsigned_words_equal_reference(case, dataflow, array, overflow, acc_bits, rounding):
+    """Words of up to 32 bits (products past 2**53, 64-bit accumulators that saturate or wrap) and
+    unsigned activations: fast == faithful == golden, bit for bit."""
+    layer, x = case
+    hw = _layer_hardware(layer, dataflow, array, overflow, acc_bits, rounding)
+    expected = reference_layer(layer, x, hw.datapath)
+    prepared = prepare_layer(layer)
+    wide_logits = hw.acc_bits > 53 and layer.out_format is None
+    for engine in ("fast", "faithful"):
+        got = run_layer(layer, prepared, torch.from_numpy(x).double(), hw, engine)
+        assert got.dtype == (torch.int64 if wide_logits else torch.float64), engine
+        np.testing.assert_array_equal(got.numpy().astype(np.int64), expected, err_msg=engine)
+
+
+def test_unsigned_word_times_one_is_the_word():
+    """An unsigned 8-bit input word 200 times weight 1 is 200 (not -56 as an int8 digit)."""
+    layer = Linear("fc", (1,), (1,), np.array([[1]]), np.array([0]), Fixed(8, 0), Fixed(16, 0),
+                   Fixed(8, 0, signed=False), None)
+    hw = HardwareConfig("t", 4, 4, weight_bits=8, act_bits=8, acc_bits=32)
+    for engine in ("fast", "faithful"):
+        got = run_layer(layer, prepare_layer(layer), torch.tensor([[200.0]], dtype=torch.float64), hw, engine)
+        assert got.tolist() == [[200.0]], engine
+
+
+def test_largest_32_bit_product_is_exact():
+    """(2**31 - 1)**2 = 2**62 - 2**32 + 1 lies past float64's integers and 2·(-2**31)**2 past
+    int64: they come out exactly, the second saturated at the top of a 64-bit accumulator."""
+    word, top = Fixed(32, 0), 2**31
+    weight = np.array([[top - 1, 0], [-top, -top]])
+    layer = Linear("fc", (2,), (2,), weight, np.array([0, 0]), word, word, word, None)
+    hw = HardwareConfig("t", 2, 2, weight_bits=32, act_bits=32, acc_bits=64)
+    x = np.array([[top - 1, 7], [-top, -top]])
+    exact = [[sum(int(w) * int(a) for w, a in zip(row, image)) for row in weight] for image in x]
+    expected = [[min(max(v, -(2**63)), 2**63 - 1) for v in row] for row in exact]
+    assert expected[0][0] == (top - 1) ** 2 and expected[1][1] == 2**63 - 1 != exact[1][1]
+    assert reference_layer(layer, x, hw.datapath).tolist() == expected
+    for engine in ("fast", "faithful"):
+        got = run_layer(layer, prepare_layer(layer), torch.from_numpy(x).double(), hw, engine)
+        assert got.tolist() == expected, engine
 
 
 @st.composite

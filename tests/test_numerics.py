@@ -5,7 +5,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numba import njit
 
@@ -213,7 +213,10 @@ def test_frac_bits_for_is_the_largest_that_does_not_saturate(max_abs, bits):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(-(2**62), 2**62 - 1), min_size=1, max_size=10), st.integers(-20, 70), rounding)
+@given(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=10), st.integers(-20, 70), rounding)
+@example([2**62, 2**62 + 1, -(2**62), -(2**62) - 1, 2**63 - 1, -(2**63)], 63, "nearest_even")
+@example([2**62, 2**62 + 1, -(2**62), -(2**62) - 1, 2**63 - 1, -(2**63)], 63, "nearest_up")
+@example([2**63 - 1, -(2**63)], 64, "floor")
 def test_shift_round_matches_exact_rational_rounding(values, shift, mode):
     got = shift_round(np.array(values, dtype=np.int64), shift, mode)
     if shift <= 0:
@@ -225,11 +228,12 @@ def test_shift_round_matches_exact_rational_rounding(values, shift, mode):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=10), st.integers(1, 40), rounding, st.booleans())
+@given(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=10), st.integers(1, 70), rounding, st.booleans())
+@example([2**62, 2**62 + 1, -(2**62), 2**63 - 1, -(2**63)], 63, "nearest_even", False)
 def test_fused_epilogue_rounding_matches_shift_round(values, shift, mode, ties):
     """The int8 path's inline rounding (branch-free) against :func:`shift_round`, ties included."""
-    if ties:  # exactly halfway between two multiples of 2**shift
-        values = [(v >> shift << shift) + (1 << (shift - 1)) for v in values]
+    if ties and shift < 63:  # exactly halfway between two multiples of 2**shift
+        values = [max(-(2**63), min(2**63 - 1, (v >> shift << shift) + (1 << (shift - 1)))) for v in values]
     got = _fused_rounding(np.array(values, dtype=np.int64), shift, ROUNDING_CODES[mode])
     assert got.tolist() == shift_round(np.array(values, dtype=np.int64), shift, mode).tolist()
 
@@ -285,7 +289,24 @@ def test_datapath_validation():
     with pytest.raises(ValueError, match="overflow"):
         Datapath(32, "clip")
     with pytest.raises(ValueError, match="narrower than a product"):
-        Datapath(16).check_operands(8, 9, "layer x")
+        Datapath(16).check_operands(8, 9, 16, "layer x")
+    with pytest.raises(ValueError, match="bias at the accumulator's scale"):
+        Datapath(40).check_operands(16, 16, 48, "layer x")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(-(2**63), 2**63 - 1), st.integers(-(2**63), 2**63 - 1)), min_size=1, max_size=8),
+       st.integers(4, 64), st.sampled_from(["saturate", "wrap"]))
+def test_accumulator_addition_is_exact_at_every_width(pairs, bits, overflow):
+    dp = Datapath(bits, overflow)
+    acc = [min(max(a, dp.acc_min), dp.acc_max) for a, _ in pairs]
+    values = [min(max(b, dp.acc_min), dp.acc_max) for _, b in pairs]
+    got = dp.add(np.array(acc, np.int64), np.array(values, np.int64)).tolist()
+    if overflow == "saturate":
+        expected = [min(max(a + b, dp.acc_min), dp.acc_max) for a, b in zip(acc, values)]
+    else:
+        expected = [(a + b - dp.acc_min) % 2**bits + dp.acc_min for a, b in zip(acc, values)]
+    assert got == expected
 
 
 def test_huge_threshold_clips_nothing_instead_of_overflowing():

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--format", required=True, help="fp32 or fixedW (e.g. fixed16, fixed8)")
     ex.add_argument("--act-bits", type=integer(2, 32), help="activation word width (default: the weight width)")
     ex.add_argument("--weight-percentile", type=number(0, 100, low_open=True), help="size weight formats for this percentile of |w|")
+    ex.add_argument("--frac-bits", type=integer(-64, 64),
+                    help="one fixed split for every tensor: this many fractional bits (e.g. --format fixed32 "
+                         "--frac-bits 16 is Q15.16); default: each tensor's format from its calibrated range")
     ex.add_argument("--calibration", type=integer(1, MAX_IMAGES), default=512, help="training images that set activation formats")
     ex.add_argument("--seed", type=integer(0, MAX_SEED), default=0, help="seed of the calibration draw")
     add_data_options(ex)
@@ -62,7 +65,7 @@ def run_export(args: argparse.Namespace) -> int:
     calibration = draw_sample(train, args.calibration, np.random.default_rng(args.seed))
     image = export_model(model, calibration.images, weight_bits, args.act_bits, model_name=args.model,
                          class_names=train.class_names, source_sha256=file_sha256(weights),
-                         weight_percentile=args.weight_percentile)
+                         weight_percentile=args.weight_percentile, frac_bits=args.frac_bits)
     write_image(image, args.output)
     print(f"wrote {args.output}: {image.model} {image.format_name}, {len(image.layers)} layers, "
           f"{image.weight_bits:,} weight bits; calibrated on {calibration.name}")

@@ -76,10 +76,13 @@ class Accelerator:
         self._clean: tuple[Image, list] | None = None  # clean prepared layers of the last image
 
     def check_image(self, image: Image) -> None:
-        """Refuse an image whose words are wider than this hardware's multipliers."""
+        """Refuse an image whose words are wider than this hardware's multipliers, or whose biases
+        do not fit its accumulator."""
         for layer in image.weighted_layers:
             if not layer.weight_format.is_float:
                 self.hw.check_image_fits(layer.weight_format.word_bits, layer.in_format.word_bits)
+                self.hw.datapath.check_operands(layer.weight_format.word_bits, layer.in_format.word_bits,
+                                                layer.bias_acc_bits, f"layer {layer.name}")
 
     def prepare(self, image: Image, weights: dict[int, WeightPatch] | None = None,
                 biases: dict[int, np.ndarray] | None = None) -> list[PreparedLayer | None]:

@@ -15,6 +15,11 @@ that fail it too are computed by the faithful path. A wrapping accumulator needs
 exactness: wrap(exact sum) = the wrapped accumulation. Outputs touched by faulty PEs are
 recomputed or corrected on their own (:mod:`accel_sim.hardware.pe_faults`).
 
+**Accumulators wider than 53 bits** (integers float64 cannot all hold) travel as ``int64``
+tensors: sums come from the int8 path, from float64 BLAS under the 2**53 bound, or else from
+:mod:`accel_sim.hardware.wide_gemm` (exact modulo 2**64); bias, activation unit and rescaling
+then use the integer operations of :mod:`accel_sim.numerics`.
+
 **Faithful path.** :func:`accel_sim.hardware.kernels.gemm_faithful`, MAC by MAC in window order,
 with the accumulator's overflow applied after every addition and PE faults applied where the
 dataflow places each MAC.
@@ -32,13 +37,14 @@ import torch
 import torch.nn.functional as F
 
 from accel_sim.errors import AccelSimError
-from accel_sim.hardware import int8_gemm, int8_kernels, kernels, lane_kernels
+from accel_sim.hardware import int8_gemm, int8_kernels, kernels, lane_kernels, wide_gemm
 from accel_sim.hardware.config import HardwareConfig
 from accel_sim.hardware.pe_faults import PeFaults, faulty_column_blocks, fits_float64
 from accel_sim.image import Conv2d, Flatten, Layer, Linear, MaxPool2d, WeightedLayer
-from accel_sim.numerics import threshold_to_acc
+from accel_sim.numerics import apply_activation, requantize, threshold_to_acc
 
 EXACT_LIMIT = 2.0**53
+FLOAT64_ACC_BITS = 53  # accumulators up to this width travel as float64 (exact integers)
 _MARGIN = 1 - 2.0**-40  # float64 bounds are computed with rounding; stay clear of the edge
 
 
@@ -61,9 +67,9 @@ class PreparedLayer:
     """
 
     layer: WeightedLayer
-    bias: torch.Tensor
+    bias: torch.Tensor  # at the accumulator's scale: int64 (fixed point) or float32
     abs_col_sums: np.ndarray  # float64 (N,): Σ_k |B[k, n]| per filter
-    threshold_acc: float | None
+    threshold_acc: int | float | None
     weight_digits: int8_gemm.WeightDigits | None = None  # B (K × N), im2col order, words ≤ 16 bits
     patch: WeightPatch | None = None
 
@@ -140,29 +146,29 @@ def prepare_layer(layer: WeightedLayer, patch: WeightPatch | None = None, bias: 
     """Precompute what the layer's GEMMs need; ``patch`` and ``bias`` replace stored words (faults;
     the image itself is never changed). With ``base`` (the same layer prepared from its clean
     words), only the patched words are redone."""
-    bias = np.asarray(layer.bias if bias is None else bias)
+    bias = layer.accumulator_bias(bias)
     is_float = layer.weight_format.is_float
-    dtype = torch.float32 if is_float else torch.float64
     if base is not None and patch is None:  # only the bias changes
         digits, abs_sums = base.weight_digits, base.abs_col_sums
     elif base is not None and base.weight_digits is not None:
         k, n = _gemm_position(layer, patch.index)
         digits = int8_gemm.patch_weights(base.weight_digits, k, n, torch.from_numpy(np.asarray(patch.values)),
-                                         layer.weight_format.word_bits)
+                                         layer.weight_format.signed_width)
         abs_sums = base.abs_col_sums.copy()
         old = np.abs(layer.weight.reshape(-1)[patch.index].astype(np.float64))
         np.add.at(abs_sums, n, np.abs(np.asarray(patch.values, np.float64)) - old)  # exact: integers
     else:
         w = _patched(layer, patch)
         digits = None
-        if not is_float and layer.weight_format.word_bits <= int8_gemm.MAX_WORD_BITS:
-            digits = int8_gemm.prepare_weights(torch.from_numpy(np.array(_hwc_matrix(w))), layer.weight_format.word_bits)
+        if not is_float and layer.weight_format.signed_width <= int8_gemm.MAX_WORD_BITS:
+            digits = int8_gemm.prepare_weights(torch.from_numpy(np.array(_hwc_matrix(w))),
+                                               layer.weight_format.signed_width)
         abs_sums = np.abs(w.reshape(w.shape[0], -1).astype(np.float64)).sum(axis=1)
-    return PreparedLayer(layer=layer, bias=torch.from_numpy(np.array(bias)).to(dtype), abs_col_sums=abs_sums,
+    return PreparedLayer(layer=layer, bias=torch.from_numpy(np.array(bias)), abs_col_sums=abs_sums,
                          threshold_acc=threshold_in_accumulator(layer), weight_digits=digits, patch=patch)
 
 
-def threshold_in_accumulator(layer: WeightedLayer) -> float | None:
+def threshold_in_accumulator(layer: WeightedLayer) -> int | float | None:
     """The layer's activation threshold as the activation unit compares it: the real value for
     float32, the accumulator integer (:func:`accel_sim.numerics.threshold_to_acc`) for fixed
     point; None without a threshold."""
@@ -170,7 +176,12 @@ def threshold_in_accumulator(layer: WeightedLayer) -> float | None:
         return None
     if layer.weight_format.is_float:
         return float(layer.threshold)
-    return float(threshold_to_acc(layer.threshold, layer.acc_frac_bits))
+    return threshold_to_acc(layer.threshold, layer.acc_frac_bits)
+
+
+def int64_accumulators(layer: WeightedLayer, hw: HardwareConfig) -> bool:
+    """Whether the layer's accumulators travel as ``int64`` (wider than float64's exact integers)."""
+    return not layer.weight_format.is_float and hw.datapath.acc_bits > FLOAT64_ACC_BITS
 
 
 def _gemm_position(layer: WeightedLayer, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -194,7 +205,7 @@ def run_layer(layer: Layer, prepared: PreparedLayer | None, x: torch.Tensor, hw:
     if isinstance(layer, MaxPool2d):
         return F.max_pool2d(x, layer.kernel, layer.stride, layer.padding)
     faulty = pe_faults is not None and pe_faults.count
-    if engine == "fast" and _uses_int8(prepared) and (not faulty or _pe_faults_on_fast_path(layer, hw)):
+    if engine == "fast" and _fuses(prepared, hw) and (not faulty or _pe_faults_on_fast_path(layer, hw)):
         fused = _fused_int8_layer(prepared, x, hw, pe_faults if faulty else None)
         if fused is not None:
             return fused
@@ -226,13 +237,22 @@ def _from_columns(layer: WeightedLayer, cols: torch.Tensor) -> torch.Tensor:
 
 def _uses_int8(prepared: PreparedLayer) -> bool:
     layer = prepared.layer
-    return (prepared.weight_digits is not None and layer.in_format.word_bits <= int8_gemm.MAX_WORD_BITS
+    return (prepared.weight_digits is not None and layer.in_format.signed_width <= int8_gemm.MAX_WORD_BITS
             and prepared.weight_digits.depth <= int8_gemm.MAX_DEPTH and int8_gemm.int8_matmul_is_exact())
+
+
+def _fuses(prepared: PreparedLayer, hw: HardwareConfig) -> bool:
+    """Whether the fused int8 pass can run the layer: its int64 sums plus the bias cannot leave
+    int64 (int8 sums stay below 2**48), and its float64 output holds the result exactly (words,
+    or the accumulators of a last layer when they fit float64)."""
+    layer = prepared.layer
+    return (_uses_int8(prepared) and layer.bias_acc_bits <= 62
+            and (layer.out_format is not None or not int64_accumulators(layer, hw)))
 
 
 def _input_digits(layer: WeightedLayer, x: torch.Tensor) -> int8_gemm.Digits:
     """The GEMM's A (im2col rows of the input words) as int8 digits."""
-    bits = layer.in_format.word_bits
+    bits = layer.in_format.signed_width  # unsigned words take one bit more as int8 digits
     if isinstance(layer, Conv2d):
         return int8_gemm.im2col_digits(x.permute(0, 2, 3, 1), layer.kernel, layer.stride, layer.padding,
                                        layer.out_shape[1:], bits)
@@ -321,7 +341,7 @@ def weighted_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: Hardware
     layer = prepared.layer
     if engine == "faithful" and not layer.weight_format.is_float:
         return faithful_accumulators(prepared, x, hw, pe_faults)
-    acc = _fast_accumulators(prepared, x, hw)
+    acc = _wide_accumulators(prepared, x, hw) if int64_accumulators(layer, hw) else _fast_accumulators(prepared, x, hw)
     if pe_faults is not None and pe_faults.count:
         acc = _with_pe_faults(prepared, x, hw, pe_faults, acc)
     return acc
@@ -341,7 +361,11 @@ def _with_pe_faults(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig
 
 
 def _pe_faults_on_fast_path(layer: WeightedLayer, hw: HardwareConfig) -> bool:
-    return not layer.weight_format.is_float and fits_float64(hw, layer.weight_format.word_bits + layer.in_format.word_bits)
+    """Whether PE faults of the layer take the fast strategies, whose lanes and bounds read words as
+    signed (unsigned words and wide accumulators take the faithful kernel instead)."""
+    weights, inputs = layer.weight_format, layer.in_format
+    return (not weights.is_float and weights.signed and inputs.signed
+            and fits_float64(hw, weights.word_bits + inputs.word_bits))
 
 
 def _faulty_blocks(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, pe_faults: PeFaults,
@@ -437,6 +461,34 @@ def _fast_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareCon
     return acc
 
 
+def _wide_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig) -> torch.Tensor:
+    """Exact ``int64`` accumulators of an accumulator wider than 53 bits (logical output shape)."""
+    layer, dp = prepared.layer, hw.datapath
+    bound = abs_max(x) * prepared.abs_col_sum_max  # of every partial sum
+    columns = _unfold(layer, x)
+    if _uses_int8(prepared):  # int8 sums of words ≤ 16 bits are exact in float64
+        acc = _int8_accumulators(prepared, x).to(torch.int64)
+    elif bound < EXACT_LIMIT * _MARGIN:
+        acc = _from_columns(layer, torch.matmul(prepared.weight_2d, columns)).to(torch.int64)
+    elif columns.shape[1] <= wide_gemm.MAX_DEPTH:
+        acc = _from_columns(layer, wide_gemm.matmul_int64(prepared.weight_2d, columns))  # modulo 2**64
+    else:
+        return faithful_accumulators(prepared, x, hw, None)
+    if dp.overflow == "wrap":  # the wrapped sum is the sum modulo 2**acc_bits
+        return torch.from_numpy(dp.overflow_acc(acc.numpy()))
+    if bound < float(dp.acc_max) * _MARGIN:
+        return acc
+    # im2col rows holding an output whose partial sums might saturate: added MAC by MAC
+    risky = torch.matmul(prepared.weight_2d.abs(), columns.abs()) >= float(dp.acc_max) * _MARGIN
+    rows = torch.nonzero(risky.any(dim=1).reshape(-1)).reshape(-1).numpy()
+    if rows.size:
+        exact = faithful_accumulators(prepared, x, hw, None, rows, np.arange(layer.out_channels))
+        by_row = (acc.permute(0, 2, 3, 1) if acc.dim() == 4 else acc).contiguous()
+        by_row.view(-1, layer.out_channels)[torch.from_numpy(rows)] = torch.from_numpy(exact)
+        acc = _from_rows(layer, by_row, x.shape[0])
+    return acc
+
+
 def _float_accumulators(prepared: PreparedLayer, x: torch.Tensor) -> torch.Tensor:
     """float32 sums through torch's own convolution or matrix product on the (possibly faulty)
     weights: IEEE fp32 arithmetic in the library's summation order, which the fp32 setting leaves
@@ -477,7 +529,8 @@ def faithful_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: Hardware
         )
     if rows is not None or cols is not None:
         return out
-    return _from_rows(layer, torch.from_numpy(out.astype(np.float32 if is_float else np.float64)), x.shape[0])
+    dtype = np.float32 if is_float else np.int64 if int64_accumulators(layer, hw) else np.float64
+    return _from_rows(layer, torch.from_numpy(out.astype(dtype)), x.shape[0])
 
 
 def abs_max(x: torch.Tensor) -> float:
@@ -508,23 +561,31 @@ def activation_unit(prepared: PreparedLayer, acc: torch.Tensor, hw: HardwareConf
     return activate(prepared.layer, add_bias(prepared, acc, hw, filters), hw, prepared.threshold_acc)
 
 
+def _channels_view(values: torch.Tensor, dims: int) -> torch.Tensor:
+    """Per-channel values (C,) shaped to broadcast against a (N, C, ...) map of ``dims`` dimensions."""
+    return values.view(1, -1, *([1] * (dims - 2)))
+
+
 def add_bias(prepared: PreparedLayer, acc: torch.Tensor, hw: HardwareConfig,
              filters: np.ndarray | None = None) -> torch.Tensor:
     """The accumulator's last addition, the bias, with the accumulator's overflow mode (fixed
     point): the value the activation unit sees. Shapes as ``acc`` (channels in dimension 1; only
     the channels ``filters`` when given)."""
     bias = prepared.bias if filters is None else prepared.bias[torch.from_numpy(np.asarray(filters))]
-    bias = bias.view(1, -1, *([1] * (acc.dim() - 2)))
+    bias = _channels_view(bias, acc.dim())
     if prepared.layer.weight_format.is_float:
         return acc + bias
     dp = hw.datapath
-    acc = acc + bias  # exact: the accumulator lies well inside ±2**53 and |bias| < 2**32
+    if acc.dtype == torch.int64:
+        return torch.from_numpy(dp.add(acc.numpy(), bias.numpy()))
+    acc = acc + bias.to(torch.float64)  # exact: both are integers inside the accumulator's ±2**52
     if dp.overflow == "saturate":
         return torch.clamp(acc, float(dp.acc_min), float(dp.acc_max))
     return _wrap(acc, dp.acc_bits)
 
 
-def activate(layer: WeightedLayer, acc: torch.Tensor, hw: HardwareConfig, threshold_acc: float | None) -> torch.Tensor:
+def activate(layer: WeightedLayer, acc: torch.Tensor, hw: HardwareConfig,
+             threshold_acc: int | float | None) -> torch.Tensor:
     """The activation unit after the bias: ``layer.activation`` with ``threshold_acc`` (see
     :func:`threshold_in_accumulator`) in the accumulator domain, then rescaling with rounding and
     saturation to the output word (fixed point; a last layer's accumulators pass unchanged)."""
@@ -532,6 +593,10 @@ def activate(layer: WeightedLayer, acc: torch.Tensor, hw: HardwareConfig, thresh
         return _activation(acc, layer.activation, threshold_acc)
     if layer.out_format is None:
         return acc
+    if acc.dtype == torch.int64:  # wider than float64's integers: numpy's integer operations
+        acc = apply_activation(acc.numpy(), layer.activation, threshold_acc)
+        words = requantize(acc, layer.acc_frac_bits, layer.out_format, hw.datapath.rounding)
+        return torch.from_numpy(words.astype(np.float64))
     acc = _activation(acc, layer.activation, threshold_acc)
     return _requantize(acc, layer.acc_frac_bits - layer.out_format.frac_bits, hw.datapath.rounding,
                        layer.out_format.raw_min, layer.out_format.raw_max)

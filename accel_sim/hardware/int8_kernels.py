@@ -45,7 +45,7 @@ def _prefetch_row(typingctx, array, row):
 @njit(cache=True, inline="always")
 def _shift_round(v, shift, rounding):
     """``v / 2**shift`` rounded (see :func:`accel_sim.numerics.shift_round`); ``shift`` ≥ 1."""
-    if shift >= 63:
+    if shift >= 64:
         return np.int64(-1) if rounding == 0 and v < 0 else np.int64(0)
     quotient = v >> shift
     if rounding == 0:

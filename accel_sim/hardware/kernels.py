@@ -44,18 +44,16 @@ def _corrupt(value, bits, bit, model):
 
 @njit(cache=True, inline="always")
 def _acc_add(acc, term, acc_min, acc_max, acc_bits, wrap):
-    total = acc + term  # int64 addition wraps modulo 2**64
+    """``acc + term`` through the accumulator's overflow; ``acc`` in its range. Signed overflow is
+    undefined to the compiler (it may drop a test that reads a wrapped sum), so the sum wraps in
+    unsigned arithmetic and saturation compares before adding."""
     if wrap:
-        return _sign_extend(total, acc_bits)
-    if term > 0 and total < acc:  # int64 overflow upwards
+        return _sign_extend(np.int64(np.uint64(acc) + np.uint64(term)), acc_bits)
+    if term > 0 and acc > acc_max - term:
         return acc_max
-    if term < 0 and total > acc:
+    if term < 0 and acc < acc_min - term:
         return acc_min
-    if total > acc_max:
-        return acc_max
-    if total < acc_min:
-        return acc_min
-    return total
+    return acc + term
 
 
 @njit(cache=True, parallel=True)

@@ -23,9 +23,12 @@ from accel_sim import __version__
 from accel_sim.data import normalize
 from accel_sim.errors import AccelSimError
 from accel_sim.image.records import Conv2d, Flatten, Image, Linear, MaxPool2d, conv_output_hw
-from accel_sim.numerics import Fixed, Float32, format_for, quantize
+from accel_sim.numerics import Fixed, Float32, format_for, frac_bits_for, quantize
+from accel_sim.numerics.formats import MAX_ABS_FRAC_BITS
 
 logger = logging.getLogger(__name__)
+
+MAX_BIAS_BITS = 32
 
 SUPPORTED_MODULES = (nn.Conv2d, nn.Linear, nn.ReLU, nn.MaxPool2d, nn.BatchNorm2d, nn.Flatten, nn.Dropout)
 _RELU_FUNCTIONS = (F.relu, torch.relu)
@@ -62,6 +65,7 @@ def export_model(
     class_names: tuple[str, ...] | None = None,
     source_sha256: str = "",
     weight_percentile: float | None = None,
+    frac_bits: int | None = None,
 ) -> Image:
     """Fold, calibrate and quantise ``model`` into an :class:`Image`.
 
@@ -79,9 +83,24 @@ def export_model(
     weight_percentile : float or None
         Size the weight formats for this percentile of ``|w|`` instead of the maximum (larger
         weights saturate).
+    frac_bits : int or None
+        One fixed split for every tensor (weights, biases, activations, input): ``frac_bits``
+        fractional bits, e.g. 16 with 32-bit words for Q15.16; None sizes each tensor's format
+        from its calibrated range.
+
+    Values that saturate (outside a user-given split, or past a weight percentile) are counted
+    and logged per layer as warnings.
     """
     if weight_bits is None and act_bits is not None:
         raise AccelSimError("act_bits needs weight_bits: an fp32 image stores float32 activations")
+    if frac_bits is not None:
+        if weight_bits is None:
+            raise AccelSimError("frac_bits needs weight_bits: an fp32 image has no fixed-point split")
+        if weight_percentile is not None:
+            raise AccelSimError("frac_bits and weight_percentile exclude each other: a given split sizes no format")
+        if isinstance(frac_bits, bool) or not isinstance(frac_bits, int) or abs(frac_bits) > MAX_ABS_FRAC_BITS:
+            raise AccelSimError(f"frac_bits must be an integer in -{MAX_ABS_FRAC_BITS}..{MAX_ABS_FRAC_BITS}, "
+                                f"got {frac_bits!r}")
     act_bits = weight_bits if act_bits is None else act_bits
     if calibration.dtype != np.uint8 or calibration.ndim != 4 or len(calibration) == 0:
         raise AccelSimError(f"calibration images must be a non-empty uint8 array (N, C, H, W), got "
@@ -97,8 +116,13 @@ def export_model(
     input_shape = tuple(calibration.shape[1:])
     n_out = expected.shape[1]
     class_names = tuple(class_names) if class_names is not None else tuple(str(i) for i in range(n_out))
-    input_format = Float32() if weight_bits is None else format_for(np.array([peaks["input"]]), act_bits)
-    layers = _build_layers(steps, peaks, input_shape, input_format, weight_bits, act_bits, weight_percentile)
+    if weight_bits is None:
+        input_format = Float32()
+    elif frac_bits is not None:
+        input_format = Fixed(act_bits, frac_bits)
+    else:
+        input_format = format_for(np.array([peaks["input"]]), act_bits)
+    layers = _build_layers(steps, peaks, input_shape, input_format, weight_bits, act_bits, weight_percentile, frac_bits)
     image = Image(model_name, image_format_name(weight_bits, act_bits), input_shape, input_format, class_names,
                   tuple(layers), source_sha256, __version__)
     logger.info("exported %s as %s: %d layers, %d weight bits", model_name, image.format_name,
@@ -224,11 +248,12 @@ def _calibrate(steps: list[_Step], x: torch.Tensor) -> tuple[dict[str, float], t
     return peaks, h
 
 
-def _build_layers(steps, peaks, input_shape, input_format, weight_bits, act_bits, percentile) -> list:
+def _build_layers(steps, peaks, input_shape, input_format, weight_bits, act_bits, percentile, frac_bits) -> list:
     """Quantise the folded steps into layer records, threading shapes and formats along the chain.
 
-    Each weighted layer reads the format the layer before it writes; its bias is quantised at the
-    accumulator scale ``f_w + f_a_in`` in a word as wide as one product (at most 32 bits).
+    Each weighted layer reads the format the layer before it writes. Its bias is a word of
+    :func:`bias_word_bits` bits with the accumulator's scale ``f_w + f_a_in``, or fewer
+    fractional bits where the largest bias needs them (it then enters the accumulator shifted).
     """
     layers = []
     shape, fmt = input_shape, input_format
@@ -238,12 +263,20 @@ def _build_layers(steps, peaks, input_shape, input_format, weight_bits, act_bits
             if weight_bits is None:
                 w_fmt = b_fmt = Float32()
                 out_fmt = None if last else Float32()
+            elif frac_bits is not None:
+                w_fmt = Fixed(weight_bits, frac_bits)
+                b_fmt = Fixed(bias_word_bits(weight_bits, act_bits), frac_bits)
+                out_fmt = None if last else Fixed(act_bits, frac_bits)
             else:
                 w_fmt = format_for(step.weight, weight_bits, percentile)
-                b_fmt = Fixed(min(32, w_fmt.word_bits + fmt.word_bits), w_fmt.frac_bits + fmt.frac_bits)
+                b_bits = bias_word_bits(weight_bits, act_bits)
+                b_max = float(np.abs(step.bias).max()) if step.bias.size else 0.0
+                b_fmt = Fixed(b_bits, min(w_fmt.frac_bits + fmt.frac_bits, frac_bits_for(b_max, b_bits)))
                 out_fmt = None if last else format_for(np.array([peaks[step.name]]), act_bits)
-            weight = quantize(w_fmt, step.weight)
-            common = dict(name=step.name, in_shape=shape, weight=weight, bias=quantize(b_fmt, step.bias),
+            weight, bias = quantize(w_fmt, step.weight), quantize(b_fmt, step.bias)
+            if weight_bits is not None:
+                _report_saturation(step, weight, bias, w_fmt, b_fmt, out_fmt, peaks)
+            common = dict(name=step.name, in_shape=shape, weight=weight, bias=bias,
                           weight_format=w_fmt, bias_format=b_fmt, in_format=fmt, out_format=out_fmt,
                           activation="relu" if step.relu else "none")
             if step.kind == "conv2d":
@@ -261,3 +294,31 @@ def _build_layers(steps, peaks, input_shape, input_format, weight_bits, act_bits
             layers.append(Flatten(step.name, shape, out_shape, fmt))
         shape = out_shape
     return layers
+
+
+def bias_word_bits(weight_bits: int, act_bits: int) -> int:
+    """Width (bits) of an exported bias word: twice a product's width, at most 32 bits (int8
+    accelerators keep 32-bit biases beside 16-bit products)."""
+    return min(MAX_BIAS_BITS, 2 * (weight_bits + act_bits))
+
+
+def _saturated(fmt: Fixed, values: np.ndarray, words: np.ndarray) -> int:
+    """How many of ``values`` quantized to ``words`` were clipped to the format's range."""
+    real = np.ldexp(np.asarray(values, np.float64), fmt.frac_bits)
+    return int(np.sum(((words == fmt.raw_max) & (real > fmt.raw_max + 0.5))
+                      | ((words == fmt.raw_min) & (real < fmt.raw_min - 0.5))))
+
+
+def _report_saturation(step: _Step, weight: np.ndarray, bias: np.ndarray, w_fmt: Fixed, b_fmt: Fixed,
+                       out_fmt: Fixed | None, peaks: dict[str, float]) -> None:
+    """Log, as a warning, every tensor of a layer with saturated words (and calibration outputs
+    beyond the output format)."""
+    parts = []
+    for what, values, words, fmt in (("weights", step.weight, weight, w_fmt), ("biases", step.bias, bias, b_fmt)):
+        count = _saturated(fmt, values, words)
+        if count:
+            parts.append(f"{count} of {words.size} {what} saturate in {fmt.name}")
+    if out_fmt is not None and _saturated(out_fmt, np.array([peaks[step.name]]), quantize(out_fmt, [peaks[step.name]])):
+        parts.append(f"its largest calibration output {peaks[step.name]:.4g} saturates in {out_fmt.name}")
+    if parts:
+        logger.warning("layer %s: %s", step.name, "; ".join(parts))

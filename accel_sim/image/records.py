@@ -54,7 +54,9 @@ class WeightedLayer:
     weight : numpy.ndarray
         Raw words, ``(O, C, kh, kw)`` for conv2d, ``(O, F)`` for linear.
     bias : numpy.ndarray
-        Raw words at the accumulator scale (``weight_format.frac_bits + in_format.frac_bits``), ``(O,)``.
+        Raw words, ``(O,)``. A fixed-point bias has at most the accumulator's fractional bits
+        (``weight_format.frac_bits + in_format.frac_bits``) and enters the accumulator shifted left
+        by the difference (:attr:`bias_shift`).
     weight_format, bias_format, in_format : Format
         Formats of the stored weights, the bias, and the input activations.
     out_format : Format or None
@@ -97,9 +99,11 @@ class WeightedLayer:
                 self.weight_format.is_float != self.in_format.is_float:
             raise AccelSimError(f"layer {self.name}: weight, bias and input formats must be all fp32 or all fixed "
                                 f"point, got {self.weight_format.name}, {self.bias_format.name}, {self.in_format.name}")
-        if not self.bias_format.is_float and self.bias_format.frac_bits != self.acc_frac_bits:
-            raise AccelSimError(f"layer {self.name}: the bias is added to the accumulator, so its format needs "
-                                f"{self.acc_frac_bits} fractional bits (weight + input), got {self.bias_format.name}")
+        if not self.bias_format.is_float and not 0 <= self.bias_shift <= 64 - self.bias_format.word_bits:
+            raise AccelSimError(
+                f"layer {self.name}: the bias enters the accumulator shifted left to its scale, so its format needs "
+                f"{max(0, self.acc_frac_bits - 64 + self.bias_format.word_bits)}..{self.acc_frac_bits} fractional "
+                f"bits (at most the weight's plus the input's), got {self.bias_format.name}")
         if self.bias.shape != (self.out_channels,):
             raise AccelSimError(f"layer {self.name}: bias has shape {self.bias.shape}, expected ({self.out_channels},)")
 
@@ -111,6 +115,24 @@ class WeightedLayer:
     def acc_frac_bits(self) -> int:
         """Fractional bits of the accumulator (fixed point only)."""
         return self.weight_format.frac_bits + self.in_format.frac_bits
+
+    @property
+    def bias_shift(self) -> int:
+        """Left shift (bits) that brings a bias word to the accumulator's scale (fixed point only)."""
+        return self.acc_frac_bits - self.bias_format.frac_bits
+
+    @property
+    def bias_acc_bits(self) -> int:
+        """Width of a bias word at the accumulator's scale (bits): what the accumulator must hold."""
+        return self.bias_format.word_bits + self.bias_shift
+
+    def accumulator_bias(self, words: np.ndarray | None = None) -> np.ndarray:
+        """Bias words (default: the stored ones) at the accumulator's scale (``int64`` (O,); the
+        words themselves for fp32)."""
+        words = self.bias if words is None else np.asarray(words)
+        if self.bias_format.is_float:
+            return words
+        return np.asarray(words, dtype=np.int64) << np.int64(self.bias_shift)
 
     @property
     def weight_bits(self) -> int:

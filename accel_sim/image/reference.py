@@ -135,9 +135,10 @@ def weighted_layer(layer: WeightedLayer, x: np.ndarray, datapath: Datapath) -> n
         acc = (a.astype(np.float32) @ b.astype(np.float32)) + layer.bias
         out = apply_activation_float(acc, layer.activation, layer.threshold)
         return from_gemm(layer, out.astype(np.float32), len(x))
-    datapath.check_operands(layer.weight_format.word_bits, layer.in_format.word_bits, f"layer {layer.name}")
+    datapath.check_operands(layer.weight_format.word_bits, layer.in_format.word_bits, layer.bias_acc_bits,
+                            f"layer {layer.name}")
     acc = accumulate(a.astype(np.int64), b.astype(np.int64), datapath)
-    acc = add_bias(acc, layer.bias, datapath)
+    acc = datapath.add(acc, layer.accumulator_bias())  # the bias is the accumulator's last addition
     if layer.out_format is None:
         return from_gemm(layer, acc, len(x))  # logits stay in the accumulator
     t_acc = None if layer.threshold is None else threshold_to_acc(layer.threshold, layer.acc_frac_bits)
@@ -170,14 +171,6 @@ def _saturating_sums(rows: np.ndarray, cols: np.ndarray, datapath: Datapath) -> 
         products = rows[:, k].astype(object) * cols[:, k].astype(object) if wide else rows[:, k] * cols[:, k]
         acc = np.clip(acc + products, datapath.acc_min, datapath.acc_max)
     return acc.astype(np.int64)
-
-
-def add_bias(acc: np.ndarray, bias: np.ndarray, datapath: Datapath) -> np.ndarray:
-    """The bias is the accumulator's last addition."""
-    if datapath.overflow == "saturate" and datapath.acc_bits > 62:
-        total = acc.astype(object) + bias.astype(object)
-        return np.clip(total, datapath.acc_min, datapath.acc_max).astype(np.int64)
-    return datapath.overflow_acc(acc + bias)
 
 
 def max_pool(layer: MaxPool2d, x: np.ndarray) -> np.ndarray:

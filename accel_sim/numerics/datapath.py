@@ -53,13 +53,18 @@ class Datapath:
     def acc_max(self) -> int:
         return (1 << (self.acc_bits - 1)) - 1
 
-    def check_operands(self, weight_bits: int, act_bits: int, where: str) -> None:
-        """Refuse an accumulator narrower than one product of the given operand widths."""
+    def check_operands(self, weight_bits: int, act_bits: int, bias_bits: int, where: str) -> None:
+        """Refuse an accumulator narrower than one product of the given operand widths, or than the
+        bias as it enters the accumulator (``bias_bits``: its word plus its shift to the
+        accumulator's scale)."""
         if self.acc_bits < weight_bits + act_bits:
             raise AccelSimError(
                 f"acc_bits {self.acc_bits} is narrower than a product of {weight_bits}-bit weights and "
                 f"{act_bits}-bit activations ({weight_bits + act_bits} bits) in {where}"
             )
+        if self.acc_bits < bias_bits:
+            raise AccelSimError(f"acc_bits {self.acc_bits} is narrower than the bias at the accumulator's scale "
+                                f"({bias_bits} bits) in {where}")
 
     def overflow_acc(self, values: np.ndarray) -> np.ndarray:
         """Apply the accumulator's overflow mode to integers that may lie outside its range.
@@ -74,6 +79,19 @@ class Datapath:
             return values
         shift = np.int64(64 - self.acc_bits)
         return (values << shift) >> shift  # sign-extend the low acc_bits bits
+
+    def add(self, acc: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``acc + values`` through the accumulator's overflow mode, exact for any ``int64``
+        operands in the accumulator's range (also at 64 bits, where the sum can leave int64)."""
+        acc, values = np.asarray(acc, dtype=np.int64), np.asarray(values, dtype=np.int64)
+        with np.errstate(over="ignore"):
+            total = acc + values  # modulo 2**64
+        if self.overflow == "wrap":
+            return self.overflow_acc(total)
+        # the int64 sum overflowed where the operands share a sign that the sum lacks
+        overflowed = ((acc ^ total) & (values ^ total)) < 0
+        total = np.where(overflowed, np.where(values > 0, self.acc_max, self.acc_min), total)
+        return np.clip(total, self.acc_min, self.acc_max)
 
 
 def threshold_to_acc(threshold: float, acc_frac_bits: int) -> int:
@@ -134,15 +152,15 @@ def shift_round(values: np.ndarray, shift: int, rounding: str) -> np.ndarray:
     if shift <= 0:
         limit = np.int64(1 << max(0, 62 + shift))
         return np.clip(v, -limit, limit) << np.int64(-shift)
-    if shift >= 63:  # |v / 2**shift| < 1/2: floor gives 0 or -1, the nearest modes 0
+    if shift >= 64:  # |v / 2**shift| < 1/2: floor gives 0 or -1, the nearest modes 0
         return np.where(v < 0, -1, 0).astype(np.int64) if rounding == "floor" else np.zeros_like(v)
     s = np.int64(shift)
     if rounding == "floor":
         return v >> s
     check_mode("rounding", rounding, ROUNDING_MODES)
     half = np.int64(1) << (s - 1)
-    quotient = v >> s  # floor; the remainder below is in [0, 2**shift), so nothing overflows
-    remainder = v - (quotient << s)
+    quotient = v >> s  # floor
+    remainder = v - (quotient << s)  # in [0, 2**shift): exact, although quotient << 63 wraps
     if rounding == "nearest_up":
         round_up = remainder >= half
     else:

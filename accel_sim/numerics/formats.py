@@ -80,6 +80,12 @@ class Fixed:
         return (1 << (self.word_bits - 1)) - 1 if self.signed else (1 << self.word_bits) - 1
 
     @property
+    def signed_width(self) -> int:
+        """Bits of the narrowest two's complement word that holds every raw word (one more than
+        ``word_bits`` for unsigned formats)."""
+        return self.word_bits + (not self.signed)
+
+    @property
     def is_float(self) -> bool:
         return False
 

@@ -77,9 +77,20 @@ def load_weights(arch: str, path: str | os.PathLike | None = None) -> nn.Module:
         When the file is missing, unreadable, or holds weights of another architecture.
     """
     model = build_model(arch)
-    path = Path(path) if path is not None else zoo_weights_path(arch)
+    path = path if path is not None else zoo_weights_path(arch)
+    load_state(model, path, arch)
+    logger.info("loaded %s weights from %s", arch, path)
+    return model
+
+
+def load_state(model: nn.Module, path: str | os.PathLike, arch: str | None = None) -> nn.Module:
+    """Load a weights file (the zoo format, or a bare ``state_dict``) into ``model``, which must have
+    exactly its tensors and shapes; returns ``model`` in eval mode. ``arch`` names the
+    architecture a zoo-format file must hold (None: any)."""
+    path = Path(path)
+    what = arch or type(model).__name__
     if not path.is_file():
-        raise AccelSimError(f"weights file {str(path)!r} for {arch} does not exist")
+        raise AccelSimError(f"weights file {str(path)!r} for {what} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for foreign or damaged files
@@ -90,7 +101,7 @@ def load_weights(arch: str, path: str | os.PathLike | None = None) -> nn.Module:
                 f"weights file {str(path)!r} has format version {payload.get('version')}, this "
                 f"accel-sim reads version {WEIGHTS_VERSION}"
             )
-        if payload.get("arch") != arch:
+        if arch is not None and payload.get("arch") != arch:
             raise AccelSimError(
                 f"weights file {str(path)!r} holds {payload.get('arch')} weights, not {arch}"
             )
@@ -109,8 +120,6 @@ def load_weights(arch: str, path: str | os.PathLike | None = None) -> nn.Module:
             for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
             if keys
         )
-        raise AccelSimError(f"weights file {str(path)!r} does not fit the {arch} architecture ({detail})")
+        raise AccelSimError(f"weights file {str(path)!r} does not fit the {what} architecture ({detail})")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
-    model.eval()
-    logger.info("loaded %s weights from %s", arch, path)
-    return model
+    return model.eval()

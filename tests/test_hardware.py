@@ -17,12 +17,12 @@ from accel_sim.hardware import (
     load_preset,
     preset_names,
 )
-from accel_sim.hardware.compute import prepare_layer, run_layer
+from accel_sim.hardware.compute import WeightPatch, prepare_layer, run_layer
 from accel_sim.hardware.cycles import layer_cycles
 from accel_sim.hardware.dataflows import activation_stream, get_dataflow
 from accel_sim.hardware.lowering import GemmShape, gemm_shape
 from accel_sim.image import Conv2d, Linear
-from accel_sim.numerics import Fixed
+from accel_sim.numerics import Fixed, Float32
 from accel_sim.image.export import export_model
 from accel_sim.image.hdf5 import write_image
 from accel_sim.image.records import conv_output_hw
@@ -616,3 +616,22 @@ def test_cli_eval_image_with_hardware_and_report(tmp_path, capsys, calibration):
     assert "engine faithful" in capsys.readouterr().out
     assert main(["eval", "--image", str(path), "--hw", str(tmp_path / "none.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_fp32_faulty_weight_changes_only_its_own_filter():
+    """fp32 layers run through torch's convolution: a weight flipped to ~3e38 must leave every
+    other filter's outputs bit-identical (a Winograd-style algorithm would spread it)."""
+    rng = np.random.default_rng(3)
+    fp32 = Float32()
+    weight = (rng.standard_normal((64, 64, 3, 3)) * 0.05).astype(np.float32)
+    layer = Conv2d("c", (64, 16, 16), (64, 16, 16), weight, np.zeros(64, np.float32), fp32, fp32, fp32, fp32,
+                   padding=(1, 1))
+    x = torch.from_numpy(rng.standard_normal((8, 64, 16, 16)).astype(np.float32))
+    hw = load_preset("edge16")
+    flat = 5 * 64 * 9 + 1 * 9 + 4  # filter 5, channel 1, the kernel's centre
+    clean = run_layer(layer, prepare_layer(layer), x, hw, "fast")
+    faulty = run_layer(layer, prepare_layer(layer, WeightPatch(np.array([flat]), np.array([3e38], np.float32))),
+                       x, hw, "fast")
+    others = np.arange(64) != 5
+    assert torch.equal(clean[:, others], faulty[:, others])
+    assert not torch.isfinite(faulty[:, 5]).all()

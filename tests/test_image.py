@@ -322,3 +322,67 @@ def test_q15_16_alexnet_logits_equal_the_golden_reference(calibration):
 def test_bad_fixed_splits_are_refused(odd_model, calibration, kwargs, match):
     with pytest.raises(ValueError, match=match):
         export_model(odd_model, calibration, **kwargs)
+
+
+def test_input_normalisation_is_stored_and_used(odd_model, calibration, sample, tmp_path):
+    """A model trained with other input statistics: the export takes them, the image stores them,
+    and the golden reference feeds the model's own normalisation."""
+    from accel_sim.data import normalize
+
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    image = export_model(odd_model, calibration, None, model_name="oddnet", input_mean=mean, input_std=std)
+    back = read_image(write_image(image, tmp_path / "n.h5"))
+    assert (back.input_mean, back.input_std) == (mean, std) and not back.default_normalization
+    assert back.content_hash() == image.content_hash() != export_model(odd_model, calibration, None,
+                                                                       model_name="oddnet").content_hash()
+    with torch.no_grad():
+        expected = odd_model(torch.from_numpy(normalize(sample.images, mean, std))).numpy()
+    np.testing.assert_allclose(run_reference(back, sample.images, DP).logits, expected, atol=1e-4)
+    with pytest.raises(ValueError, match=r"input_std must be 3 finite numbers > 0"):
+        export_model(odd_model, calibration, None, input_mean=mean, input_std=(1.0, 0.0, 1.0))
+
+
+def test_schema_1_images_read_with_cifar10_normalisation(small_image, tmp_path):
+    path = write_image(small_image, tmp_path / "v2.h5")
+    with h5py.File(path, "r+") as f:
+        f.attrs["schema_version"] = 1
+        del f.attrs["input_mean"], f.attrs["input_std"]
+    old = read_image(path)
+    assert old.default_normalization and old.content_hash() == small_image.content_hash()
+    with h5py.File(path, "r+") as f:
+        f.attrs["schema_version"] = 2
+    with pytest.raises(ValueError, match="root attribute 'input_mean' is missing"):
+        read_image(path)
+
+
+def test_cli_exports_a_module_of_your_own(tmp_path, monkeypatch, capsys):
+    """``accel-sim export --module file.py:build --weights w.pt`` and ``pkg:build`` from the
+    current directory, with the model's own normalisation."""
+    (tmp_path / "tinynet.py").write_text(
+        "from torch import nn\n\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),\n"
+        "                         nn.Flatten(), nn.Linear(4 * 16 * 16, 10))\n")
+    torch.manual_seed(0)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("tinynet_test", tmp_path / "tinynet.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.save(module.build().state_dict(), tmp_path / "w.pt")
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--module", "tinynet:build", "--weights", "w.pt", "--format", "fixed16",
+                 "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25", "--calibration", "32", "-o", "a.h5"]) == 0
+    image = read_image(tmp_path / "a.h5")
+    assert image.model == "tinynet" and image.input_std == (0.25, 0.25, 0.25)
+    assert main(["export", "--module", str(tmp_path / "tinynet.py") + ":build", "--weights", "w.pt",
+                 "--format", "fp32", "--name", "tiny", "--calibration", "32", "-o", "b.h5"]) == 0
+    assert read_image(tmp_path / "b.h5").model == "tiny"
+    capsys.readouterr()
+    for argv, fragment in [(["--module", "tinynet:build"], "--module needs --weights"),
+                           (["--module", "tinynet:nope", "--weights", "w.pt"], "has no callable 'nope'"),
+                           (["--module", "no_such_module:build", "--weights", "w.pt"], "cannot import model module"),
+                           (["--module", "tinynet:build", "--weights", "w.pt", "--mean", "1,2"],
+                            "input_mean must be 3 finite numbers")]:
+        assert main(["export", *argv, "--format", "fixed8", "--calibration", "8", "-o", "x.h5"]) == 2
+        err = capsys.readouterr().err
+        assert fragment in err and err.count("\n") == 1, err

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import numpy as np
 
-from accel_sim.cli.common import MAX_IMAGES, MAX_SEED, add_data_options, integer, load_data_or_sample, number, print_table
+from accel_sim.cli.common import (
+    MAX_IMAGES,
+    MAX_SEED,
+    add_data_options,
+    comma_list,
+    integer,
+    load_data_or_sample,
+    number,
+    print_table,
+)
 from accel_sim.data import draw_sample
 from accel_sim.errors import AccelSimError
 from accel_sim.models import ARCHITECTURES
@@ -18,9 +27,20 @@ logger = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    ex = sub.add_parser("export", help="export a trained model to an accelerator image (HDF5)")
-    ex.add_argument("--model", required=True, choices=sorted(ARCHITECTURES))
-    ex.add_argument("--weights", type=Path, help="weights file (default: the zoo's)")
+    ex = sub.add_parser("export", help="export a trained model to an accelerator image (HDF5)",
+                        description="Fold, calibrate and quantise a zoo model (--model) or your own nn.Module "
+                                    "(--module) into an accelerator image.")
+    source = ex.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", choices=sorted(ARCHITECTURES), help="a zoo architecture")
+    source.add_argument("--module", metavar="MODULE:BUILD",
+                        help="your own model: pkg.mod:build or file.py:build, a callable returning the nn.Module "
+                             "(needs --weights)")
+    ex.add_argument("--weights", type=Path, help="weights file: a state_dict or the zoo format (default with "
+                                                  "--model: the zoo's)")
+    ex.add_argument("--name", help="model name stored in the image (default: the zoo name or the callable's)")
+    ex.add_argument("--mean", type=comma_list(float), help="per-channel input mean the model was trained with "
+                                                          "(default: CIFAR-10's)")
+    ex.add_argument("--std", type=comma_list(float), help="per-channel input std (default: CIFAR-10's)")
     ex.add_argument("--format", required=True, help="fp32 or fixedW (e.g. fixed16, fixed8)")
     ex.add_argument("--act-bits", type=integer(2, 32), help="activation word width (default: the weight width)")
     ex.add_argument("--weight-percentile", type=number(0, 100, low_open=True), help="size weight formats for this percentile of |w|")
@@ -49,9 +69,10 @@ def parse_image_format(text: str) -> int | None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from accel_sim.data import CIFAR10_MEAN, CIFAR10_STD
     from accel_sim.image.export import export_model
     from accel_sim.image.hdf5 import write_image
-    from accel_sim.models import load_weights, zoo_weights_path
+    from accel_sim.models import load_user_model, load_weights, zoo_weights_path
     from accel_sim.models.zoo import file_sha256
 
     weight_bits = parse_image_format(args.format)
@@ -59,13 +80,20 @@ def run_export(args: argparse.Namespace) -> int:
         raise AccelSimError(f"--format fixedW needs a word width W in 2..32 bits, got {args.format!r}")
     if weight_bits is None and args.act_bits is not None:
         raise AccelSimError("--act-bits needs a fixed-point --format: an fp32 image stores float32 activations")
-    weights = args.weights if args.weights is not None else zoo_weights_path(args.model)
-    model = load_weights(args.model, weights)
+    if args.module is not None:
+        if args.weights is None:
+            raise AccelSimError("--module needs --weights (a state_dict file of the model it builds)")
+        model, weights = load_user_model(args.module, args.weights), args.weights
+        name = args.name or Path(args.module.rpartition(":")[0]).stem.rpartition(".")[2]
+    else:
+        weights = args.weights if args.weights is not None else zoo_weights_path(args.model)
+        model, name = load_weights(args.model, weights), args.name or args.model
     train = load_data_or_sample(args.data_dir, "train", args.download)
     calibration = draw_sample(train, args.calibration, np.random.default_rng(args.seed))
-    image = export_model(model, calibration.images, weight_bits, args.act_bits, model_name=args.model,
+    image = export_model(model, calibration.images, weight_bits, args.act_bits, model_name=name,
                          class_names=train.class_names, source_sha256=file_sha256(weights),
-                         weight_percentile=args.weight_percentile, frac_bits=args.frac_bits)
+                         weight_percentile=args.weight_percentile, frac_bits=args.frac_bits,
+                         input_mean=args.mean or CIFAR10_MEAN, input_std=args.std or CIFAR10_STD)
     write_image(image, args.output)
     print(f"wrote {args.output}: {image.model} {image.format_name}, {len(image.layers)} layers, "
           f"{image.weight_bits:,} weight bits; calibrated on {calibration.name}")
@@ -82,6 +110,8 @@ def run_inspect(args: argparse.Namespace) -> int:
     sources = {int(k): v.get("source", "given") for k, v in hardening.get("layers", {}).items()}
     print(f"{args.image}: model {image.model}, format {image.format_name}, input {image.input_shape} "
           f"as {image.input_format.name}, {len(image.class_names)} classes, schema tool {image.tool_version}")
+    print(f"input normalisation: (x/255 - mean) / std, mean {', '.join(f'{v:g}' for v in image.input_mean)}, "
+          f"std {', '.join(f'{v:g}' for v in image.input_std)}{' (CIFAR-10)' if image.default_normalization else ''}")
     rows = []
     for i, layer in enumerate(image.layers):
         row = {"#": i, "op": layer.op, "name": layer.name, "in": "x".join(map(str, layer.in_shape)),

@@ -112,21 +112,24 @@ def draw_sample(data: ImageSet, count: int, rng: np.random.Generator) -> ImageSe
     return ImageSet(data.images[idx], data.labels[idx], f"{data.name}, {count} drawn", data.class_names)
 
 
-def normalize(images: np.ndarray) -> np.ndarray:
-    """Scale ``uint8`` pixels to the networks' input: ``(x / 255 - mean) / std`` per channel.
+def normalize(images: np.ndarray, mean: tuple[float, ...] = CIFAR10_MEAN,
+              std: tuple[float, ...] = CIFAR10_STD) -> np.ndarray:
+    """Scale ``uint8`` pixels to a network's input: ``(x / 255 - mean) / std`` per channel.
 
     Parameters
     ----------
     images : numpy.ndarray
-        ``uint8`` array of shape ``(N, 3, H, W)``.
+        ``uint8`` array of shape ``(N, C, H, W)``.
+    mean, std : tuple of float
+        One value per channel (default: CIFAR-10's training-set statistics).
 
     Returns
     -------
     numpy.ndarray
         ``float32`` array of the same shape.
     """
-    mean = np.asarray(CIFAR10_MEAN, np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(CIFAR10_STD, np.float32).reshape(1, 3, 1, 1)
+    mean = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
     return ((images.astype(np.float32) / np.float32(255.0)) - mean) / std
 
 

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from accel_sim import __version__
-from accel_sim.data import normalize
+from accel_sim.data import CIFAR10_MEAN, CIFAR10_STD, normalize
 from accel_sim.errors import AccelSimError
-from accel_sim.image.records import Conv2d, Flatten, Image, Linear, MaxPool2d, conv_output_hw
+from accel_sim.image.records import Conv2d, Flatten, Image, Linear, MaxPool2d, check_normalization, conv_output_hw
 from accel_sim.numerics import Fixed, Float32, format_for, frac_bits_for, quantize
 from accel_sim.numerics.formats import MAX_ABS_FRAC_BITS
 
@@ -66,6 +66,8 @@ def export_model(
     source_sha256: str = "",
     weight_percentile: float | None = None,
     frac_bits: int | None = None,
+    input_mean: tuple[float, ...] = CIFAR10_MEAN,
+    input_std: tuple[float, ...] = CIFAR10_STD,
 ) -> Image:
     """Fold, calibrate and quantise ``model`` into an :class:`Image`.
 
@@ -87,6 +89,9 @@ def export_model(
         One fixed split for every tensor (weights, biases, activations, input): ``frac_bits``
         fractional bits, e.g. 16 with 32-bit words for Q15.16; None sizes each tensor's format
         from its calibrated range.
+    input_mean, input_std : tuple of float
+        The normalisation the model was trained with, one value per input channel: pixels enter
+        as ``(x / 255 - mean) / std``. Stored in the image (default: CIFAR-10's statistics).
 
     Values that saturate (outside a user-given split, or past a weight percentile) are counted
     and logged per layer as warnings.
@@ -105,8 +110,9 @@ def export_model(
     if calibration.dtype != np.uint8 or calibration.ndim != 4 or len(calibration) == 0:
         raise AccelSimError(f"calibration images must be a non-empty uint8 array (N, C, H, W), got "
                          f"{calibration.dtype} {calibration.shape}")
+    input_mean, input_std = check_normalization(input_mean, input_std, calibration.shape[1])
     steps = fold_chain(model)
-    x = torch.from_numpy(normalize(calibration))
+    x = torch.from_numpy(normalize(calibration, input_mean, input_std))
     peaks, out = _calibrate(steps, x)
     with torch.no_grad():
         expected = model.eval()(x).double()
@@ -124,7 +130,7 @@ def export_model(
         input_format = format_for(np.array([peaks["input"]]), act_bits)
     layers = _build_layers(steps, peaks, input_shape, input_format, weight_bits, act_bits, weight_percentile, frac_bits)
     image = Image(model_name, image_format_name(weight_bits, act_bits), input_shape, input_format, class_names,
-                  tuple(layers), source_sha256, __version__)
+                  tuple(layers), source_sha256, __version__, input_mean=input_mean, input_std=input_std)
     logger.info("exported %s as %s: %d layers, %d weight bits", model_name, image.format_name,
                 len(image.layers), image.weight_bits)
     return image

@@ -1,4 +1,4 @@
-"""Reading and writing accelerator images: HDF5 schema version 1 (documented in docs/image-format.md).
+"""Reading and writing accelerator images: HDF5 schema version 2 (documented in docs/image-format.md).
 
 Writing goes to a temporary file that is renamed at the end, so a crash never leaves a partial
 image. Reading validates everything the emulator relies on and names the file and the layer in
@@ -38,7 +38,7 @@ _COMPRESS_MIN_ELEMENTS = 1024  # smaller datasets are not worth a chunked, filte
 
 
 def write_image(image: Image, path: str | os.PathLike) -> Path:
-    """Write ``image`` to ``path`` (HDF5, schema version 1)."""
+    """Write ``image`` to ``path`` (HDF5, schema version :data:`SCHEMA_VERSION`)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -54,6 +54,8 @@ def write_image(image: Image, path: str | os.PathLike) -> Path:
                 "source_sha256": image.source_sha256,
                 "tool_version": image.tool_version,
                 "num_layers": len(image.layers),
+                "input_mean": np.asarray(image.input_mean, np.float64),
+                "input_std": np.asarray(image.input_std, np.float64),
             })
             if image.hardening:
                 f.attrs["hardening"] = image.hardening
@@ -167,9 +169,25 @@ def _read(f: h5py.File, path: Path) -> Image:
         source_sha256=text(attrs.get("source_sha256", ""), "root attribute source_sha256"),
         tool_version=text(attrs.get("tool_version", ""), "root attribute tool_version"),
         hardening=text(attrs.get("hardening", ""), "root attribute hardening"),
+        **_normalization(attrs, version),
     )
     check_format_name(image)
     return image
+
+
+def _normalization(attrs, version: int) -> dict:
+    """``input_mean`` and ``input_std`` (schema 2 on; schema 1 images all used CIFAR-10's)."""
+    if version < 2:
+        return {}
+    out = {}
+    for key in ("input_mean", "input_std"):
+        if key not in attrs:
+            raise AccelSimError(f"root attribute {key!r} is missing")
+        values = np.atleast_1d(np.asarray(attrs[key]))
+        if values.ndim != 1 or not np.issubdtype(values.dtype, np.floating):
+            raise AccelSimError(f"root attribute {key} must be a list of numbers, got {attrs[key]!r}")
+        out[key] = tuple(values.tolist())
+    return out
 
 
 def check_format_name(image: Image) -> None:

@@ -14,11 +14,13 @@ from typing import ClassVar
 
 import numpy as np
 
+from accel_sim.data import CIFAR10_MEAN, CIFAR10_STD
 from accel_sim.errors import AccelSimError
 from accel_sim.numerics import ACTIVATIONS, Format, parse_format
 
 SCHEMA_NAME = "accel-sim-image"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_HASH_LAYOUT = 1  # what content_hash digests; unchanged by schema versions that store the same computation
 
 
 def conv_output_hw(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int],
@@ -251,6 +253,9 @@ class Image:
         Provenance of the activation thresholds (JSON written by :mod:`accel_sim.mitigation`:
         method, where each threshold came from, the settings that chose it); "" for an image as
         exported. Not part of :meth:`content_hash`: it describes the computation, it is not one.
+    input_mean, input_std : tuple of float
+        Per-channel normalisation of the ``uint8`` pixels before quantisation,
+        ``(x / 255 - mean) / std`` (default: CIFAR-10's statistics).
     """
 
     model: str
@@ -262,12 +267,22 @@ class Image:
     source_sha256: str = ""
     tool_version: str = ""
     hardening: str = ""
+    input_mean: tuple[float, ...] = CIFAR10_MEAN
+    input_std: tuple[float, ...] = CIFAR10_STD
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
         object.__setattr__(self, "class_names", tuple(self.class_names))
+        mean, std = check_normalization(self.input_mean, self.input_std, self.input_shape[0] if self.input_shape else 0)
+        object.__setattr__(self, "input_mean", mean)
+        object.__setattr__(self, "input_std", std)
         check_chain(self)
+
+    @property
+    def default_normalization(self) -> bool:
+        """Whether the image normalises its input with CIFAR-10's statistics."""
+        return (self.input_mean, self.input_std) == (tuple(CIFAR10_MEAN), tuple(CIFAR10_STD))
 
     @property
     def weighted_layers(self) -> tuple[WeightedLayer, ...]:
@@ -286,8 +301,10 @@ class Image:
     @functools.cached_property
     def _content_hash(self) -> str:
         digest = hashlib.sha256()
-        digest.update(repr((SCHEMA_VERSION, self.model, self.format_name, self.input_shape,
-                            self.input_format.name, self.class_names)).encode())
+        head = (_HASH_LAYOUT, self.model, self.format_name, self.input_shape, self.input_format.name, self.class_names)
+        if not self.default_normalization:  # images with CIFAR-10's (all of schema 1) keep their hash
+            head += (self.input_mean, self.input_std)
+        digest.update(repr(head).encode())
         for layer in self.layers:
             fields = {f.name: getattr(layer, f.name) for f in dataclasses.fields(layer)}
             arrays = {k: v for k, v in fields.items() if isinstance(v, np.ndarray)}
@@ -297,6 +314,21 @@ class Image:
             for key in sorted(arrays):
                 digest.update(np.ascontiguousarray(arrays[key]).tobytes())
         return digest.hexdigest()
+
+
+def check_normalization(mean, std, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel input normalisation, checked: ``channels`` finite means and as many finite
+    standard deviations > 0; returned as tuples of float."""
+    out = []
+    for name, values, low in (("input_mean", mean, -np.inf), ("input_std", std, 0.0)):
+        ok = isinstance(values, (tuple, list, np.ndarray)) and len(values) == channels and all(
+            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+            and np.isfinite(v) and v > low for v in values)
+        if not ok:
+            rule = "finite numbers" if name == "input_mean" else "finite numbers > 0"
+            raise AccelSimError(f"{name} must be {channels} {rule} (one per input channel), got {values!r}")
+        out.append(tuple(float(v) for v in values))
+    return out[0], out[1]
 
 
 def check_chain(image: Image) -> None:

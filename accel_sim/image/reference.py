@@ -61,7 +61,7 @@ def quantize_input(image: Image, images: np.ndarray) -> np.ndarray:
     if images.dtype != np.uint8 or tuple(images.shape[1:]) != image.input_shape:
         raise AccelSimError(f"input images must be uint8 of shape (N, {', '.join(map(str, image.input_shape))}), "
                          f"got {images.dtype} {images.shape}")
-    return quantize(image.input_format, normalize(images))
+    return quantize(image.input_format, normalize(images, image.input_mean, image.input_std))
 
 
 def make_output(image: Image, raw_logits: np.ndarray) -> RunOutput:

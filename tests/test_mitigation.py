@@ -30,9 +30,11 @@ from accel_sim.mitigation import (
     read_thresholds,
     tune_thresholds,
     with_activation,
+    with_thresholds,
     write_thresholds,
 )
 from accel_sim.mitigation import tune as tune_module
+from accel_sim.mitigation.profile import TailProfiler
 from accel_sim.models import load_weights
 
 HW = HardwareConfig("t", 8, 8)
@@ -106,6 +108,25 @@ def test_fixed_point_profile_keeps_every_profiled_activation(small_images, train
     assert not np.array_equal(acc.run(lower, images).raw_logits, acc.run(image, images).raw_logits)
     p90 = profile_act_max(image, images, acc, percentile=90.0)
     assert all(0 < p90[i] < act_max[i] for i in act_max)
+
+
+@pytest.mark.parametrize("fmt", ["fp32", "fixed16"])
+def test_tail_profiler_equals_a_profile_from_the_input(small_images, train, fmt):
+    """Fixing thresholds layer by layer, the incremental profile of the layers from L on equals a
+    fresh one of the same network (percentiles too), and it goes back to the input when asked for
+    an earlier layer."""
+    base = small_images[fmt]
+    images, acc = train.images[:60], Accelerator(HW, batch_size=25)
+    layers = activation_layers(base)
+    for percentile in (None, 95.0):
+        profiler, fixed = TailProfiler(images, acc, percentile), {}
+        for layer in layers:
+            current = with_thresholds(base, "clipact", fixed)
+            tail = [i for i in layers if i >= layer]
+            got = profiler.act_max(current, tail)
+            assert got == profile_act_max(current, images, acc, tail, percentile)
+            fixed[layer] = got[layer] * 0.6  # a threshold that clips: later layers' profiles change
+        assert profiler.act_max(base, layers) == profile_act_max(base, images, acc, layers, percentile)
 
 
 def test_harden_records_provenance_and_changes_the_hash(small_images, tmp_path):

@@ -15,7 +15,9 @@ the whole faulty network from its input. ``fast`` scores each distinct candidate
 per fault map, the network up to L's activation unit once and runs only the layers after it per
 candidate; and re-runs those layers only for the images whose activation output differs from
 that of a candidate already scored on the same map (the layers after L see the same words, so
-they give the same prediction).
+they give the same prediction). Its re-profiling (step 1) starts from the profiling images'
+words at the previous layer, kept from the previous step (:class:`TailProfiler`); ``naive``
+profiles from the input each time.
 
 A state file (JSON) records every finished layer, so a killed tuning continues with the next
 untuned layer; it is used only by a tuning of the same image, data and settings.
@@ -43,9 +45,10 @@ from accel_sim.faults.model import COUNT_MODES, MODELS, SITES
 from accel_sim.hardware import Accelerator
 from accel_sim.image import Image
 from accel_sim.mitigation.apply import activation_layers, check_method, with_activation, with_thresholds
-from accel_sim.mitigation.profile import profile_act_max
+from accel_sim.mitigation.profile import TailProfiler, profile_act_max
 from accel_sim.mitigation.search import Round, SearchSettings, area_under_curve, interval_search
 from accel_sim.mitigation.thresholds import Thresholds
+from accel_sim.numerics import threshold_to_acc
 
 logger = logging.getLogger(__name__)
 
@@ -178,13 +181,15 @@ def tune_thresholds(image: Image, accelerator: Accelerator, profile: ImageSet, t
     state = _load_state(state_path, tuning_key(base, accelerator, settings, profile, tune))
     tuned = {int(k): v["threshold"] for k, v in state["layers"].items()}
     bounds = {int(k): v["act_max"] for k, v in state["layers"].items()}
+    profiler = TailProfiler(profile.images, accelerator, settings.percentile) if mode == "fast" else None
     for layer in targets:
         if layer in tuned:
             continue
         started = time.perf_counter()
         tail = [i for i in targets if i >= layer]
-        act_max = profile_act_max(with_thresholds(base, settings.method, tuned), profile.images, accelerator, tail,
-                                  settings.percentile)
+        current = with_thresholds(base, settings.method, tuned)
+        act_max = (profiler.act_max(current, tail) if profiler is not None else
+                   profile_act_max(current, profile.images, accelerator, tail, settings.percentile))
         network = with_thresholds(base, settings.method, {**tuned, **act_max})
         scorer = _LayerScorer(network, layer, accelerator, tune, settings, mode, cache_mib)
         bar = tqdm(total=settings.search.max_rounds, desc=f"tune layer {layer} ({image.layers[layer].name})",
@@ -216,6 +221,7 @@ class _LayerScorer:
         self.maps = [(rate, trial, self._draw(rate, trial)) for rate in settings.rates for trial in range(settings.trials)]
         self.cache_bytes = cache_mib * 2**20
         self._pre: dict[int, torch.Tensor] = {}  # map → activation-unit inputs of all tuning images
+        self._ready: dict[int, object] = {}  # map → its prepared faulty layers
         self._correct: dict[int, dict[float, np.ndarray]] = {m: {} for m in range(len(self.maps))}
         self.on_round = lambda n: None
         self.scored = self.suffix_runs = self.suffix_possible = 0
@@ -258,7 +264,9 @@ class _LayerScorer:
     def _fast(self, thresholds: list[float]) -> dict[int, dict[float, np.ndarray]]:
         acc = self.accelerator
         for m, (_, _, fmap) in enumerate(self.maps):
-            ready = prepare_permanent_faults(acc, self.network, fmap)
+            ready = self._ready.get(m)
+            if ready is None:  # kept from round to round: the network and the map stay
+                ready = self._ready[m] = prepare_permanent_faults(acc, self.network, fmap)
             pre = self._pre.get(m)
             if pre is None:
                 pre = self._prefix(ready)
@@ -266,28 +274,44 @@ class _LayerScorer:
                     self._pre[m] = pre
             scored = self._correct[m]
             for t in thresholds:
-                words = acc.activate(self._candidate(t), pre)
                 correct = np.zeros(len(self.tune), dtype=bool)
                 todo = np.arange(len(self.tune))
                 if scored:
                     ref = min(scored, key=lambda s: abs(s - t))
-                    same = (words == acc.activate(self._candidate(ref), pre)).reshape(len(words), -1).all(dim=1).numpy()
-                    correct[same] = scored[ref][same]
-                    todo = np.flatnonzero(~same)
+                    differs = self._may_differ(pre, t, ref)
+                    correct[~differs] = scored[ref][~differs]
+                    todo = np.flatnonzero(differs)
+                words = acc.activate(self._candidate(t), pre[torch.from_numpy(todo)])
                 # images whose output words are all zero (every one at T = 0) share one prediction
-                silent = (words == 0).reshape(len(words), -1).all(dim=1).numpy()[todo]
+                silent = (words == 0).flatten(1).all(dim=1).numpy()
                 if silent.sum() > 1:
-                    shared = self._suffix(words[torch.from_numpy(todo[silent][:1])], ready)[0]
+                    first = int(np.flatnonzero(silent)[0])
+                    shared = self._suffix(words[first:first + 1], ready)[0]
                     correct[todo[silent]] = shared == self.tune.labels[todo[silent]]
-                    todo = todo[~silent]
                     self.suffix_runs += 1
+                    words, todo = words[torch.from_numpy(~silent)], todo[~silent]
                 for start in range(0, todo.size, acc.batch_size):
                     rows = todo[start:start + acc.batch_size]
-                    correct[rows] = self._suffix(words[torch.from_numpy(rows)], ready) == self.tune.labels[rows]
+                    correct[rows] = self._suffix(words[start:start + acc.batch_size], ready) == self.tune.labels[rows]
                 self.suffix_runs += todo.size
                 self.suffix_possible += len(self.tune)
                 scored[t] = correct
         return self._correct
+
+    def _may_differ(self, pre: torch.Tensor, t: float, ref: float) -> np.ndarray:
+        """Per image (bool (N,)): whether the tuned layer's output words under thresholds ``t`` and
+        ``ref`` can differ, from its activation-unit inputs ``pre``. With T1 < T2, clipact outputs
+        differ only where T1 < x ≤ T2 and clamp outputs only where x > T1 (NaN takes neither
+        branch: both give 0, or both NaN); compared in the unit's own terms (float32 values, or
+        accumulator integers)."""
+        layer = self.network.layers[self.layer]
+        low, high = sorted((t, ref))
+        if not layer.weight_format.is_float:
+            low, high = (threshold_to_acc(v, layer.acc_frac_bits) for v in (low, high))
+        changed = pre > low
+        if self.settings.method == "clipact":
+            changed &= pre <= high
+        return changed.flatten(1).any(dim=1).numpy()
 
     def _suffix(self, words: torch.Tensor, ready) -> np.ndarray:
         """Predictions of the layers after the tuned one on its output words (a batch)."""

@@ -18,7 +18,7 @@ from scipy import stats
 from accel_sim.campaign import build_context, campaign_from_dict, load_campaign, plan_jobs, read_results, run_campaign, run_job
 from accel_sim.campaign.report import area_under_curve, auc_summary, summarize
 from accel_sim.campaign.runner import folder_lock
-from accel_sim.campaign.store import TIMING_COLUMNS, rows_as_dicts
+from accel_sim.campaign.store import TIMING_COLUMNS, ResultsStore, rows_as_dicts
 from accel_sim.cli import main
 
 SMALL = """
@@ -346,3 +346,66 @@ def test_error_names_the_key_and_line(tmp_path):
     text = SMALL.replace("trials = 4", "trials = 4\nratez = 3")
     with pytest.raises(ValueError, match=r"faults\.ratez \(line \d+\) is not a known key"):
         campaign_from_dict(tomllib.loads(text), "c.toml", text)
+
+
+def test_trials_grow_until_each_mean_meets_the_ci_target(tmp_path):
+    """With target_ci95, a mean whose CI is too wide after min_trials gets twice the trials (up to
+    trials); narrow ones stop; the rounds are decided on exactly the planned trials, so a run
+    killed midway and resumed ends with the same rows."""
+    from accel_sim.campaign.report import ci95_half_width, summarize
+
+    text = SMALL.replace("trials = 4", "trials = 16\ntarget_ci95 = 3.0\nmin_trials = 2").replace(
+        "rates = [1e-6, 1e-5]", "rates = [3e-7, 1e-5]")
+    config = load_campaign(write_campaign(tmp_path, text))
+    rows = read_results(run_campaign(config, progress=False))[1]
+    summary = {(s.variant, s.rate): s for s in summarize(rows, ["relu", "clipact"])}
+    counts = {cell: s.trials for cell, s in summary.items()}
+    assert set(counts.values()) <= {2, 4, 8, 16} and max(counts.values()) > 2 and min(counts.values()) < 16
+    names = np.array([v.decode() for v in rows["variant"]])
+    accuracy = 100.0 * rows["correct"] / rows["total"]
+    for (variant, rate), n in counts.items():
+        assert summary[(variant, rate)].ci95 <= 3.0 or n == 16
+        if n > 2:  # it grew: the round before it was too wide
+            sel = (names == variant) & (rows["rate"] == rate) & (rows["trial"] < n // 2)
+            assert ci95_half_width(accuracy[sel]) > 3.0
+    # resume from a prefix of the rows (a kill midway through the second round)
+    partial = tmp_path / "partial"
+    config2 = load_campaign(write_campaign(tmp_path, text, "d.toml"))
+    first = rows[rows["trial"] < 2]
+    store = ResultsStore(partial / "results.h5", config2.name, build_context(config2, partial).resolved())
+    for row in rows_as_dicts(np.concatenate([first, rows[rows["trial"] == 2][:1]])):
+        store.add(row)
+    resumed = read_results(run_campaign(config2, partial, progress=False))[1]
+    assert comparable(resumed) == comparable(rows)
+
+
+def test_resilience_analysis_by_layer_and_bit(tmp_path, capsys):
+    """fp32 AlexNet: flips of the exponent's top bit wreck it, flips of the lowest mantissa bit
+    change nothing; a cell's result does not depend on the other cells run; the CLI writes the
+    CSV and the plots."""
+    from accel_sim.campaign.analysis import AnalysisSettings, analysis_cells, analyze
+    from accel_sim.data import draw_sample, load_bundled_sample
+    from accel_sim.hardware import Accelerator, load_preset
+    from accel_sim.image.export import export_model
+    from accel_sim.image.hdf5 import write_image
+    from accel_sim.models import load_weights
+
+    calibration = draw_sample(load_bundled_sample("train"), 32, np.random.default_rng(0)).images
+    image = export_model(load_weights("alexnet"), calibration, None, model_name="alexnet")
+    test = load_bundled_sample("test").subset(40)
+    acc = Accelerator(load_preset("edge16"), batch_size=40)
+    settings = AnalysisSettings(rate=1e-6, trials=1, seed=3)
+    assert [b for _, b in analysis_cells(image, acc, settings, "bit")] == list(range(32))
+    clean, both = analyze(image, acc, test.images, test.labels, settings, ("layer", "bit"))
+    by_bit = {r.bit: r for r in both if r.grouping == "bit"}
+    assert by_bit[30].drop > 50 and by_bit[0].drop == 0 and by_bit[30].mean_faults > 0
+    _, layers_only = analyze(image, acc, test.images, test.labels, settings, ("layer",))
+    assert layers_only == [r for r in both if r.grouping == "layer"]
+    assert [r.layer for r in layers_only] == [i for i, layer in enumerate(image.layers) if hasattr(layer, "bias")]
+    path = write_image(image, tmp_path / "a.h5")
+    assert main(["analyze", "--image", str(path), "--by", "layer", "--trials", "2", "--subset", "20",
+                 "--rate", "1e-7", "--no-progress", "-o", str(tmp_path / "an")]) == 0
+    assert (tmp_path / "an" / "analysis.csv").is_file() and (tmp_path / "an" / "by_layer.png").is_file()
+    capsys.readouterr()
+    assert main(["analyze", "--image", str(path), "--by", "neuron", "-o", str(tmp_path / "x")]) == 2
+    assert "--by takes groupings among layer, bit, layer-bit" in capsys.readouterr().err

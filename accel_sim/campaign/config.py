@@ -6,12 +6,14 @@ Layout (see ``campaigns/quickstart.toml``)::
     seed = 1234                    # required, >= 0
     output = "results/quickstart"  # output folder (relative to the current directory)
 
-    [model]        zoo = "alexnet" | image = "file.h5";  format = "fp32" | "fixedW"
+    [model]        zoo = "alexnet" | image = "file.h5";  format = "fp32" | "fixedW" | "fixedW.F"
                    calibration = 512   (images that set the fixed-point formats)
     [data]         source = "bundled" | "cifar10";  folder = "..." (cifar10; default $ACCEL_SIM_DATA)
                    split = "test";  count = 1000;  offset = 0;  profile_count = 512
     [hardware]     preset = "edge16" (a built-in preset) | file = "my.toml"
-    [faults]       site, model, persistence, count_mode, rates = [...], trials, layers, bits, registers
+    [faults]       site, model, persistence, count_mode, rates = [...], trials, layers, bits, registers,
+                   target_ci95 (pp; 0 = off), min_trials: with a target, trials grow from min_trials
+                   (doubling, up to trials) until each mean's 95 % CI half-width is at most it
     [[variants]]   name, activation = "relu" | "clipact" | "clamp",
                    thresholds = "act_max" | "tuned" | "file.toml" (see accel_sim.mitigation.thresholds), format
     [tuning]       how "tuned" thresholds are tuned: site, model, count_mode, rates, trials,
@@ -37,7 +39,7 @@ from accel_sim.hardware.config import preset_names
 from accel_sim.mitigation import ACTIVATIONS, MODES, SearchSettings, TuneSettings
 
 ENGINES = ("local", "dask")
-_FORMAT_RE = re.compile(r"^(fp32|fixed\d+)$")
+_FORMAT_RE = re.compile(r"^(fp32|fixed\d+(\.-?\d+)?)$")  # fixedW.F: F fractional bits in every tensor
 MAX_NAME = 64  # characters of a campaign or variant name (the results store keeps 64-byte names)
 _NAME_RE = re.compile(rf"[A-Za-z0-9_.-]{{1,{MAX_NAME}}}")
 MAX_JOBS = 1_000_000  # variants × rates × trials: the results of more do not fit a results file
@@ -78,6 +80,13 @@ class FaultSpec:
     layers: tuple[int, ...] = ()
     bits: tuple[int, ...] = ()
     registers: tuple[str, ...] = ()
+    target_ci95: float = 0.0
+    min_trials: int = 10
+
+    @property
+    def first_trials(self) -> int:
+        """Trials of every (variant, rate) in the first round: all of them without a CI target."""
+        return min(self.min_trials, self.trials) if self.target_ci95 else self.trials
 
     def draw_spec(self, rate: float) -> DrawSpec:
         return DrawSpec(self.site, rate, self.model, self.persistence, self.count_mode,
@@ -255,7 +264,8 @@ def _check_values(c: CampaignConfig, fail) -> None:
     if m.image and not Path(m.image).is_file():
         raise fail("model.image", f"names a missing file {m.image!r}")
     if not _FORMAT_RE.match(m.format):
-        raise fail("model.format", f"must be fp32 or fixedW (e.g. fixed16), got {m.format!r}")
+        raise fail("model.format", f"must be fp32, fixedW (e.g. fixed16) or fixedW.F (e.g. fixed32.16), "
+                                   f"got {m.format!r}")
     for key, value, low in (("model.calibration", m.calibration, 1), ("data.count", d.count, 1),
                             ("data.offset", d.offset, 0), ("data.profile_count", d.profile_count, 1),
                             ("faults.trials", f.trials, 1), ("execution.workers", e.workers, 1),
@@ -286,6 +296,11 @@ def _check_values(c: CampaignConfig, fail) -> None:
                 raise fail(key, f"must lie in 0..{high}, got {value}")
     if f.registers and f.site != "pe":
         raise fail("faults.registers", f"restricts PE faults only, but faults.site is {f.site!r}")
+    if not (0 <= f.target_ci95 <= 100):  # NaN fails too
+        raise fail("faults.target_ci95", f"must be a half-width in percentage points in [0, 100] (0: no target), "
+                                         f"got {f.target_ci95!r}")
+    if f.min_trials < 2:
+        raise fail("faults.min_trials", f"must be >= 2 (a confidence interval needs two trials), got {f.min_trials}")
     if not f.rates:
         raise fail("faults.rates", "must list at least one fault rate")
     for rate in f.rates:
@@ -312,7 +327,7 @@ def _check_values(c: CampaignConfig, fail) -> None:
         if v.activation == "relu" and v.thresholds:
             raise fail(f"variants[{i}].thresholds", "goes with activation clipact or clamp, not relu")
         if v.format and not _FORMAT_RE.match(v.format):
-            raise fail(f"variants[{i}].format", f"must be fp32 or fixedW, got {v.format!r}")
+            raise fail(f"variants[{i}].format", f"must be fp32, fixedW or fixedW.F, got {v.format!r}")
     t = c.tuning
     if t.mode not in MODES:
         raise fail("tuning.mode", f"must be one of {', '.join(MODES)}, got {t.mode!r}")

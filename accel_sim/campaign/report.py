@@ -44,12 +44,21 @@ def summarize(rows: np.ndarray, variants: list[str], baseline: str | None = None
             a = acc[sel]
             n = int(sel.sum())
             std = float(np.std(a, ddof=1)) if n > 1 else 0.0
-            half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else 0.0
+            half = ci95_half_width(a)
             means[(variant, rate)] = float(a.mean())
             out.append((variant, rate, n, float(a.mean()), half, std, float(rows["faults"][sel].mean()),
                         int(rows["nan_count"][sel].sum())))
     return [SummaryRow(v, r, n, m, h, s, m - means.get((baseline, r), float("nan")), f, nan)
             for v, r, n, m, h, s, f, nan in out]
+
+
+def ci95_half_width(values: np.ndarray) -> float:
+    """Half-width of the 95 % confidence interval of the mean of ``values`` (Student t, n − 1
+    degrees of freedom); 0 for fewer than two values."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    return float(stats.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
 
 
 def area_under_curve(summary: list[SummaryRow], variant: str) -> float:
@@ -82,7 +91,7 @@ def auc_summary(rows: np.ndarray, variants: list[str]) -> list[AucRow]:
             by_trial.setdefault(int(trial), {})[float(rate)] = float(a)
         aucs = np.array([auc_of([points[r] for r in rates]) for points in by_trial.values() if len(points) == len(rates)])
         n = aucs.size
-        half = float(stats.t.ppf(0.975, n - 1) * np.std(aucs, ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+        half = ci95_half_width(np.asarray(aucs))
         out.append(AucRow(variant, n, float(aucs.mean()) if n else float("nan"), half))
     return out
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import itertools
 import logging
 import os
 import socket
@@ -23,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from accel_sim.campaign.config import CampaignConfig
+from accel_sim.campaign.report import ci95_half_width
 from accel_sim.campaign.store import LOCK_NAME, RESULTS_NAME, ResultsStore
 from accel_sim.data import draw_sample, load_bundled_sample, load_cifar10
 from accel_sim.errors import AccelSimError
@@ -95,10 +97,34 @@ class CampaignContext:
                 "thresholds": {v: {str(k): t for k, t in th.items()} for v, th in self.thresholds.items()}}
 
 
-def plan_jobs(config: CampaignConfig) -> list[Job]:
-    """One job per (variant, rate, trial), in a fixed order."""
+def plan_jobs(config: CampaignConfig, planned: dict[tuple[str, float], int] | None = None) -> list[Job]:
+    """One job per (variant, rate, trial) in a fixed order: the trials ``planned`` per (variant,
+    rate), by default those of the first round (all of them without a CI target)."""
+    planned = planned if planned is not None else first_plan(config)
     return [Job(v.name, rate, trial) for v in config.variants for rate in config.faults.rates
-            for trial in range(config.faults.trials)]
+            for trial in range(planned[(v.name, rate)])]
+
+
+def first_plan(config: CampaignConfig) -> dict[tuple[str, float], int]:
+    return {(v.name, rate): config.faults.first_trials for v in config.variants for rate in config.faults.rates}
+
+
+def grow_plan(config: CampaignConfig, rows: np.ndarray, planned: dict[tuple[str, float], int]) -> dict[tuple[str, float], int]:
+    """The next round: every (variant, rate) whose accuracy over its planned trials (all finished
+    in ``rows``) has a 95 % CI half-width above ``faults.target_ci95`` gets twice the trials, up
+    to ``faults.trials``. Decided on exactly the planned trials, so a resumed campaign takes the
+    same rounds."""
+    target, cap = config.faults.target_ci95, config.faults.trials
+    names = np.array([v.decode() for v in rows["variant"]])
+    accuracy = 100.0 * rows["correct"] / np.maximum(rows["total"], 1)
+    grown = dict(planned)
+    for (variant, rate), n in planned.items():
+        if not target or n >= cap:
+            continue
+        sel = (names == variant) & (rows["rate"] == rate) & (rows["trial"] < n)
+        if ci95_half_width(accuracy[sel]) > target:
+            grown[(variant, rate)] = min(2 * n, cap)
+    return grown
 
 
 def load_campaign_hardware(config: CampaignConfig) -> HardwareConfig:
@@ -159,9 +185,10 @@ def _base_image(config: CampaignConfig, fmt: str, calibration: np.ndarray) -> Im
     from accel_sim.models.zoo import file_sha256
 
     weights = zoo_weights_path(config.model.zoo)
-    bits = None if fmt == "fp32" else int(fmt.removeprefix("fixed"))
-    return export_model(load_weights(config.model.zoo, weights), calibration, bits, model_name=config.model.zoo,
-                        source_sha256=file_sha256(weights))
+    bits, _, frac = fmt.removeprefix("fixed").partition(".")  # fixedW.F: one split for every tensor
+    return export_model(load_weights(config.model.zoo, weights), calibration, None if fmt == "fp32" else int(bits),
+                        model_name=config.model.zoo, source_sha256=file_sha256(weights),
+                        frac_bits=int(frac) if frac else None)
 
 
 def _tuned_thresholds(config: CampaignConfig, method: str, base: Image, accelerator: Accelerator, train,
@@ -228,16 +255,55 @@ def run_campaign(config: CampaignConfig, out_dir: str | os.PathLike | None = Non
 
 
 def _run_jobs(config: CampaignConfig, context: CampaignContext, store: ResultsStore, progress: bool) -> Path:
-    todo = [job for job in plan_jobs(config) if job.key not in store.finished()]
-    logger.info("campaign %s: %d jobs, %d already done, %d to run on %s", config.name, len(plan_jobs(config)),
-                len(plan_jobs(config)) - len(todo), len(todo), config.execution.engine)
     store.save()  # the resolved config is on disk from the start
-    if config.execution.engine == "dask":
-        _run_dask(config, context, todo, store, progress)
-    else:
-        for job in tqdm(todo, desc=config.name, disable=not progress, unit="job"):
-            store.add(run_job(job, context))
+    planned = first_plan(config)
+    with _executor(config, context, store, progress) as execute:
+        for round_number in itertools.count(1):  # ends: every round doubles some cell towards the cap
+            jobs = plan_jobs(config, planned)
+            todo = [job for job in jobs if job.key not in store.finished()]
+            logger.info("campaign %s round %d: %d jobs, %d already done, %d to run on %s", config.name,
+                        round_number, len(jobs), len(jobs) - len(todo), len(todo), config.execution.engine)
+            execute(todo)
+            grown = grow_plan(config, store.rows, planned)
+            if grown == planned:
+                break
+            wider = sum(grown[cell] > planned[cell] for cell in planned)
+            logger.info("campaign %s: %d of %d means above the %.3g pp CI target get more trials", config.name,
+                        wider, len(planned), config.faults.target_ci95)
+            planned = grown
     return store.path
+
+
+@contextlib.contextmanager
+def _executor(config: CampaignConfig, context: CampaignContext, store: ResultsStore, progress: bool):
+    """A function that runs jobs and stores their rows: in this process, or on a Dask cluster
+    started once for every round."""
+    if config.execution.engine != "dask":
+        def run_here(todo: list[Job]) -> None:
+            for job in tqdm(todo, desc=config.name, disable=not progress, unit="job"):
+                store.add(run_job(job, context))
+        yield run_here
+        return
+    try:
+        from dask.distributed import Client, as_completed
+    except ImportError:
+        raise AccelSimError("execution.engine = 'dask' needs Dask: pip install 'accel-sim-fi[dask]'") from None
+    cluster = None if config.execution.scheduler else local_cluster(config.execution.workers)
+    client = Client(config.execution.scheduler or cluster)
+    try:
+        context.threads = 1  # one job per worker process, one thread each
+        shared = client.scatter(context, broadcast=True)  # sent to each worker once
+
+        def run_on_dask(todo: list[Job]) -> None:
+            futures = [client.submit(run_job, job, shared, pure=False) for job in todo]
+            for future in tqdm(as_completed(futures), total=len(futures), desc=config.name, disable=not progress,
+                               unit="job"):
+                store.add(future.result())
+        yield run_on_dask
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 @contextlib.contextmanager
@@ -276,29 +342,3 @@ def local_cluster(workers: int):
 
     with dask.config.set({"distributed.worker.profile.enabled": False}):  # read when the workers start
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
-
-
-def _run_dask(config: CampaignConfig, context: CampaignContext, todo: list[Job], store: ResultsStore,
-              progress: bool) -> None:
-    try:
-        from dask.distributed import Client, as_completed
-    except ImportError:
-        raise AccelSimError("execution.engine = 'dask' needs Dask: pip install 'accel-sim-fi[dask]'") from None
-    if config.execution.scheduler:
-        client = Client(config.execution.scheduler)
-        cluster = None
-    else:
-        cluster = local_cluster(config.execution.workers)
-        client = Client(cluster)
-    try:
-        context.threads = 1  # one job per worker process, one thread each
-        shared = client.scatter(context, broadcast=True)  # sent to each worker once
-        futures = [client.submit(run_job, job, shared, pure=False) for job in todo]
-        for future in tqdm(as_completed(futures), total=len(futures), desc=config.name, disable=not progress,
-                           unit="job"):
-            store.add(future.result())
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-

@@ -13,6 +13,7 @@ import sys
 
 from accel_sim import __version__
 from accel_sim.cli import (
+    analyze_command,
     campaign_commands,
     eval_command,
     fault_commands,
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     fault_commands.register(sub)
     harden_command.register(sub)
     campaign_commands.register(sub)
+    analyze_command.register(sub)
     return parser
 
 

@@ -15,11 +15,10 @@ from accel_sim.hardware.compute import (
     PreparedLayer,
     WeightPatch,
     activate,
-    add_bias,
+    biased_accumulators,
     prepare_layer,
     run_layer,
     threshold_in_accumulator,
-    weighted_accumulators,
 )
 from accel_sim.hardware.config import HardwareConfig
 from accel_sim.hardware.pe_faults import PeFaults
@@ -121,9 +120,12 @@ class Accelerator:
 
     def input_words(self, image: Image, images: np.ndarray) -> torch.Tensor:
         """``uint8`` images ``(N, C, H, W)`` → the first layer's input words (float64 tensors of
-        exact integers for fixed point, float32 for fp32)."""
-        dtype = torch.float32 if image.input_format.is_float else torch.float64
-        return torch.from_numpy(quantize_input(image, images)).to(dtype)
+        exact integers for fixed point; float32 for fp32, channels-last in memory, the layout in
+        which torch's convolutions and max-pooling run fastest here)."""
+        words = torch.from_numpy(quantize_input(image, images))
+        if image.input_format.is_float:
+            return words.to(torch.float32).contiguous(memory_format=torch.channels_last)
+        return words.to(torch.float64)
 
     def run_layers(self, image: Image, x: torch.Tensor, prepared: list[PreparedLayer | None],
                    layer_faults: dict[int, LayerFaults] | None = None, start: int = 0,
@@ -156,8 +158,7 @@ class Accelerator:
         faults = (layer_faults or {}).get(index)
         if faults is not None and faults.corrupt_input is not None:
             x = faults.corrupt_input(x)
-        acc = weighted_accumulators(prepared[index], x, self.hw, self.engine, faults.pe if faults is not None else None)
-        return add_bias(prepared[index], acc, self.hw)
+        return biased_accumulators(prepared[index], x, self.hw, self.engine, faults.pe if faults is not None else None)
 
     def activate(self, layer: WeightedLayer, acc: torch.Tensor) -> torch.Tensor:
         """The activation unit of ``layer`` (its activation and threshold, which may differ from the

@@ -209,8 +209,18 @@ def run_layer(layer: Layer, prepared: PreparedLayer | None, x: torch.Tensor, hw:
         fused = _fused_int8_layer(prepared, x, hw, pe_faults if faulty else None)
         if fused is not None:
             return fused
-    acc = weighted_accumulators(prepared, x, hw, engine, pe_faults)
-    return activation_unit(prepared, acc, hw)
+    return activate(layer, biased_accumulators(prepared, x, hw, engine, pe_faults), hw, prepared.threshold_acc)
+
+
+def biased_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, engine: str,
+                        pe_faults: PeFaults | None = None) -> torch.Tensor:
+    """What the activation unit sees: the exact accumulators plus the bias, after the
+    accumulator's overflow mode (fixed point), or the float32 sums with the bias added last (fp32:
+    torch's convolution adds it, on the fast path without PE faults)."""
+    layer = prepared.layer
+    if layer.weight_format.is_float and engine == "fast" and not (pe_faults is not None and pe_faults.count):
+        return _float_accumulators(prepared, x, prepared.bias)
+    return add_bias(prepared, weighted_accumulators(prepared, x, hw, engine, pe_faults), hw)
 
 
 def _unfold(layer: WeightedLayer, x: torch.Tensor) -> torch.Tensor:
@@ -489,14 +499,15 @@ def _wide_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareCon
     return acc
 
 
-def _float_accumulators(prepared: PreparedLayer, x: torch.Tensor) -> torch.Tensor:
+def _float_accumulators(prepared: PreparedLayer, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """float32 sums through torch's own convolution or matrix product on the (possibly faulty)
-    weights: IEEE fp32 arithmetic in the library's summation order, which the fp32 setting leaves
-    open (the faithful kernel sums in window order; the two differ in the last bits)."""
+    weights, plus ``bias`` if given: IEEE fp32 arithmetic in the library's summation order, which
+    the fp32 setting leaves open (the faithful kernel sums in window order; the two differ in the
+    last bits)."""
     layer = prepared.layer
     if isinstance(layer, Conv2d):
-        return F.conv2d(x, prepared.weight_tensor, stride=layer.stride, padding=layer.padding)
-    return F.linear(x, prepared.weight_tensor)
+        return F.conv2d(x, prepared.weight_tensor, bias, stride=layer.stride, padding=layer.padding)
+    return F.linear(x, prepared.weight_tensor, bias)
 
 
 def faithful_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig,

@@ -11,15 +11,8 @@ import torch
 from tqdm import tqdm
 
 from accel_sim.errors import AccelSimError
-from accel_sim.hardware.compute import (
-    PreparedLayer,
-    WeightPatch,
-    activate,
-    biased_accumulators,
-    prepare_layer,
-    run_layer,
-    threshold_in_accumulator,
-)
+from accel_sim.hardware.activation_unit import activate, threshold_in_accumulator
+from accel_sim.hardware.compute import PreparedLayer, WeightPatch, biased_accumulators, prepare_layer, run_layer
 from accel_sim.hardware.config import HardwareConfig
 from accel_sim.hardware.pe_faults import PeFaults
 from accel_sim.image import Image, WeightedLayer

@@ -36,15 +36,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from accel_sim.errors import AccelSimError
 from accel_sim.hardware import int8_gemm, int8_kernels, kernels, lane_kernels, wide_gemm
 from accel_sim.hardware.config import HardwareConfig
 from accel_sim.hardware.pe_faults import PeFaults, faulty_column_blocks, fits_float64
 from accel_sim.image import Conv2d, Flatten, Layer, Linear, MaxPool2d, WeightedLayer
-from accel_sim.numerics import apply_activation, requantize, threshold_to_acc
+from accel_sim.hardware.activation_unit import (
+    activate,
+    add_bias,
+    int64_accumulators,
+    threshold_in_accumulator,
+    wrap_float,
+)
+from accel_sim.numerics import threshold_to_acc
 
 EXACT_LIMIT = 2.0**53
-FLOAT64_ACC_BITS = 53  # accumulators up to this width travel as float64 (exact integers)
 _MARGIN = 1 - 2.0**-40  # float64 bounds are computed with rounding; stay clear of the edge
 
 
@@ -166,22 +171,6 @@ def prepare_layer(layer: WeightedLayer, patch: WeightPatch | None = None, bias: 
         abs_sums = np.abs(w.reshape(w.shape[0], -1).astype(np.float64)).sum(axis=1)
     return PreparedLayer(layer=layer, bias=torch.from_numpy(np.array(bias)), abs_col_sums=abs_sums,
                          threshold_acc=threshold_in_accumulator(layer), weight_digits=digits, patch=patch)
-
-
-def threshold_in_accumulator(layer: WeightedLayer) -> int | float | None:
-    """The layer's activation threshold as the activation unit compares it: the real value for
-    float32, the accumulator integer (:func:`accel_sim.numerics.threshold_to_acc`) for fixed
-    point; None without a threshold."""
-    if layer.threshold is None:
-        return None
-    if layer.weight_format.is_float:
-        return float(layer.threshold)
-    return threshold_to_acc(layer.threshold, layer.acc_frac_bits)
-
-
-def int64_accumulators(layer: WeightedLayer, hw: HardwareConfig) -> bool:
-    """Whether the layer's accumulators travel as ``int64`` (wider than float64's exact integers)."""
-    return not layer.weight_format.is_float and hw.datapath.acc_bits > FLOAT64_ACC_BITS
 
 
 def _gemm_position(layer: WeightedLayer, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -415,7 +404,7 @@ def _faulty_blocks(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig,
         values = torch.from_numpy(values).to(torch.float64)
         if correction:
             values = clean(rows, filters) + values
-            values = values if hw.datapath.overflow == "saturate" else _wrap(values, hw.datapath.acc_bits)
+            values = values if hw.datapath.overflow == "saturate" else wrap_float(values, hw.datapath.acc_bits)
         yield rows, filters, values, False
     rows, filters = pe_faults.transient_outputs(prepared.weight_t_hwc.shape[1], layer.out_channels)
     for m, n in set(zip(rows.tolist(), filters.tolist())):  # a transient fault hits a single output
@@ -455,13 +444,13 @@ def _fast_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareCon
         exact_limit = EXACT_LIMIT
     limit = min(exact_limit, float(dp.acc_max)) if dp.overflow == "saturate" else exact_limit
     if abs_max(x) * prepared.abs_col_sum_max < limit * _MARGIN:
-        return acc if dp.overflow == "saturate" else _wrap(acc, dp.acc_bits)
+        return acc if dp.overflow == "saturate" else wrap_float(acc, dp.acc_bits)
     # Per-output bounds; im2col rows (image, pixel) holding an output that might round or
     # saturate are recomputed by the faithful kernel.
     bound = torch.matmul(prepared.weight_2d.abs(), _unfold(layer, x).abs())  # (N, O, pixels)
     risky_rows = (bound >= limit * _MARGIN).any(dim=1).reshape(-1)  # (N·pixels,)
     if dp.overflow == "wrap":
-        acc = _wrap(torch.where(_from_columns(layer, bound) >= limit * _MARGIN, 0.0, acc), dp.acc_bits)
+        acc = wrap_float(torch.where(_from_columns(layer, bound) >= limit * _MARGIN, 0.0, acc), dp.acc_bits)
     if risky_rows.any():
         rows = torch.nonzero(risky_rows).reshape(-1).numpy()
         exact = faithful_accumulators(prepared, x, hw, None, rows, np.arange(layer.out_channels))
@@ -555,88 +544,9 @@ def abs_max(x: torch.Tensor) -> float:
     return max(-float(lo), float(hi))
 
 
-def _wrap(values: torch.Tensor, bits: int) -> torch.Tensor:
-    """Exact integers (float64, |v| < 2**53) reduced to a ``bits``-bit two's complement range."""
-    if bits >= 53:
-        return values  # |v| < 2**53 already lies in the range
-    as_int = values.to(torch.int64)
-    half = 1 << (bits - 1)
-    return (torch.remainder(as_int + half, 1 << bits) - half).to(values.dtype)
-
-
 def activation_unit(prepared: PreparedLayer, acc: torch.Tensor, hw: HardwareConfig,
                     filters: np.ndarray | None = None) -> torch.Tensor:
     """Bias (the accumulator's last addition), activation in the accumulator domain, rescaling
     with rounding, saturation to the next activation word; shapes as ``acc`` (channels in
     dimension 1; only the channels ``filters`` when given)."""
     return activate(prepared.layer, add_bias(prepared, acc, hw, filters), hw, prepared.threshold_acc)
-
-
-def _channels_view(values: torch.Tensor, dims: int) -> torch.Tensor:
-    """Per-channel values (C,) shaped to broadcast against a (N, C, ...) map of ``dims`` dimensions."""
-    return values.view(1, -1, *([1] * (dims - 2)))
-
-
-def add_bias(prepared: PreparedLayer, acc: torch.Tensor, hw: HardwareConfig,
-             filters: np.ndarray | None = None) -> torch.Tensor:
-    """The accumulator's last addition, the bias, with the accumulator's overflow mode (fixed
-    point): the value the activation unit sees. Shapes as ``acc`` (channels in dimension 1; only
-    the channels ``filters`` when given)."""
-    bias = prepared.bias if filters is None else prepared.bias[torch.from_numpy(np.asarray(filters))]
-    bias = _channels_view(bias, acc.dim())
-    if prepared.layer.weight_format.is_float:
-        return acc + bias
-    dp = hw.datapath
-    if acc.dtype == torch.int64:
-        return torch.from_numpy(dp.add(acc.numpy(), bias.numpy()))
-    acc = acc + bias.to(torch.float64)  # exact: both are integers inside the accumulator's ±2**52
-    if dp.overflow == "saturate":
-        return torch.clamp(acc, float(dp.acc_min), float(dp.acc_max))
-    return _wrap(acc, dp.acc_bits)
-
-
-def activate(layer: WeightedLayer, acc: torch.Tensor, hw: HardwareConfig,
-             threshold_acc: int | float | None) -> torch.Tensor:
-    """The activation unit after the bias: ``layer.activation`` with ``threshold_acc`` (see
-    :func:`threshold_in_accumulator`) in the accumulator domain, then rescaling with rounding and
-    saturation to the output word (fixed point; a last layer's accumulators pass unchanged)."""
-    if layer.weight_format.is_float:
-        return _activation(acc, layer.activation, threshold_acc)
-    if layer.out_format is None:
-        return acc
-    if acc.dtype == torch.int64:  # wider than float64's integers: numpy's integer operations
-        acc = apply_activation(acc.numpy(), layer.activation, threshold_acc)
-        words = requantize(acc, layer.acc_frac_bits, layer.out_format, hw.datapath.rounding)
-        return torch.from_numpy(words.astype(np.float64))
-    acc = _activation(acc, layer.activation, threshold_acc)
-    return _requantize(acc, layer.acc_frac_bits - layer.out_format.frac_bits, hw.datapath.rounding,
-                       layer.out_format.raw_min, layer.out_format.raw_max)
-
-
-def _activation(x: torch.Tensor, kind: str, threshold: float | None) -> torch.Tensor:
-    """The activation unit; in float32, relu and clamp pass NaN on (as torch does)."""
-    zero = torch.zeros((), dtype=x.dtype)
-    if kind == "none":
-        return x
-    if kind == "relu":
-        return torch.clamp_min(x, 0)
-    if kind == "clipact":  # NaN fails both comparisons and becomes 0
-        return torch.where((x >= 0) & (x <= threshold), x, zero)
-    if kind == "clamp":
-        return torch.clamp(x, 0, threshold)
-    raise AccelSimError(f"layer activation {kind!r} is not one of none, relu, clipact, clamp")
-
-
-def _requantize(acc: torch.Tensor, shift: int, rounding: str, lo: int, hi: int) -> torch.Tensor:
-    """Exact ``acc / 2**shift`` rounded, then saturated; ``acc`` holds exact integers (float64)."""
-    if shift <= 0:
-        return torch.clamp(acc * 2.0 ** (-shift), float(lo), float(hi))
-    scaled = acc * 2.0 ** (-shift)  # exact: a power-of-two scale of an integer below 2**53
-    if rounding == "floor":
-        rounded = torch.floor(scaled)
-    elif rounding == "nearest_even":
-        rounded = torch.round(scaled)  # ties to even
-    else:
-        down = torch.floor(scaled)
-        rounded = down + ((scaled - down) >= 0.5).to(scaled.dtype)
-    return torch.clamp(rounded, float(lo), float(hi))

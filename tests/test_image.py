@@ -134,7 +134,7 @@ def test_hdf5_round_trip_is_identical(small_image, tmp_path, sample):
     with h5py.File(path) as f:
         conv = f["layers/000"]
         assert conv["weight"].dtype == np.int8  # fixed8 words in the smallest signed dtype
-        assert f.attrs["schema_version"] == 1 and f.attrs["format"] == "fixed8"
+        assert f.attrs["schema_version"] == 2 and f.attrs["format"] == "fixed8"
         big = f["layers/004/weight"]
         assert big.compression == "gzip" and big.shuffle
 
@@ -157,7 +157,7 @@ def _copy_and_edit(src, dst, edit):
 
 
 @pytest.mark.parametrize("edit, match", [
-    (lambda f: f.attrs.__setitem__("schema_version", 2), "schema version 2.*upgrade"),
+    (lambda f: f.attrs.__setitem__("schema_version", 3), "schema version 3.*upgrade"),
     (lambda f: f.attrs.__delitem__("schema"), "not an accel-sim image"),
     (lambda f: f["layers/002"].__delitem__("weight"), r"layer 002 \(b, conv2d\).*'weight' is missing"),
     (lambda f: f["layers/000/weight"].__setitem__((0, 0, 0, 0), 127) or f["layers/000"].attrs.__setitem__(

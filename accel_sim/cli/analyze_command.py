@@ -18,7 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Resilience analysis: for each weighted layer (--by layer), each bit position (--by bit) or "
         "each pair (--by layer-bit), run --trials permanent fault maps restricted to it and report the mean "
         "accuracy, its 95%% CI and the drop from the fault-free accuracy; writes CSV and PNG plots.")
-    a.add_argument("--image", required=True, type=Path, help="the image to analyse")
+    source = a.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", type=Path, help="the image to analyse")
+    source.add_argument("--zoo", choices=("alexnet", "vgg16"),
+                        help="a zoo model, exported on the fly with --format (512 calibration images, seed 0)")
+    a.add_argument("--format", help="with --zoo: fp32, fixedW or fixedW.F (F fractional bits in every tensor)")
     a.add_argument("--hw", type=Path, help="hardware file (TOML) or built-in preset name (default: edge16)")
     a.add_argument("--by", default="layer,bit",
                    help=f"comma-separated groupings among {', '.join(GROUPINGS)} (default layer,bit)")
@@ -43,11 +47,13 @@ def run_analyze(args: argparse.Namespace) -> int:
     from accel_sim.hardware import Accelerator, load_hardware
     from accel_sim.image.hdf5 import read_image
 
+    if args.image is not None and args.format is not None:
+        raise AccelSimError("--format goes with --zoo: an image file has its format")
     groupings = tuple(g.strip() for g in args.by.split(","))
     bad = [g for g in groupings if g not in GROUPINGS]
     if bad or not groupings:
         raise AccelSimError(f"--by takes groupings among {', '.join(GROUPINGS)}, got {args.by!r}")
-    image = read_image(args.image)
+    image = read_image(args.image) if args.image is not None else _zoo_image(args)
     hw = load_hardware(args.hw if args.hw is not None else "edge16")
     settings = AnalysisSettings(args.site, args.model, args.rate, args.count_mode, args.trials, args.seed)
     data = load_data_or_sample(args.data_dir, "test", args.download)
@@ -66,3 +72,23 @@ def run_analyze(args: argparse.Namespace) -> int:
                 ["by", "layer", "bit", "accuracy %", "95% CI ±", "drop pp", "faults"])
     print(f"csv: {table}; plots: {', '.join(str(p) for p in plots)}")
     return 0
+
+
+def _zoo_image(args: argparse.Namespace):
+    import re
+
+    import numpy as np
+
+    from accel_sim.data import draw_sample
+    from accel_sim.errors import AccelSimError
+    from accel_sim.image.export import export_model
+    from accel_sim.models import load_weights
+
+    match = re.fullmatch(r"fp32|fixed(\d+)(?:\.(-?\d+))?", args.format or "")
+    if not match:
+        raise AccelSimError(f"--zoo needs --format fp32, fixedW or fixedW.F (e.g. fixed32.16), got {args.format!r}")
+    bits, frac = match.groups()
+    train = load_data_or_sample(args.data_dir, "train", args.download)
+    calibration = draw_sample(train, min(512, len(train)), np.random.default_rng(0)).images
+    return export_model(load_weights(args.zoo), calibration, None if bits is None else int(bits), model_name=args.zoo,
+                        frac_bits=None if frac is None else int(frac))

@@ -74,12 +74,13 @@ def add_bias(prepared: PreparedLayer, acc: torch.Tensor, hw: HardwareConfig,
 
 
 def activate(layer: WeightedLayer, acc: torch.Tensor, hw: HardwareConfig,
-             threshold_acc: int | float | None) -> torch.Tensor:
+             threshold_acc: int | float | None, overwrite: bool = False) -> torch.Tensor:
     """The activation unit after the bias: ``layer.activation`` with ``threshold_acc`` (see
     :func:`threshold_in_accumulator`) in the accumulator domain, then rescaling with rounding and
-    saturation to the output word (fixed point; a last layer's accumulators pass unchanged)."""
+    saturation to the output word (fixed point; a last layer's accumulators pass unchanged).
+    ``overwrite``: fp32 ``acc`` may be overwritten with the result (a tensor nothing else reads)."""
     if layer.weight_format.is_float:
-        return _activation(acc, layer.activation, threshold_acc)
+        return _activation(acc, layer.activation, threshold_acc, overwrite)
     if layer.out_format is None:
         return acc
     if acc.dtype == torch.int64:  # wider than float64's integers: numpy's integer operations
@@ -91,17 +92,18 @@ def activate(layer: WeightedLayer, acc: torch.Tensor, hw: HardwareConfig,
                        layer.out_format.raw_min, layer.out_format.raw_max)
 
 
-def _activation(x: torch.Tensor, kind: str, threshold: float | None) -> torch.Tensor:
-    """The activation unit; in float32, relu and clamp pass NaN on (as torch does)."""
-    zero = torch.zeros((), dtype=x.dtype)
+def _activation(x: torch.Tensor, kind: str, threshold: float | None, overwrite: bool = False) -> torch.Tensor:
+    """The activation unit (in place with ``overwrite``); in float32, relu and clamp pass NaN on
+    (as torch does)."""
     if kind == "none":
         return x
     if kind == "relu":
-        return torch.clamp_min(x, 0)
+        return x.clamp_min_(0) if overwrite else torch.clamp_min(x, 0)
     if kind == "clipact":  # NaN fails both comparisons and becomes 0
-        return torch.where((x >= 0) & (x <= threshold), x, zero)
+        outside = ~((x >= 0) & (x <= threshold))
+        return x.masked_fill_(outside, 0) if overwrite else x.masked_fill(outside, 0)
     if kind == "clamp":
-        return torch.clamp(x, 0, threshold)
+        return x.clamp_(0, threshold) if overwrite else torch.clamp(x, 0, threshold)
     raise AccelSimError(f"layer activation {kind!r} is not one of none, relu, clipact, clamp")
 
 

@@ -198,7 +198,9 @@ def run_layer(layer: Layer, prepared: PreparedLayer | None, x: torch.Tensor, hw:
         fused = _fused_int8_layer(prepared, x, hw, pe_faults if faulty else None)
         if fused is not None:
             return fused
-    return activate(layer, biased_accumulators(prepared, x, hw, engine, pe_faults), hw, prepared.threshold_acc)
+    # the biased accumulators are a fresh tensor: the fp32 activation may overwrite it
+    return activate(layer, biased_accumulators(prepared, x, hw, engine, pe_faults), hw, prepared.threshold_acc,
+                    overwrite=True)
 
 
 def biased_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, engine: str,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from accel_sim.cli import main
@@ -317,8 +317,7 @@ def test_product_lanes_equal_faithful_kernel(channels, size, kernel, stride, pad
     in int32): equal to the faithful kernel, and really used."""
     from accel_sim.hardware import product_lanes
 
-    if size + 2 * pad < kernel:
-        return
+    assume(size + 2 * pad >= kernel)  # a window must fit the padded image
     oh = conv_output_hw(size, size, (kernel, kernel), (stride, stride), (pad, pad))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     filters = data.draw(st.integers(2, 40))  # up to 20 in the faulty column: tasks of 8 filters and the rest
@@ -361,8 +360,7 @@ def test_os_partial_sum_lanes_equal_faithful_kernel(channels, size, kernel, stri
     kernel, and really used."""
     from accel_sim.hardware import product_lanes
 
-    if size + 2 * pad < kernel:
-        return
+    assume(size + 2 * pad >= kernel)  # a window must fit the padded image
     oh = conv_output_hw(size, size, (kernel, kernel), (stride, stride), (pad, pad))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     filters = data.draw(st.integers(2, 40))
@@ -393,8 +391,7 @@ def test_partial_sum_lanes_equal_faithful_kernel(channels, size, kernel, stride,
     the filters left over): equal to the faithful kernel, and really used."""
     from accel_sim.hardware import lane_kernels
 
-    if size + 2 * pad < kernel:
-        return
+    assume(size + 2 * pad >= kernel)  # a window must fit the padded image
     oh = conv_output_hw(size, size, (kernel, kernel), (stride, stride), (pad, pad))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     filters = data.draw(st.integers(2, 13))
@@ -448,8 +445,7 @@ def test_im2col_digits_equal_split_of_im2col(bits, c, h, w, kh, kw, stride, pad,
     from accel_sim.hardware import int8_gemm
 
     oh, ow = conv_output_hw(h, w, (kh, kw), (stride, stride), (pad, pad))
-    if oh < 1 or ow < 1:
-        return
+    assume(oh >= 1 and ow >= 1)
     rng = np.random.default_rng(seed)
     x = torch.from_numpy(rng.integers(-(2 ** (bits - 1)), 2 ** (bits - 1), (2, c, h, w))).double()
     cols = torch.nn.functional.unfold(x, (kh, kw), padding=pad, stride=stride)  # (N, C·kh·kw, L)
@@ -567,7 +563,6 @@ def test_weight_stream_is_a_permutation_in_fold_order(name):
     shape = GemmShape(m=10, k=7, n=5)
     k, n = get_dataflow(name).weight_stream(shape, 3, 2)
     assert sorted(zip(k.tolist(), n.tolist())) == [(a, b) for a in range(7) for b in range(5)]
-    assert n[:3].tolist() == ([0, 1, 0] if name == "ws" else [0, 1, 0])
     if name == "ws":  # first tile: k 0..2 × n 0..1, row-major; the next tile continues down k
         assert list(zip(k[:8].tolist(), n[:8].tolist())) == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)]
     else:  # filter fold 0: k-major over its two filters

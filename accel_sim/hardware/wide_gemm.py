@@ -1,13 +1,13 @@
 """Exact integer GEMMs of words of up to 32 bits through float64 BLAS, as ``int64`` sums.
 
 float64 holds integers exactly below 2**53, which a sum of products of 32-bit words passes. Each
-word is written with 16-bit halves, ``v = 2**16·hi + lo`` with ``hi = ⌊v / 2**16⌋`` (signed,
-|hi| ≤ 2**15) and ``lo = v mod 2**16`` (0..2**16 − 1); then, for ``W`` (O × K) and ``A``::
+word is written with 16-bit halves, ``v = 2**16·hi + lo`` with ``hi = ⌊v / 2**16⌋`` (|hi| ≤ 2**16)
+and ``lo = v mod 2**16`` (0..2**16 − 1); then, for ``W`` (O × K) and ``A``::
 
     W @ A = 2**32 (W_hi @ A_hi) + 2**16 ([W_hi | W_lo] @ [A_lo; A_hi]) + W_lo @ A_lo
 
-Every product of halves is below 2**32 in magnitude, so each of the three matrix products is
-exact in float64 for windows of up to ``MAX_DEPTH`` elements; they are combined in ``int64``
+Every product of halves is at most 2**32 in magnitude, so each of the three matrix products (the
+middle one over twice the depth) is exact in float64 for windows of up to ``MAX_DEPTH`` elements; they are combined in ``int64``
 arithmetic, which is exact modulo 2**64: the result is the true sum whenever that fits in
 ``int64`` (the caller bounds it), and its residue modulo 2**64 always (enough for a wrapping
 accumulator of up to 64 bits).
@@ -20,7 +20,7 @@ import torch
 
 from accel_sim.errors import AccelSimError
 
-MAX_DEPTH = (1 << 20) - 1  # 2·K·2**31 < 2**53: the middle product stays exact
+MAX_DEPTH = (1 << 20) - 1  # 2·K·2**32 < 2**53: the middle product (depth 2K) stays exact
 _HALF = 2.0**16
 
 

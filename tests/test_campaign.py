@@ -410,4 +410,4 @@ def test_resilience_analysis_by_layer_and_bit(tmp_path, capsys):
     assert main(["analyze", "--image", str(path), "--by", "neuron", "-o", str(tmp_path / "x")]) == 2
     assert "--by takes groupings among layer, bit, layer-bit" in capsys.readouterr().err
     assert main(["analyze", "--zoo", "alexnet", "--format", "fixed16.x", "-o", str(tmp_path / "x")]) == 2
-    assert "--zoo needs --format fp32, fixedW or fixedW.F" in capsys.readouterr().err
+    assert "--format must be fp32, fixedW (e.g. fixed16) or fixedW.F" in capsys.readouterr().err

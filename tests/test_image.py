@@ -239,7 +239,7 @@ def test_cli_export_inspect_and_eval(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["export", "--model", "alexnet", "--format", "fixed", "-o", "x.h5"], "--format must be fp32 or fixedW"),
+    (["export", "--model", "alexnet", "--format", "fixed", "-o", "x.h5"], "--format must be fp32, fixedW (e.g. fixed16) or fixedW.F"),
     (["export", "--model", "alexnet", "--format", "fixed40", "-o", "x.h5"], "word width W in 2..32"),
     (["inspect", "nowhere.h5"], "does not exist"),
     (["eval", "--image", "nowhere.h5"], "does not exist"),
@@ -386,3 +386,17 @@ def test_cli_exports_a_module_of_your_own(tmp_path, monkeypatch, capsys):
         assert main(["export", *argv, "--format", "fixed8", "--calibration", "8", "-o", "x.h5"]) == 2
         err = capsys.readouterr().err
         assert fragment in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("text, expected", [("fp32", (None, None)), ("fixed16", (16, None)), ("fixed32.16", (32, 16)),
+                                            ("fixed8.-2", (8, -2)), ("fixed33", None), ("fixed", None),
+                                            ("fixed16.", None), ("fp16", None)])
+def test_export_format_text(text, expected):
+    """One parser for every place a format is named (export CLI, campaign files, analyze)."""
+    from accel_sim.image.export import parse_export_format
+
+    if expected is None:
+        with pytest.raises(ValueError, match="format"):
+            parse_export_format(text)
+    else:
+        assert parse_export_format(text) == expected

@@ -36,10 +36,10 @@ from accel_sim.errors import AccelSimError
 from accel_sim.faults.draw import DrawSpec
 from accel_sim.faults.model import COUNT_MODES, MODELS, PERSISTENCE, REGISTERS, SITES
 from accel_sim.hardware.config import preset_names
+from accel_sim.image.export import parse_export_format
 from accel_sim.mitigation import ACTIVATIONS, MODES, SearchSettings, TuneSettings
 
 ENGINES = ("local", "dask")
-_FORMAT_RE = re.compile(r"^(fp32|fixed\d+(\.-?\d+)?)$")  # fixedW.F: F fractional bits in every tensor
 MAX_NAME = 64  # characters of a campaign or variant name (the results store keeps 64-byte names)
 _NAME_RE = re.compile(rf"[A-Za-z0-9_.-]{{1,{MAX_NAME}}}")
 MAX_JOBS = 1_000_000  # variants × rates × trials: the results of more do not fit a results file
@@ -263,9 +263,7 @@ def _check_values(c: CampaignConfig, fail) -> None:
         raise fail("model.zoo", f"must be alexnet or vgg16, got {m.zoo!r}")
     if m.image and not Path(m.image).is_file():
         raise fail("model.image", f"names a missing file {m.image!r}")
-    if not _FORMAT_RE.match(m.format):
-        raise fail("model.format", f"must be fp32, fixedW (e.g. fixed16) or fixedW.F (e.g. fixed32.16), "
-                                   f"got {m.format!r}")
+    _check_format(m.format, "model.format", fail)
     for key, value, low in (("model.calibration", m.calibration, 1), ("data.count", d.count, 1),
                             ("data.offset", d.offset, 0), ("data.profile_count", d.profile_count, 1),
                             ("faults.trials", f.trials, 1), ("execution.workers", e.workers, 1),
@@ -326,8 +324,8 @@ def _check_values(c: CampaignConfig, fail) -> None:
             raise fail(f"variants[{i}].thresholds", f"must be act_max, tuned or an existing file, got {v.thresholds!r}")
         if v.activation == "relu" and v.thresholds:
             raise fail(f"variants[{i}].thresholds", "goes with activation clipact or clamp, not relu")
-        if v.format and not _FORMAT_RE.match(v.format):
-            raise fail(f"variants[{i}].format", f"must be fp32, fixedW or fixedW.F, got {v.format!r}")
+        if v.format:
+            _check_format(v.format, f"variants[{i}].format", fail)
     t = c.tuning
     if t.mode not in MODES:
         raise fail("tuning.mode", f"must be one of {', '.join(MODES)}, got {t.mode!r}")
@@ -337,3 +335,10 @@ def _check_values(c: CampaignConfig, fail) -> None:
         raise fail("tuning", str(exc)) from None
     if m.image and any(v.format and v.format != m.format for v in c.variants):
         raise fail("variants", "cannot change the format of a given image file (use model.zoo)")
+
+
+def _check_format(text: str, key: str, fail) -> None:
+    try:
+        parse_export_format(text)
+    except AccelSimError as exc:
+        raise fail(key, str(exc).removeprefix("format ")) from None

@@ -32,7 +32,7 @@ from accel_sim.faults import draw_fault_map, job_rng, run_with_faults
 from accel_sim.faults.draw import eligible_bits
 from accel_sim.hardware import Accelerator, HardwareConfig, load_hardware, load_preset
 from accel_sim.image import Image
-from accel_sim.image.export import export_model
+from accel_sim.image.export import export_model, parse_export_format
 from accel_sim.image.hdf5 import read_image
 from accel_sim.mitigation import (
     activation_layers,
@@ -185,10 +185,9 @@ def _base_image(config: CampaignConfig, fmt: str, calibration: np.ndarray) -> Im
     from accel_sim.models.zoo import file_sha256
 
     weights = zoo_weights_path(config.model.zoo)
-    bits, _, frac = fmt.removeprefix("fixed").partition(".")  # fixedW.F: one split for every tensor
-    return export_model(load_weights(config.model.zoo, weights), calibration, None if fmt == "fp32" else int(bits),
-                        model_name=config.model.zoo, source_sha256=file_sha256(weights),
-                        frac_bits=int(frac) if frac else None)
+    bits, frac = parse_export_format(fmt)
+    return export_model(load_weights(config.model.zoo, weights), calibration, bits, model_name=config.model.zoo,
+                        source_sha256=file_sha256(weights), frac_bits=frac)
 
 
 def _tuned_thresholds(config: CampaignConfig, method: str, base: Image, accelerator: Accelerator, train,

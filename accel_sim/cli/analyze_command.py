@@ -75,20 +75,17 @@ def run_analyze(args: argparse.Namespace) -> int:
 
 
 def _zoo_image(args: argparse.Namespace):
-    import re
-
     import numpy as np
 
+    from accel_sim.cli.image_commands import export_format
     from accel_sim.data import draw_sample
     from accel_sim.errors import AccelSimError
     from accel_sim.image.export import export_model
     from accel_sim.models import load_weights
 
-    match = re.fullmatch(r"fp32|fixed(\d+)(?:\.(-?\d+))?", args.format or "")
-    if not match:
-        raise AccelSimError(f"--zoo needs --format fp32, fixedW or fixedW.F (e.g. fixed32.16), got {args.format!r}")
-    bits, frac = match.groups()
+    if args.format is None:
+        raise AccelSimError("--zoo needs --format (fp32, fixedW or fixedW.F, e.g. fixed32.16)")
+    bits, frac = export_format(args.format)
     train = load_data_or_sample(args.data_dir, "train", args.download)
     calibration = draw_sample(train, min(512, len(train)), np.random.default_rng(0)).images
-    return export_model(load_weights(args.zoo), calibration, None if bits is None else int(bits), model_name=args.zoo,
-                        frac_bits=None if frac is None else int(frac))
+    return export_model(load_weights(args.zoo), calibration, bits, model_name=args.zoo, frac_bits=frac)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--mean", type=comma_list(float), help="per-channel input mean the model was trained with "
                                                           "(default: CIFAR-10's)")
     ex.add_argument("--std", type=comma_list(float), help="per-channel input std (default: CIFAR-10's)")
-    ex.add_argument("--format", required=True, help="fp32 or fixedW (e.g. fixed16, fixed8)")
+    ex.add_argument("--format", required=True,
+                    help="fp32, fixedW (e.g. fixed16, fixed8) or fixedW.F (F fractional bits in every tensor)")
     ex.add_argument("--act-bits", type=integer(2, 32), help="activation word width (default: the weight width)")
     ex.add_argument("--weight-percentile", type=number(0, 100, low_open=True), help="size weight formats for this percentile of |w|")
     ex.add_argument("--frac-bits", type=integer(-64, 64),
@@ -58,14 +58,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     ins.set_defaults(handler=run_inspect)
 
 
-def parse_image_format(text: str) -> int | None:
-    """``fp32`` → None, ``fixedW`` → W."""
-    if text == "fp32":
-        return None
-    match = re.fullmatch(r"fixed(\d+)", text)
-    if not match:
-        raise AccelSimError(f"--format must be fp32 or fixedW (e.g. fixed16), got {text!r}")
-    return int(match.group(1))
+def export_format(text: str) -> tuple[int | None, int | None]:
+    """:func:`accel_sim.image.export.parse_export_format` with its errors naming ``--format``."""
+    from accel_sim.image.export import parse_export_format
+
+    try:
+        return parse_export_format(text)
+    except AccelSimError as exc:
+        raise AccelSimError(f"--{exc}") from None
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -75,9 +75,10 @@ def run_export(args: argparse.Namespace) -> int:
     from accel_sim.models import load_user_model, load_weights, zoo_weights_path
     from accel_sim.models.zoo import file_sha256
 
-    weight_bits = parse_image_format(args.format)
-    if weight_bits is not None and not 2 <= weight_bits <= 32:
-        raise AccelSimError(f"--format fixedW needs a word width W in 2..32 bits, got {args.format!r}")
+    weight_bits, frac_bits = export_format(args.format)
+    if frac_bits is not None and args.frac_bits is not None and frac_bits != args.frac_bits:
+        raise AccelSimError(f"--format {args.format} and --frac-bits {args.frac_bits} give two splits")
+    frac_bits = args.frac_bits if frac_bits is None else frac_bits
     if weight_bits is None and args.act_bits is not None:
         raise AccelSimError("--act-bits needs a fixed-point --format: an fp32 image stores float32 activations")
     if args.module is not None:
@@ -92,7 +93,7 @@ def run_export(args: argparse.Namespace) -> int:
     calibration = draw_sample(train, args.calibration, np.random.default_rng(args.seed))
     image = export_model(model, calibration.images, weight_bits, args.act_bits, model_name=name,
                          class_names=train.class_names, source_sha256=file_sha256(weights),
-                         weight_percentile=args.weight_percentile, frac_bits=args.frac_bits,
+                         weight_percentile=args.weight_percentile, frac_bits=frac_bits,
                          input_mean=args.mean or CIFAR10_MEAN, input_std=args.std or CIFAR10_STD)
     write_image(image, args.output)
     print(f"wrote {args.output}: {image.model} {image.format_name}, {len(image.layers)} layers, "

@@ -130,10 +130,7 @@ def check_fault_map(fmap: FaultMap, image: Image, hw: HardwareConfig, n_images: 
                          f"{hw.name} is {hw.config_hash()[:12]}…)")
     if not len(fmap):
         return
-    _check(np.isin(fmap.site, range(len(SITES))), fmap, "site", "is not a known site code", where)
-    _check(np.isin(fmap.model, range(len(MODELS))), fmap, "model", "is not a known fault model code", where)
-    _check(fmap.bit >= 0, fmap, "bit", "is negative", where)
-    _check(fmap.image >= -1, fmap, "image", "is below -1", where)
+    check_fields(fmap, where)
     if n_images is not None:
         _check(fmap.image < n_images, fmap, "image", f"is beyond the {n_images} images of the run", where)
     layer_ok = (fmap.layer == -1) | np.isin(fmap.layer, [i for i, l in enumerate(image.layers)

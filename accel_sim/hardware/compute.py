@@ -466,13 +466,12 @@ def _wide_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareCon
     """Exact ``int64`` accumulators of an accumulator wider than 53 bits (logical output shape)."""
     layer, dp = prepared.layer, hw.datapath
     bound = abs_max(x) * prepared.abs_col_sum_max  # of every partial sum
-    columns = _unfold(layer, x)
     if _uses_int8(prepared):  # int8 sums of words ≤ 16 bits are exact in float64
         acc = _int8_accumulators(prepared, x).to(torch.int64)
     elif bound < EXACT_LIMIT * _MARGIN:
-        acc = _from_columns(layer, torch.matmul(prepared.weight_2d, columns)).to(torch.int64)
-    elif columns.shape[1] <= wide_gemm.MAX_DEPTH:
-        acc = _from_columns(layer, wide_gemm.matmul_int64(prepared.weight_2d, columns))  # modulo 2**64
+        acc = _from_columns(layer, torch.matmul(prepared.weight_2d, _unfold(layer, x))).to(torch.int64)
+    elif prepared.weight_2d.shape[1] <= wide_gemm.MAX_DEPTH:
+        acc = _from_columns(layer, wide_gemm.matmul_int64(prepared.weight_2d, _unfold(layer, x)))  # modulo 2**64
     else:
         return faithful_accumulators(prepared, x, hw, None)
     if dp.overflow == "wrap":  # the wrapped sum is the sum modulo 2**acc_bits
@@ -480,7 +479,7 @@ def _wide_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareCon
     if bound < float(dp.acc_max) * _MARGIN:
         return acc
     # im2col rows holding an output whose partial sums might saturate: added MAC by MAC
-    risky = torch.matmul(prepared.weight_2d.abs(), columns.abs()) >= float(dp.acc_max) * _MARGIN
+    risky = torch.matmul(prepared.weight_2d.abs(), _unfold(layer, x).abs()) >= float(dp.acc_max) * _MARGIN
     rows = torch.nonzero(risky.any(dim=1).reshape(-1)).reshape(-1).numpy()
     if rows.size:
         exact = faithful_accumulators(prepared, x, hw, None, rows, np.arange(layer.out_channels))

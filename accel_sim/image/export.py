@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,21 @@ class _Step:
     padding: tuple[int, int] = (0, 0)
     kernel: tuple[int, int] = (1, 1)
     relu: bool = False
+
+
+def parse_export_format(text: str) -> tuple[int | None, int | None]:
+    """An export format's text: ``fp32`` → (None, None); ``fixedW`` → (W, None), each tensor's
+    format calibrated; ``fixedW.F`` → (W, F), F fractional bits in every tensor (``fixed32.16`` is
+    Q15.16). W lies in 2..32."""
+    match = re.fullmatch(r"fp32|fixed(\d+)(?:\.(-?\d+))?", text) if isinstance(text, str) else None
+    if not match:
+        raise AccelSimError(f"format must be fp32, fixedW (e.g. fixed16) or fixedW.F (e.g. fixed32.16), got {text!r}")
+    if match.group(1) is None:
+        return None, None
+    bits = int(match.group(1))
+    if not 2 <= bits <= 32:
+        raise AccelSimError(f"format fixedW needs a word width W in 2..32 bits, got {text!r}")
+    return bits, None if match.group(2) is None else int(match.group(2))
 
 
 def image_format_name(weight_bits: int | None, act_bits: int | None) -> str:

@@ -43,12 +43,12 @@ from accel_sim.errors import AccelSimError
 from accel_sim.faults import DrawSpec, draw_fault_map, job_rng, prepare_permanent_faults
 from accel_sim.faults.model import COUNT_MODES, MODELS, SITES
 from accel_sim.hardware import Accelerator
+from accel_sim.hardware.activation_unit import threshold_in_accumulator
 from accel_sim.image import Image
 from accel_sim.mitigation.apply import activation_layers, check_method, with_activation, with_thresholds
 from accel_sim.mitigation.profile import TailProfiler, profile_act_max
 from accel_sim.mitigation.search import Round, SearchSettings, area_under_curve, interval_search
 from accel_sim.mitigation.thresholds import Thresholds
-from accel_sim.numerics import threshold_to_acc
 
 logger = logging.getLogger(__name__)
 
@@ -304,10 +304,7 @@ class _LayerScorer:
         differ only where T1 < x ≤ T2 and clamp outputs only where x > T1 (NaN takes neither
         branch: both give 0, or both NaN); compared in the unit's own terms (float32 values, or
         accumulator integers)."""
-        layer = self.network.layers[self.layer]
-        low, high = sorted((t, ref))
-        if not layer.weight_format.is_float:
-            low, high = (threshold_to_acc(v, layer.acc_frac_bits) for v in (low, high))
+        low, high = sorted(threshold_in_accumulator(self._candidate(v)) for v in (t, ref))
         changed = pre > low
         if self.settings.method == "clipact":
             changed &= pre <= high

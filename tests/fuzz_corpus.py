@@ -392,7 +392,7 @@ def _command_line_cases(folder: Path, bases: dict, rng: np.random.Generator) -> 
         "bad_count": ["0", "-1", "-100", "x", "1.5", "", "99999999999999999999999"],
         "bad_offset": ["-1", "1000", "99999", "x"],
         "bad_word": ["banana", "", "cuda:99", "\u00e9", "--", "edge99"],
-        "bad_format": ["fixed1", "fixed33", "fixed0", "fixed", "float16", "fixed8.4", ""],
+        "bad_format": ["fixed1", "fixed33", "fixed0", "fixed", "float16", "fixed8.x", "fixed33.16", ""],
         "bad_float": ["inf", "nan", "-1", "101", "1e400", "x", "-inf"],
         "bad_int": ["-1", "x", "1.5", "-99999999999999999999"],
         "bad_layers": ["99", "-1", "1", "x", "0,99", ""],

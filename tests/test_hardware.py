@@ -630,3 +630,20 @@ def test_fp32_faulty_weight_changes_only_its_own_filter():
     others = np.arange(64) != 5
     assert torch.equal(clean[:, others], faulty[:, others])
     assert not torch.isfinite(faulty[:, 5]).all()
+
+
+def test_53_bit_wrapping_accumulator_wraps_the_bias_sum():
+    """A 53-bit wrapping accumulator near its top plus a bias passes 2**52 yet stays below 2**53
+    (exact in float64): it must still wrap (hypothesis found the float64 path leaving it)."""
+    word = Fixed(32, 0)
+    weight = np.array([[-(2**20), -(2**20)]])
+    layer = Linear("fc", (2,), (1,), weight, np.array([2**31 - 1]), Fixed(21, 0), word, word, None)
+    hw = HardwareConfig("t", 2, 2, weight_bits=21, act_bits=32, acc_bits=53, overflow="wrap")
+    x = np.array([[-(2**31), -(2**31) + 2**10]])
+    expected = reference_layer(layer, x, hw.datapath)
+    products = 2**20 * 2**31 + 2**20 * (2**31 - 2**10)
+    total = products + 2**31 - 1
+    assert products < 2**52 <= total and expected.tolist() == [[total - 2**53]]
+    for engine in ("fast", "faithful"):
+        got = run_layer(layer, prepare_layer(layer), torch.from_numpy(x).double(), hw, engine)
+        assert got.numpy().astype(np.int64).tolist() == expected.tolist(), engine

@@ -42,8 +42,9 @@ def int64_accumulators(layer: WeightedLayer, hw: HardwareConfig) -> bool:
 
 
 def wrap_float(values: torch.Tensor, bits: int) -> torch.Tensor:
-    """Exact integers (float64, |v| < 2**53) reduced to a ``bits``-bit two's complement range."""
-    if bits >= 53:
+    """Exact integers (float64, |v| < 2**53) reduced to a ``bits``-bit two's complement range.
+    At 53 bits too: a 53-bit accumulator plus its bias can reach past 2**52."""
+    if bits > FLOAT64_ACC_BITS:
         return values  # |v| < 2**53 already lies in the range
     as_int = values.to(torch.int64)
     half = 1 << (bits - 1)

@@ -1,5 +1,7 @@
 """The emulated array against the golden reference; configs; mapping; cycle model."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,7 @@ from accel_sim.hardware import (
     load_preset,
     preset_names,
 )
+from accel_sim.hardware import wide_gemm
 from accel_sim.hardware.compute import WeightPatch, prepare_layer, run_layer
 from accel_sim.hardware.cycles import layer_cycles
 from accel_sim.hardware.dataflows import activation_stream, get_dataflow
@@ -647,3 +650,63 @@ def test_53_bit_wrapping_accumulator_wraps_the_bias_sum():
     for engine in ("fast", "faithful"):
         got = run_layer(layer, prepare_layer(layer), torch.from_numpy(x).double(), hw, engine)
         assert got.numpy().astype(np.int64).tolist() == expected.tolist(), engine
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.booleans(), st.sampled_from(["saturate", "wrap"]),
+       st.sampled_from([(32, 64), (27, 54), (27, 60)]), st.integers(1, 12), st.sampled_from([0, 4, 20, 31]),
+       st.sampled_from([12, 22]))
+def test_patched_wide_weights_equal_reference(seed, conv, overflow, widths, faults, x_bits, w_bits):
+    """Q15.16-like layers (27- or 32-bit words, small stored weights, activations up to the word's
+    range) with a few faulty weight words anywhere in that range: the stored words' GEMM plus the patched
+    words' products (split activation digits past 2**53, MAC by MAC where a sum may saturate)
+    equal the golden reference on the faulty layer, bit for bit."""
+    rng = np.random.default_rng(seed)
+    bits, acc_bits = widths
+    word = Fixed(bits, 16)
+    x_bits = min(x_bits, bits - 1)
+    if conv:
+        c, k = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        weight = rng.integers(-(2**w_bits), 2**w_bits, (int(rng.integers(1, 6)), c, k, k))
+        layer = Conv2d("conv", (c, 6, 5), (weight.shape[0], *conv_output_hw(6, 5, (k, k), (1, 1), (1, 1))), weight,
+                       rng.integers(-(2**20), 2**20, weight.shape[0]), word, word, word, word, "relu", None,
+                       stride=(1, 1), padding=(1, 1))
+    else:
+        weight = rng.integers(-(2**w_bits), 2**w_bits, (int(rng.integers(1, 6)), int(rng.integers(1, 30))))
+        layer = Linear("fc", weight.shape[1:], weight.shape[:1], weight, rng.integers(-(2**20), 2**20, weight.shape[0]),
+                       word, word, word, None)
+    index = np.unique(rng.integers(0, weight.size, faults))
+    values = np.where(rng.random(index.size) < 0.5, rng.choice([word.raw_min, word.raw_max], index.size),
+                      rng.integers(word.raw_min, word.raw_max + 1, index.size))
+    x = rng.integers(-(2**x_bits), 2**x_bits, (2, *layer.in_shape))  # raw_max below: 2**(bits-1) - 1
+    x = np.where(rng.random(x.shape) < 0.2, word.raw_max, x)
+    hw = HardwareConfig("t", 4, 4, weight_bits=bits, act_bits=bits, acc_bits=acc_bits, overflow=overflow)
+    faulty_words = weight.reshape(-1).copy()
+    faulty_words[index] = values
+    faulty = dataclasses.replace(layer, weight=faulty_words.reshape(weight.shape))
+    expected = reference_layer(faulty, x, hw.datapath)
+    prepared = prepare_layer(layer, WeightPatch(index, values), base=prepare_layer(layer))
+    got = run_layer(layer, prepared, torch.from_numpy(x).double(), hw, "fast")
+    np.testing.assert_array_equal(got.numpy().astype(np.int64), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 70))
+def test_wide_gemm_products_equal_python_integers(seed, depth):
+    """The split GEMMs of :mod:`accel_sim.hardware.wide_gemm` against Python's integers, modulo 2**64
+    (32-bit words, mostly extreme): four products when both operands are wide, two when the
+    weights are small."""
+    rng = np.random.default_rng(seed)
+    word = Fixed(32, 0)
+    a = _words(rng, word, (depth, 3), True)
+    wide, small = _words(rng, word, (4, depth), True), rng.integers(-(2**20), 2**20, (4, depth))
+
+    def exact(w):
+        return [[(sum(int(p) * int(q) for p, q in zip(row, col)) + 2**63) % 2**64 - 2**63 for col in a.T] for row in w]
+
+    got = wide_gemm.matmul_int64(torch.from_numpy(wide).double(), torch.from_numpy(a).double())
+    assert got.tolist() == exact(wide)
+    assert wide_gemm.split_matmul_is_exact(float(np.abs(small).sum(axis=1).max()))
+    hi, lo = wide_gemm.balanced_digits(torch.from_numpy(a).double())
+    assert float(lo.abs().max()) <= 2**15 and float(hi.abs().max()) <= 2**16
+    assert wide_gemm.split_matmul(torch.from_numpy(small).double(), hi, lo).tolist() == exact(small)

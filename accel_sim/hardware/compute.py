@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from accel_sim.hardware import int8_gemm, int8_kernels, kernels, lane_kernels, wide_gemm
 from accel_sim.hardware.config import HardwareConfig
+from accel_sim.hardware.patched_sums import add_patch_products
 from accel_sim.hardware.pe_faults import PeFaults, faulty_column_blocks, fits_float64
 from accel_sim.image import Conv2d, Flatten, Layer, Linear, MaxPool2d, WeightedLayer
 from accel_sim.hardware.activation_unit import (
@@ -77,6 +78,14 @@ class PreparedLayer:
     threshold_acc: int | float | None
     weight_digits: int8_gemm.WeightDigits | None = None  # B (K × N), im2col order, words ≤ 16 bits
     patch: WeightPatch | None = None
+    # the same layer prepared from its stored words, when this one was prepared from it: its
+    # cached GEMM forms serve every fault map (only the patched words are redone on their own)
+    clean: PreparedLayer | None = None
+
+    @property
+    def stored(self) -> PreparedLayer:
+        """The layer prepared from its stored (fault-free) weight words: ``clean``, or itself."""
+        return self.clean if self.clean is not None and self.patch is not None else self
 
     @property
     def abs_col_sum_max(self) -> float:
@@ -87,18 +96,32 @@ class PreparedLayer:
         """Raw words in the layer's weight shape, patched."""
         return _patched(self.layer, self.patch)
 
-    @functools.cached_property
+    @property
     def weight_tensor(self) -> torch.Tensor:
         """The patched words in the layer's weight shape as a tensor of their own (float32 for
         fp32 images, float64 otherwise)."""
+        return self._unpatched_form("_weight_tensor")
+
+    @functools.cached_property
+    def _weight_tensor(self) -> torch.Tensor:
         dtype = torch.float32 if self.layer.weight_format.is_float else torch.float64
         return torch.from_numpy(np.array(self.weight)).to(dtype)
 
-    @functools.cached_property
+    @property
     def weight_2d(self) -> torch.Tensor:
         """(N, C·kh·kw) in unfold order (channel, kernel row, kernel col); float64 or float32."""
+        return self._unpatched_form("_weight_2d")
+
+    @functools.cached_property
+    def _weight_2d(self) -> torch.Tensor:
         dtype = torch.float32 if self.layer.weight_format.is_float else torch.float64
         return torch.from_numpy(np.array(self.weight.reshape(self.weight.shape[0], -1))).to(dtype)
+
+    def _unpatched_form(self, name: str):
+        """A cached weight form, taken from ``clean`` when this layer's weights are its stored
+        words (only the bias is faulty), so that no fault map copies them again."""
+        source = self.clean if self.clean is not None and self.patch is None else self
+        return getattr(source, name)
 
     @functools.cached_property
     def weight_t_hwc(self) -> np.ndarray:
@@ -155,10 +178,10 @@ def prepare_layer(layer: WeightedLayer, patch: WeightPatch | None = None, bias: 
     is_float = layer.weight_format.is_float
     if base is not None and patch is None:  # only the bias changes
         digits, abs_sums = base.weight_digits, base.abs_col_sums
-    elif base is not None and base.weight_digits is not None:
+    elif base is not None and not is_float:
         k, n = _gemm_position(layer, patch.index)
-        digits = int8_gemm.patch_weights(base.weight_digits, k, n, torch.from_numpy(np.asarray(patch.values)),
-                                         layer.weight_format.signed_width)
+        digits = None if base.weight_digits is None else int8_gemm.patch_weights(
+            base.weight_digits, k, n, torch.from_numpy(np.asarray(patch.values)), layer.weight_format.signed_width)
         abs_sums = base.abs_col_sums.copy()
         old = np.abs(layer.weight.reshape(-1)[patch.index].astype(np.float64))
         np.add.at(abs_sums, n, np.abs(np.asarray(patch.values, np.float64)) - old)  # exact: integers
@@ -170,7 +193,8 @@ def prepare_layer(layer: WeightedLayer, patch: WeightPatch | None = None, bias: 
                                                layer.weight_format.signed_width)
         abs_sums = np.abs(w.reshape(w.shape[0], -1).astype(np.float64)).sum(axis=1)
     return PreparedLayer(layer=layer, bias=torch.from_numpy(np.array(bias)), abs_col_sums=abs_sums,
-                         threshold_acc=threshold_in_accumulator(layer), weight_digits=digits, patch=patch)
+                         threshold_acc=threshold_in_accumulator(layer), weight_digits=digits, patch=patch,
+                         clean=base)
 
 
 def _gemm_position(layer: WeightedLayer, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -465,28 +489,52 @@ def _fast_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareCon
 def _wide_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig) -> torch.Tensor:
     """Exact ``int64`` accumulators of an accumulator wider than 53 bits (logical output shape)."""
     layer, dp = prepared.layer, hw.datapath
-    bound = abs_max(x) * prepared.abs_col_sum_max  # of every partial sum
+    x_max = abs_max(x)
     if _uses_int8(prepared):  # int8 sums of words ≤ 16 bits are exact in float64
         acc = _int8_accumulators(prepared, x).to(torch.int64)
-    elif bound < EXACT_LIMIT * _MARGIN:
-        acc = _from_columns(layer, torch.matmul(prepared.weight_2d, _unfold(layer, x))).to(torch.int64)
-    elif prepared.weight_2d.shape[1] <= wide_gemm.MAX_DEPTH:
-        acc = _from_columns(layer, wide_gemm.matmul_int64(prepared.weight_2d, _unfold(layer, x)))  # modulo 2**64
     else:
-        return faithful_accumulators(prepared, x, hw, None)
+        acc = _wide_sums(prepared, x, x_max)
+        if acc is None:
+            return faithful_accumulators(prepared, x, hw, None)
     if dp.overflow == "wrap":  # the wrapped sum is the sum modulo 2**acc_bits
         return torch.from_numpy(dp.overflow_acc(acc.numpy()))
-    if bound < float(dp.acc_max) * _MARGIN:
+    limit = float(dp.acc_max) * _MARGIN
+    filters = np.flatnonzero(x_max * prepared.abs_col_sums >= limit)  # only their sums might saturate
+    if not filters.size:
         return acc
-    # im2col rows holding an output whose partial sums might saturate: added MAC by MAC
-    risky = torch.matmul(prepared.weight_2d.abs(), _unfold(layer, x).abs()) >= float(dp.acc_max) * _MARGIN
+    # im2col rows holding an output of those filters whose partial sums might saturate: added
+    # MAC by MAC
+    weights = torch.from_numpy(np.abs(prepared.weight.reshape(layer.out_channels, -1)[filters]).astype(np.float64))
+    risky = torch.matmul(weights, _unfold(layer, x).abs()) >= limit
     rows = torch.nonzero(risky.any(dim=1).reshape(-1)).reshape(-1).numpy()
     if rows.size:
-        exact = faithful_accumulators(prepared, x, hw, None, rows, np.arange(layer.out_channels))
+        exact = faithful_accumulators(prepared, x, hw, None, rows, filters)
         by_row = (acc.permute(0, 2, 3, 1) if acc.dim() == 4 else acc).contiguous()
-        by_row.view(-1, layer.out_channels)[torch.from_numpy(rows)] = torch.from_numpy(exact)
+        by_row.view(-1, layer.out_channels)[torch.from_numpy(rows)[:, None], torch.from_numpy(filters)[None, :]] = \
+            torch.from_numpy(exact)
         acc = _from_rows(layer, by_row, x.shape[0])
     return acc
+
+
+def _wide_sums(prepared: PreparedLayer, x: torch.Tensor, x_max: float) -> torch.Tensor | None:
+    """Σ w·a as ``int64`` (logical output shape), exact modulo 2**64: the stored words' GEMM (one
+    float64 product while every partial sum stays below 2**53, two with the activations split
+    into 16-bit digits, four with the weights split too), plus the products of the patched words
+    (:mod:`accel_sim.hardware.patched_sums`). None when the window is too deep for the GEMMs."""
+    layer, stored = prepared.layer, prepared.stored
+    w, col_max = stored.weight_2d, stored.abs_col_sum_max
+    if x_max * col_max < EXACT_LIMIT * _MARGIN:
+        sums = torch.matmul(w, _unfold(layer, x)).to(torch.int64)
+    elif wide_gemm.split_matmul_is_exact(col_max):
+        hi, lo = wide_gemm.balanced_digits(x)
+        sums = wide_gemm.split_matmul(w, _unfold(layer, hi), _unfold(layer, lo))
+    elif w.shape[1] <= wide_gemm.MAX_DEPTH:
+        sums = wide_gemm.matmul_int64(w, _unfold(layer, x))
+    else:
+        return None
+    if stored is not prepared:
+        add_patch_products(sums.numpy(), layer, prepared.patch.index, prepared.patch.values, x)
+    return _from_columns(layer, sums)
 
 
 def _float_accumulators(prepared: PreparedLayer, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -11,6 +11,12 @@ middle one over twice the depth) is exact in float64 for windows of up to ``MAX_
 arithmetic, which is exact modulo 2**64: the result is the true sum whenever that fits in
 ``int64`` (the caller bounds it), and its residue modulo 2**64 always (enough for a wrapping
 accumulator of up to 64 bits).
+
+When one operand is small (the stored weights of a 32-bit fixed-point image, whose values are
+mostly below 1), only the other is split: with balanced digits ``a = 2**16·a_hi + a_lo``
+(``|a_lo| ≤ 2**15``, ``|a_hi| ≤ 2**16``), ``W @ A = 2**16 (W @ A_hi) + W @ A_lo``, two products
+instead of four, exact while ``2**16 · max_n Σ_k |W[n, k]|`` stays below 2**53
+(:func:`split_matmul_is_exact`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch
 
 from accel_sim.errors import AccelSimError
 
+EXACT_LIMIT = 2.0**53
 MAX_DEPTH = (1 << 20) - 1  # 2·K·2**32 < 2**53: the middle product (depth 2K) stays exact
 _HALF = 2.0**16
 
@@ -43,3 +50,26 @@ def matmul_int64(w: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     with np.errstate(over="ignore"):  # int64 arithmetic wraps modulo 2**64, which is what is wanted
         total = high * np.int64(1 << 32) + middle * np.int64(1 << 16) + low
     return torch.from_numpy(total)
+
+
+def balanced_digits(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hi, lo) float64 with ``t = 2**16·hi + lo``, ``|lo| ≤ 2**15``: words ``t`` of at most 32
+    bits (integer-valued float64) give ``|hi| ≤ 2**16``."""
+    hi = torch.round(t / _HALF)  # exact: division by a power of two, rounding to an integer
+    return hi, t - hi * _HALF
+
+
+def split_matmul_is_exact(abs_col_sum_max: float) -> bool:
+    """Whether :func:`split_matmul` is exact for weights whose largest ``Σ_k |W[n, k]|`` is
+    ``abs_col_sum_max`` (every partial sum of either product stays below 2**53)."""
+    return _HALF * abs_col_sum_max < EXACT_LIMIT * (1 - 2.0**-40)
+
+
+def split_matmul(w: torch.Tensor, a_hi: torch.Tensor, a_lo: torch.Tensor) -> torch.Tensor:
+    """``w @ (2**16·a_hi + a_lo)`` as ``int64`` modulo 2**64 from the balanced digits of the
+    second operand (:func:`balanced_digits`), exact when :func:`split_matmul_is_exact` holds for
+    ``w``."""
+    high = torch.matmul(w, a_hi).numpy().astype(np.int64)
+    low = torch.matmul(w, a_lo).numpy().astype(np.int64)
+    with np.errstate(over="ignore"):  # modulo 2**64, as in matmul_int64
+        return torch.from_numpy(high * np.int64(1 << 16) + low)

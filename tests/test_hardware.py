@@ -20,9 +20,11 @@ from accel_sim.hardware import (
     preset_names,
 )
 from accel_sim.hardware import wide_gemm
-from accel_sim.hardware.compute import WeightPatch, prepare_layer, run_layer
+from accel_sim.hardware.compute import WeightPatch, prepare_layer, run_layer, weighted_accumulators
 from accel_sim.hardware.cycles import layer_cycles
-from accel_sim.hardware.dataflows import activation_stream, get_dataflow
+from accel_sim.faults import draw_fault_map, run_with_faults
+from accel_sim.faults.draw import DrawSpec
+from accel_sim.hardware.dataflows import Dataflow, activation_stream, get_dataflow, register_dataflow
 from accel_sim.hardware.lowering import GemmShape, gemm_shape
 from accel_sim.image import Conv2d, Linear
 from accel_sim.numerics import Fixed, Float32
@@ -32,6 +34,8 @@ from accel_sim.image.records import conv_output_hw
 from accel_sim.image.reference import reference_layer, run_reference
 from accel_sim.models import load_weights
 from pathlib import Path
+
+from tests import pe_reference
 
 PRESETS = Path(__file__).resolve().parents[1] / "accel_sim" / "hardware" / "presets"
 ARRAYS = [(16, 16), (3, 5), (7, 2), (1, 1), (32, 8)]
@@ -710,3 +714,88 @@ def test_wide_gemm_products_equal_python_integers(seed, depth):
     hi, lo = wide_gemm.balanced_digits(torch.from_numpy(a).double())
     assert float(lo.abs().max()) <= 2**15 and float(hi.abs().max()) <= 2**16
     assert wide_gemm.split_matmul(torch.from_numpy(small).double(), hi, lo).tolist() == exact(small)
+
+
+class _InputStationary(Dataflow):
+    """A toy third dataflow for the tests: window elements × output pixels on rows × cols, the
+    filters stream (SCALE-Sim's IS). It exists only here: adding it touches no library file."""
+
+    name = "is-toy"
+    row_axis = "k"
+    col_axis = "m"
+    description = "input stationary (test only)"
+
+    def weight_stream(self, shape, rows, cols):
+        kk, nn = np.meshgrid(np.arange(shape.k), np.arange(shape.n), indexing="ij")
+        order = np.lexsort((kk.ravel(), nn.ravel()))
+        return kk.ravel()[order], nn.ravel()[order]
+
+    def fold_cycles(self, rows, cols, steps):
+        return 2 * rows + cols + steps - 2
+
+    def traffic(self, shape, fold_rows, fold_cols):
+        return shape.k * shape.n * fold_cols, shape.m * shape.k, shape.m * shape.n * fold_rows, 0
+
+
+register_dataflow(_InputStationary())
+
+
+def _reference_pe_sums(layer, x, hw, faults):
+    """:func:`tests.pe_reference.faulty_sums` on a layer and a batch (Python integers)."""
+    w = layer.weight.tolist() if isinstance(layer, Linear) else layer.weight.transpose(2, 3, 1, 0).reshape(
+        -1, layer.out_channels).tolist()
+    if isinstance(layer, Linear):
+        a, pixels, w = x.tolist(), 1, np.array(w).T.tolist()
+    else:
+        a = [row for image in x.tolist() for row in pe_reference.im2col(image, layer.kernel, layer.stride, layer.padding)]
+        pixels = layer.out_shape[1] * layer.out_shape[2]
+    widths = (layer.weight_format.word_bits, layer.weight_format.word_bits + layer.in_format.word_bits,
+              hw.datapath.acc_bits)
+    return pe_reference.faulty_sums(a, w, pixels, get_dataflow(hw.dataflow), hw.rows, hw.cols, faults, widths,
+                                    hw.overflow)
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_layer(max_bits=12), st.sampled_from(["ws", "os", "is-toy"]), st.sampled_from([(3, 5), (2, 2), (4, 1)]),
+       st.sampled_from(["saturate", "wrap"]), st.sampled_from([24, 32, 48]), st.data())
+def test_pe_faults_equal_the_plain_python_reference(case, dataflow, array, overflow, acc_bits, data):
+    """PE faults MAC by MAC in plain Python against the faithful kernel and the fast path (its
+    strategies for WS and OS; a dataflow without filters along the columns is recomputed by the
+    faithful kernel), on every dataflow including a toy one registered by this test file."""
+    layer, x = case
+    assume(layer.weight_format.word_bits + layer.in_format.word_bits <= acc_bits)
+    assume(layer.weight.size * x.shape[0] <= 2000)  # the reference is plain Python
+    hw = HardwareConfig("t", *array, dataflow=dataflow, weight_bits=12, act_bits=12, acc_bits=acc_bits,
+                        overflow=overflow)
+    faults = data.draw(pe_fault_table(hw, layer, x.shape[0]))
+    table = [(int(pe // hw.cols), int(pe % hw.cols), int(faults.register[f]), int(faults.bit[f]), int(faults.model[f]),
+              int(faults.mac[f])) for pe in range(hw.rows * hw.cols) for f in range(faults.pe_start[pe], faults.pe_start[pe + 1])]
+    expected = np.array(_reference_pe_sums(layer, x, hw, table), dtype=np.int64)
+    prepared = prepare_layer(layer)
+    for engine in ("faithful", "fast"):
+        got = weighted_accumulators(prepared, torch.from_numpy(x).double(), hw, engine, faults)
+        by_row = (got.permute(0, 2, 3, 1) if got.dim() == 4 else got).reshape(-1, layer.out_channels)
+        np.testing.assert_array_equal(by_row.numpy().astype(np.int64), expected, err_msg=engine)
+
+
+def test_a_registered_dataflow_runs_faults_cycles_and_buffers():
+    """The toy dataflow through the public paths: PE faults drawn and run on a zoo image, its cycle
+    model, its weight-buffer order; an unknown or clashing name is refused."""
+    hw = HardwareConfig("t", 8, 8, dataflow="is-toy", weight_buffer_kib=1)
+    image = export_model(load_weights("alexnet"), load_bundled_sample().images[:8], 16, model_name="alexnet")
+    x = load_bundled_sample().images[:2]
+    cycles = layer_cycles(image.weighted_layers[1], hw)
+    shape = gemm_shape(image.weighted_layers[1])
+    assert (cycles.fold_rows, cycles.fold_cols) == (-(-shape.k // 8), -(-shape.m // 8))
+    assert cycles.cycles_per_fold == 2 * 8 + 8 + shape.n - 2
+    for site in ("pe", "weight_buffer"):
+        fmap = draw_fault_map(image, hw, DrawSpec(site=site, rate=5e-4, count_mode="exact"), np.random.default_rng(1),
+                              len(x))
+        assert len(fmap) >= 2
+        fast = run_with_faults(Accelerator(hw), image, x, fmap)
+        faithful = run_with_faults(Accelerator(hw, engine="faithful"), image, x, fmap)
+        np.testing.assert_array_equal(fast.raw_logits, faithful.raw_logits)
+    with pytest.raises(ValueError, match="hardware field dataflow must be one of ws, os, is-toy"):
+        HardwareConfig("t", 8, 8, dataflow="xx")
+    with pytest.raises(ValueError, match="dataflow name 'ws' is taken"):
+        register_dataflow(type("Other", (_InputStationary,), {"name": "ws"})())

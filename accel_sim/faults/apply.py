@@ -175,9 +175,9 @@ def _stationary_weight_faults(fmap: FaultMap, hw: HardwareConfig, layer_index: i
     In a weight-stationary array a PE's weight register holds the same weight for every pixel of
     a fold, so such a fault is exactly a corrupted copy of the weights the PE holds: weights
     (k, n) with k ≡ row (mod rows) and n ≡ col (mod cols). Applying it to the weights keeps the
-    layer on the fast path. None when the dataflow is not WS.
+    layer on the fast path. None when the dataflow does not hold weights in its PEs.
     """
-    if hw.dataflow != "ws":
+    if not get_dataflow(hw.dataflow).holds_weights:
         return None
     pe = fmap.of_site("pe")
     return pe.select((pe.register == 0) & (pe.image == -1) & ((pe.layer == -1) | (pe.layer == layer_index)))

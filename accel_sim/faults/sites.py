@@ -9,6 +9,7 @@ import numpy as np
 from accel_sim.errors import AccelSimError
 from accel_sim.faults.model import REGISTERS, SITES
 from accel_sim.hardware import HardwareConfig
+from accel_sim.hardware.dataflows import get_dataflow
 from accel_sim.hardware.lowering import gemm_shape
 from accel_sim.image import Image, WeightedLayer
 
@@ -88,9 +89,4 @@ def weighted_layer_indices(image: Image) -> np.ndarray:
 def pe_mac_axes(layer: WeightedLayer, hw: HardwareConfig, row: int, col: int) -> tuple[np.ndarray, ...]:
     """Pixels, window elements and filters whose MACs PE (row, col) performs in ``layer`` (one
     image); every combination of the three is one MAC of that PE."""
-    shape = gemm_shape(layer)
-    m, k, n = np.arange(shape.m), np.arange(shape.k), np.arange(shape.n)
-    n = n[n % hw.cols == col]
-    if hw.dataflow == "ws":
-        return m, k[k % hw.rows == row], n
-    return m[m % hw.rows == row], k, n
+    return get_dataflow(hw.dataflow).pe_macs(gemm_shape(layer), row, col, hw.rows, hw.cols)

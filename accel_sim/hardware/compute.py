@@ -38,8 +38,9 @@ import torch.nn.functional as F
 
 from accel_sim.hardware import int8_gemm, int8_kernels, kernels, lane_kernels, wide_gemm
 from accel_sim.hardware.config import HardwareConfig
+from accel_sim.hardware.dataflows import get_dataflow
 from accel_sim.hardware.patched_sums import add_patch_products
-from accel_sim.hardware.pe_faults import PeFaults, faulty_column_blocks, fits_float64
+from accel_sim.hardware.pe_faults import PeFaults, fast_strategies_apply, faulty_column_blocks, fits_float64
 from accel_sim.image import Conv2d, Flatten, Layer, Linear, MaxPool2d, WeightedLayer
 from accel_sim.hardware.activation_unit import (
     activate,
@@ -386,10 +387,12 @@ def _with_pe_faults(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig
 
 
 def _pe_faults_on_fast_path(layer: WeightedLayer, hw: HardwareConfig) -> bool:
-    """Whether PE faults of the layer take the fast strategies, whose lanes and bounds read words as
-    signed (unsigned words and wide accumulators take the faithful kernel instead)."""
+    """Whether PE faults of the layer take the fast strategies, which need filters along the array
+    columns (:func:`accel_sim.hardware.pe_faults.fast_strategies_apply`) and whose lanes and
+    bounds read words as signed (unsigned words and wide accumulators take the faithful kernel
+    instead)."""
     weights, inputs = layer.weight_format, layer.in_format
-    return (not weights.is_float and weights.signed and inputs.signed
+    return (not weights.is_float and weights.signed and inputs.signed and fast_strategies_apply(hw)
             and fits_float64(hw, weights.word_bits + inputs.word_bits))
 
 
@@ -446,10 +449,8 @@ def _recompute_touched(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareCon
     batch = x.shape[0]
     pixels = 1 if isinstance(layer, Linear) else layer.out_shape[1] * layer.out_shape[2]
     pe_rows, pe_cols = pe_faults.faulty_pes(hw.cols)
-    filters = np.arange(layer.out_channels)
-    col_idx = filters[np.isin(filters % hw.cols, pe_cols)]
-    all_rows = np.arange(batch * pixels)
-    row_idx = all_rows if hw.dataflow == "ws" else all_rows[np.isin((all_rows % pixels) % hw.rows, pe_rows)]
+    row_idx, col_idx = get_dataflow(hw.dataflow).touched_outputs(pe_rows, pe_cols, hw.rows, hw.cols, batch, pixels,
+                                                                 layer.out_channels)
     if not col_idx.size or not row_idx.size:
         return acc
     exact = faithful_accumulators(prepared, x, hw, pe_faults, row_idx, col_idx)
@@ -568,12 +569,12 @@ def faithful_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: Hardware
     fault_args = (faults.pe_start, faults.register, faults.bit, faults.model, faults.mac)
     if is_float:
         out = kernels.gemm_faithful_f32(a, prepared.weight_t_hwc, row_idx, col_idx, pixels,
-                                        int(hw.dataflow == "os"), hw.rows, hw.cols, *fault_args)
+                                        *get_dataflow(hw.dataflow).axis_codes, hw.rows, hw.cols, *fault_args)
     else:
         dp = hw.datapath
         out = kernels.gemm_faithful(
             a, prepared.weight_t_hwc, row_idx, col_idx, pixels, dp.acc_min, dp.acc_max, dp.acc_bits,
-            int(dp.overflow == "wrap"), int(hw.dataflow == "os"), hw.rows, hw.cols, *fault_args,
+            int(dp.overflow == "wrap"), *get_dataflow(hw.dataflow).axis_codes, hw.rows, hw.cols, *fault_args,
             layer.weight_format.word_bits, layer.weight_format.word_bits + layer.in_format.word_bits,
         )
     if rows is not None or cols is not None:

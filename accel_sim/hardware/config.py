@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from accel_sim.errors import AccelSimError, AccelSimTypeError
+from accel_sim.hardware.dataflows import DATAFLOWS
 from accel_sim.numerics import OVERFLOW_MODES, ROUNDING_MODES, Datapath
 from accel_sim.numerics.formats import check_mode
 
-DATAFLOWS = ("ws", "os")
 MAX_ARRAY_SIDE = 4096
 MAX_BUFFER_KIB = 2**20
 
@@ -34,9 +34,10 @@ class HardwareConfig:
         A short name for reports.
     rows, cols : int
         Processing elements (PEs) of the array, 1..4096 each.
-    dataflow : {"ws", "os"}
-        Weight-stationary (window × filters on rows × cols, output pixels stream) or
-        output-stationary (output pixels × filters on rows × cols, the window streams).
+    dataflow : str
+        A dataflow name (:mod:`accel_sim.hardware.dataflows`): ``ws``, weight-stationary
+        (window × filters on rows × cols, output pixels stream), or ``os``, output-stationary
+        (output pixels × filters on rows × cols, the window streams).
     weight_bits, act_bits : int
         Widest weight and activation words the multipliers take (bits); images with narrower
         words run unchanged.

@@ -56,9 +56,24 @@ def _acc_add(acc, term, acc_min, acc_max, acc_bits, wrap):
     return acc + term
 
 
+@njit(cache=True, inline="always")
+def _axis_index(pixel, k, n, axis):
+    if axis == 0:
+        return pixel
+    if axis == 1:
+        return k
+    return n
+
+
+@njit(cache=True, inline="always")
+def _pe_index(pixel, k, n, row_axis, col_axis, rows, cols):
+    """Flat index (row·cols + col) of the PE that performs the MAC (pixel, k, n)."""
+    return (_axis_index(pixel, k, n, row_axis) % rows) * cols + _axis_index(pixel, k, n, col_axis) % cols
+
+
 @njit(cache=True, parallel=True)
 def gemm_faithful(a, b_t, row_idx, col_idx, pixels_per_image, acc_min, acc_max, acc_bits, wrap,
-                  output_stationary, rows, cols, pe_start, fault_register, fault_bit, fault_model,
+                  row_axis, col_axis, rows, cols, pe_start, fault_register, fault_bit, fault_model,
                   fault_mac, weight_bits, product_bits):
     """``out[i, j] = Σ_k a[i, k] · b_t[col_idx[j], k]`` MAC by MAC in window order.
 
@@ -71,8 +86,11 @@ def gemm_faithful(a, b_t, row_idx, col_idx, pixels_per_image, acc_min, acc_max, 
         Weights, one row per filter.
     row_idx, col_idx : int64 (I,), (J,)
         The outputs to compute: global im2col rows and filters.
-    output_stationary : int
-        1 for OS (PE row = output pixel mod rows), 0 for WS (PE row = window element mod rows).
+    row_axis, col_axis : int
+        The GEMM axes along the array's rows and columns (0 output pixel, 1 window element,
+        2 filter: :attr:`accel_sim.hardware.dataflows.Dataflow.axis_codes`); the MAC of pixel
+        ``m``, element ``k`` and filter ``n`` runs on PE (row-axis index mod rows, col-axis
+        index mod cols).
     pe_start : int64 (rows·cols + 1,)
         CSR offsets of the PE faults; all zeros when no PE is faulty.
 
@@ -96,10 +114,8 @@ def gemm_faithful(a, b_t, row_idx, col_idx, pixels_per_image, acc_min, acc_max, 
                 for k in range(depth):
                     acc = _acc_add(acc, a[i, k] * b_t[n, k], acc_min, acc_max, acc_bits, wrap)
             else:
-                c = n % cols
                 for k in range(depth):
-                    r = pixel % rows if output_stationary else k % rows
-                    pe = r * cols + c
+                    pe = _pe_index(pixel, k, n, row_axis, col_axis, rows, cols)
                     w = b_t[n, k]
                     first = pe_start[pe]
                     last = pe_start[pe + 1]
@@ -135,7 +151,7 @@ def _corrupt_f32(value, bit, model):
 
 
 @njit(cache=True, parallel=True)
-def gemm_faithful_f32(a, b_t, row_idx, col_idx, pixels_per_image, output_stationary, rows, cols,
+def gemm_faithful_f32(a, b_t, row_idx, col_idx, pixels_per_image, row_axis, col_axis, rows, cols,
                       pe_start, fault_register, fault_bit, fault_model, fault_mac):
     """float32 version of :func:`gemm_faithful`: ``acc = acc + a·w`` in IEEE float32, in window
     order, with PE faults on the float32 bit patterns of the weight register, the product and
@@ -149,11 +165,9 @@ def gemm_faithful_f32(a, b_t, row_idx, col_idx, pixels_per_image, output_station
         pixel = m % pixels_per_image
         for j in range(n_cols):
             n = col_idx[j]
-            c = n % cols
             acc = np.float32(0.0)
             for k in range(depth):
-                r = pixel % rows if output_stationary else k % rows
-                pe = r * cols + c
+                pe = _pe_index(pixel, k, n, row_axis, col_axis, rows, cols)
                 w = b_t[n, k]
                 first = pe_start[pe]
                 last = pe_start[pe + 1]

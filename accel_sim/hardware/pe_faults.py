@@ -28,6 +28,7 @@ import torch
 
 from accel_sim.hardware import int8_gemm, kernels, lane_kernels, product_lanes
 from accel_sim.hardware.config import HardwareConfig
+from accel_sim.hardware.dataflows import get_dataflow
 
 _IDENTITY = (-1, 0, 0)  # (and, or, xor) masks of a register without faults
 _MARGIN = 1 - 2.0**-40  # float64 bounds are computed with rounding; stay clear of the edge
@@ -79,6 +80,14 @@ class PeFaults:
         """(im2col row, filter) of the one output each transient fault hits (may repeat)."""
         mac = self.mac[self.mac >= 0]
         return mac // (depth * filters), mac % filters
+
+
+def fast_strategies_apply(hw: HardwareConfig) -> bool:
+    """Whether the hardware's dataflow puts filters along the array columns, which every strategy
+    of :func:`faulty_column_blocks` assumes (a faulty PE's column owns the filters ≡ col mod
+    cols); the rows hold window elements (WS: one group per faulty column) or output pixels (OS:
+    one group per faulty PE)."""
+    return get_dataflow(hw.dataflow).col_axis == "n"
 
 
 def fits_float64(hw: HardwareConfig, product_bits: int) -> bool:
@@ -153,7 +162,7 @@ def _fault_groups(faults: PeFaults, hw: HardwareConfig, weight_shape: tuple[int,
     are left out."""
     n_filters, depth = weight_shape
     permanent_pes = np.unique(np.repeat(np.arange(hw.rows * hw.cols), np.diff(faults.pe_start))[faults.mac < 0])
-    if hw.dataflow == "ws":
+    if get_dataflow(hw.dataflow).row_axis == "k":  # the whole window passes every column
         members = [(c, None, np.unique(permanent_pes[permanent_pes % hw.cols == c] // hw.cols))
                    for c in np.unique(permanent_pes % hw.cols)]
     else:

@@ -1,19 +1,7 @@
-"""Dataflows: how a GEMM folds onto the array. One module per dataflow, the same interface:
-
-``spatial(shape) -> (rows_needed, cols_needed, stream_length)``
-    what is laid out on the array rows and columns, and how many steps stream through it;
-``pe_of(m, k, n, rows, cols) -> (r, c)``
-    the PE that performs the MAC of output pixel ``m``, window element ``k`` and filter ``n``
-    (vectorised over numpy arrays);
-``fold_of(m, k, n, rows, cols) -> (fold_row, fold_col)``
-    the fold in which that MAC happens;
-``fold_cycles(rows, cols, steps) -> int``
-    cycles of one fold (a count; SCALE-Sim reports the index of the last cycle, one less);
-``traffic(shape, fold_rows, fold_cols) -> (weight reads, activation reads, output writes, psum reads)``
-    buffer words per image;
-``weight_stream(shape, rows, cols) -> (k, n)``
-    the layer's weights in the order they enter the weight buffer (word ``j`` of the stream
-    sits at buffer address ``j mod capacity``); each weight is loaded once per image batch.
+"""Dataflows: how a GEMM folds onto the array, one module per dataflow, each a
+:class:`~accel_sim.hardware.dataflows.base.Dataflow` (the GEMM axes on the array's rows and
+columns, cycles per fold, buffer traffic, weight-buffer order). Every part of the simulator that
+depends on the mapping asks the hardware's dataflow object (:func:`get_dataflow`).
 
 Activations enter the activation buffer in the same order for every dataflow: the layer's
 input feature map in (row, column, channel) order (see :func:`activation_stream`).
@@ -25,16 +13,28 @@ import numpy as np
 
 from accel_sim.errors import AccelSimError
 from accel_sim.hardware.dataflows import os_stationary, ws_stationary
+from accel_sim.hardware.dataflows.base import GEMM_AXES, Dataflow
 
-DATAFLOW_MODULES = {"ws": ws_stationary, "os": os_stationary}
+DATAFLOWS: dict[str, Dataflow] = {d.name: d for d in (ws_stationary.DATAFLOW, os_stationary.DATAFLOW)}
+
+__all__ = ["DATAFLOWS", "GEMM_AXES", "Dataflow", "activation_stream", "get_dataflow", "register_dataflow"]
 
 
-def get_dataflow(name: str):
-    """The module implementing dataflow ``name`` (``ws`` or ``os``)."""
+def get_dataflow(name: str) -> Dataflow:
+    """The dataflow called ``name`` (``ws``, ``os`` or one added by :func:`register_dataflow`)."""
     try:
-        return DATAFLOW_MODULES[name]
+        return DATAFLOWS[name]
     except KeyError:
-        raise AccelSimError(f"unknown dataflow {name!r}; known: {', '.join(DATAFLOW_MODULES)}") from None
+        raise AccelSimError(f"unknown dataflow {name!r}; known: {', '.join(DATAFLOWS)}") from None
+
+
+def register_dataflow(dataflow: Dataflow) -> None:
+    """Make ``dataflow`` known to hardware configs by its name (a name may be taken once)."""
+    if not isinstance(dataflow, Dataflow):
+        raise AccelSimError(f"a dataflow must be a Dataflow instance, got {type(dataflow).__name__}")
+    if dataflow.name in DATAFLOWS and DATAFLOWS[dataflow.name] is not dataflow:
+        raise AccelSimError(f"dataflow name {dataflow.name!r} is taken")
+    DATAFLOWS[dataflow.name] = dataflow
 
 
 def activation_stream(in_shape: tuple[int, ...]) -> np.ndarray:

@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test wheel-smoke clean
+.PHONY: demo test test-fast wheel-smoke clean
 
 demo: $(VENV)/.installed
 	$(BIN)/accel-sim eval --model alexnet
@@ -13,6 +13,10 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 	$(MAKE) wheel-smoke
+
+# the tests without those marked slow (whole networks, full test set, subprocess campaigns)
+test-fast: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m "not slow"
 
 # build the wheel, install it in a throw-away venv and run it from outside the checkout
 wheel-smoke: $(VENV)/.installed

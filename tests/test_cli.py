@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from accel_sim.cli import main
 from accel_sim.data import DATA_DIR_ENV
 from accel_sim.models import build_model, save_weights
@@ -63,6 +65,7 @@ def test_train_refuses_missing_data_in_one_line(capsys, tmp_path):
     assert_one_line_error(code, err, "train split")
 
 
+@pytest.mark.slow
 def test_console_script_error_has_no_traceback_and_debug_shows_it(tmp_path):
     exe = [sys.executable, "-m", "accel_sim"]
     plain = subprocess.run(exe + ["eval", "--model", "alexnet", "--data-dir", str(tmp_path / "x")],

@@ -23,6 +23,7 @@ def test_corpus_covers_every_kind(cases):
     assert min(counts.values()) >= 50
 
 
+@pytest.mark.slow
 def test_every_malformed_input_gets_one_line_and_exit_2(cases, capsys):
     started = time.perf_counter()
     failures = []

@@ -24,7 +24,8 @@ from accel_sim.hardware.compute import WeightPatch, prepare_layer, run_layer, we
 from accel_sim.hardware.cycles import layer_cycles
 from accel_sim.faults import draw_fault_map, run_with_faults
 from accel_sim.faults.draw import DrawSpec
-from accel_sim.hardware.dataflows import Dataflow, activation_stream, get_dataflow, register_dataflow
+from accel_sim.hardware.dataflows import Dataflow, get_dataflow, register_dataflow
+from accel_sim.hardware.memory import activation_stream
 from accel_sim.hardware.lowering import GemmShape, gemm_shape
 from accel_sim.image import Conv2d, Linear
 from accel_sim.numerics import Fixed, Float32
@@ -470,6 +471,7 @@ def calibration():
     return draw_sample(load_bundled_sample("train"), 64, np.random.default_rng(0)).images
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["alexnet", "vgg16"])
 @pytest.mark.parametrize("bits", [16, 8])
 def test_whole_networks_equal_reference(arch, bits, calibration):

@@ -80,6 +80,7 @@ def test_byo_model_fixed16_is_close_to_torch(odd_model, calibration, sample):
     np.testing.assert_allclose(out.logits, predict_logits(odd_model, sample.images), atol=2e-2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["alexnet", "vgg16"])
 def test_zoo_fp32_image_matches_pytorch_on_bundled_images(arch, calibration):
     """Acceptance: logits within 1e-4 and identical predictions on the 1,000 bundled images."""
@@ -92,6 +93,7 @@ def test_zoo_fp32_image_matches_pytorch_on_bundled_images(arch, calibration):
     np.testing.assert_array_equal(out.predictions, expected.argmax(1))
 
 
+@pytest.mark.slow
 def test_fixed16_alexnet_agrees_with_float_model(calibration):
     model = load_weights("alexnet")
     sample = load_bundled_sample("test").subset(60)
@@ -263,6 +265,7 @@ def test_quantized_weights_dequantize_close_to_float(odd_model, calibration):
     assert quantize(image.layers[-1].weight_format, w).tolist() == image.layers[-1].weight.tolist()
 
 
+@pytest.mark.slow
 def test_batchnorm_biases_past_one_keep_their_value_in_fixed16(calibration, caplog):
     """The zoo VGG-16 (bias-free convs + BatchNorm) folds to biases past ±1, beyond a 32-bit word
     at the accumulator's scale in one layer: the bias word takes fewer fractional bits and
@@ -296,6 +299,7 @@ def test_forced_saturation_is_reported(calibration, caplog):
     assert "largest calibration output" in caplog.text
 
 
+@pytest.mark.slow
 def test_q15_16_alexnet_logits_equal_the_golden_reference(calibration):
     """AlexNet as the public FT-ClipAct code evaluates it: 32-bit words, Q15.16 for every tensor,
     on a 64-bit accumulator; the fast path's logits equal the golden reference's, bit for bit,

@@ -116,6 +116,7 @@ def test_train_config_validates(field, value):
         TrainConfig(**{"arch": "alexnet", field: value})
 
 
+@pytest.mark.slow
 def test_resumed_training_equals_uninterrupted(tmp_path):
     data = load_bundled_sample().subset(192)
     config = TrainConfig("alexnet", epochs=2, batch_size=64, lr=0.02, seed=5)

@@ -40,6 +40,7 @@ def test_bundled_sample_accuracy_reproduces_card(name, capsys, monkeypatch):
     assert eval_top1(capsys, "--model", name) == card(name)["test_accuracy_lossless_0_999"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["alexnet", "vgg16"])
 def test_full_test_set_accuracy_reproduces_card(name, capsys, cifar10_dir):
     assert eval_top1(capsys, "--model", name, "--data-dir", str(cifar10_dir)) == card(name)["test_accuracy_jpeg_copy"]

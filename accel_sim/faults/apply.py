@@ -28,9 +28,10 @@ from accel_sim.faults.io import check_fault_map
 from accel_sim.faults.model import MODELS, FaultMap
 from accel_sim.faults.sites import buffer_capacity
 from accel_sim.hardware import Accelerator, HardwareConfig, LayerFaults, PeFaults, WeightPatch
-from accel_sim.hardware.dataflows import activation_stream, get_dataflow
+from accel_sim.hardware import memory
+from accel_sim.hardware.dataflows import get_dataflow
 from accel_sim.hardware.lowering import gemm_shape
-from accel_sim.image import Conv2d, Image, WeightedLayer
+from accel_sim.image import Image, WeightedLayer
 from accel_sim.image.reference import RunOutput, make_output
 from accel_sim.numerics import BIT_OPERATIONS, Format
 
@@ -97,10 +98,10 @@ def corrupted_parameters(image: Image, hw: HardwareConfig, fmap: FaultMap) -> tu
     ``({layer index: WeightPatch}, {layer index: faulty bias words})``."""
     patches: dict[int, WeightPatch] = {}
     biases: dict[int, np.ndarray] = {}
-    memory = fmap.of_site("weight_memory")
-    for i in np.unique(memory.layer):
+    stored = fmap.of_site("weight_memory")
+    for i in np.unique(stored.layer):
         layer = image.layers[int(i)]
-        faults = memory.select(memory.layer == i)
+        faults = stored.select(stored.layer == i)
         w, b = faults.tensor == 0, faults.tensor == 1
         if w.any():
             _patch(patches, int(i), layer, faults.index[w], faults.bit[w], faults.model[w])
@@ -117,8 +118,7 @@ def corrupted_parameters(image: Image, hw: HardwareConfig, fmap: FaultMap) -> tu
             _patch(patches, i, layer, *_pe_weight_words(layer, hw, stationary))
         faults = buffer.select((buffer.layer == -1) | (buffer.layer == i))
         if len(faults):
-            order = weight_stream_indices(layer, hw.dataflow, hw.rows, hw.cols)
-            _patch(patches, i, layer, *addresses_to_words(order, capacity, faults)[:3])
+            _patch(patches, i, layer, *addresses_to_words(memory.weight_stream(layer, hw), capacity, faults)[:3])
     return patches, biases
 
 
@@ -151,8 +151,8 @@ def layer_faults(image: Image, hw: HardwareConfig, fmap: FaultMap) -> dict[int, 
         here_pe = pe.select((pe.layer == -1) | (pe.layer == i))
         corrupt = None
         if len(here_act):
-            order = activation_stream(layer.in_shape)
-            index, bit, model, images = addresses_to_words(order, capacity, here_act)
+            index, bit, model, images = addresses_to_words(memory.activation_stream(layer.in_shape), capacity,
+                                                           here_act)
             keep = bit < layer.in_format.word_bits
             corrupt = functools.partial(_corrupt_feature_map, fmt=layer.in_format, index=index[keep],
                                         bit=bit[keep], model=model[keep], image=images[keep])
@@ -189,7 +189,7 @@ def _pe_weight_words(layer: WeightedLayer, hw: HardwareConfig, faults: FaultMap)
     index, bit, model = [], [], []
     for r, c, b, m in zip(faults.row, faults.col, faults.bit, faults.model):
         k, n = np.meshgrid(np.arange(r, shape.k, hw.rows), np.arange(c, shape.n, hw.cols), indexing="ij")
-        flat = _flat_weight_index(layer, k.ravel(), n.ravel())
+        flat = memory.flat_weight_index(layer, k.ravel(), n.ravel())
         index.append(flat)
         bit.append(np.full(flat.size, b, np.int64))
         model.append(np.full(flat.size, m, np.int64))
@@ -198,44 +198,11 @@ def _pe_weight_words(layer: WeightedLayer, hw: HardwareConfig, faults: FaultMap)
     return np.concatenate(index), np.concatenate(bit), np.concatenate(model)
 
 
-def _flat_weight_index(layer: WeightedLayer, k: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Flat index into ``layer.weight`` of GEMM element B[k, n] (k in im2col order)."""
-    return _flat_index(k, n, _conv_geometry(layer), gemm_shape(layer).k)
-
-
-def _conv_geometry(layer: WeightedLayer) -> tuple[int, int, int] | None:
-    return (layer.in_shape[0], *layer.kernel) if isinstance(layer, Conv2d) else None
-
-
-def _flat_index(k: np.ndarray, n: np.ndarray, conv_geometry: tuple[int, int, int] | None, depth: int) -> np.ndarray:
-    if conv_geometry is None:
-        return n * depth + k
-    c, kh, kw = conv_geometry
-    pos, ch = np.divmod(k, c)  # k = (kernel row · kw + kernel col) · C + channel
-    i, j = np.divmod(pos, kw)
-    return ((n * c + ch) * kh + i) * kw + j
-
-
-def weight_stream_indices(layer: WeightedLayer, dataflow: str, rows: int, cols: int) -> np.ndarray:
-    """Flat indices into ``layer.weight`` in the order the weights stream through the buffer."""
-    return _stream_indices(gemm_shape(layer), _conv_geometry(layer), dataflow, rows, cols)
-
-
-@functools.lru_cache(maxsize=64)
-def _stream_indices(shape, conv_geometry, dataflow: str, rows: int, cols: int) -> np.ndarray:
-    k, n = get_dataflow(dataflow).weight_stream(shape, rows, cols)
-    return _flat_index(k, n, conv_geometry, shape.k)
-
-
 def addresses_to_words(order: np.ndarray, capacity: int, faults: FaultMap) -> tuple[np.ndarray, ...]:
-    """Every word a faulty buffer cell corrupts: stream positions ``address + j · capacity``
-    mapped through ``order`` (stream position → flat word index). Returns (word index, bit,
-    model, image) with one entry per (fault, word)."""
-    reps = np.maximum(0, -(-(order.size - faults.index) // capacity))  # positions per fault
-    fault_of = np.repeat(np.arange(len(faults)), reps)
-    step = np.arange(fault_of.size) - np.repeat(np.cumsum(reps) - reps, reps)
-    positions = faults.index[fault_of] + step * capacity
-    return (order[positions], *(getattr(faults, name)[fault_of].astype(np.int64) for name in ("bit", "model", "image")))
+    """Every word a faulty buffer cell corrupts (:func:`accel_sim.hardware.memory.words_at`):
+    (word index, bit, model, image) with one entry per (fault, word)."""
+    words, fault_of = memory.words_at(order, capacity, faults.index)
+    return (words, *(getattr(faults, name)[fault_of].astype(np.int64) for name in ("bit", "model", "image")))
 
 
 def apply_bit_faults(fmt: Format, words: np.ndarray, index: np.ndarray, bit: np.ndarray,

@@ -11,6 +11,7 @@ from accel_sim.faults.model import REGISTERS, SITES
 from accel_sim.hardware import HardwareConfig
 from accel_sim.hardware.dataflows import get_dataflow
 from accel_sim.hardware.lowering import gemm_shape
+from accel_sim.hardware.memory import BUFFERS, act_word_bits, buffer, weight_word_bits
 from accel_sim.image import Image, WeightedLayer
 
 
@@ -29,25 +30,12 @@ class Segment:
     word_bits: int
 
 
-def weight_word_bits(image: Image) -> int:
-    """Widest stored weight word of the image (the weight buffer's word)."""
-    return max(layer.weight_format.word_bits for layer in image.weighted_layers)
-
-
-def act_word_bits(image: Image) -> int:
-    """Widest activation word the array reads (the activation buffer's word)."""
-    return max(layer.in_format.word_bits for layer in image.weighted_layers)
-
-
 def buffer_capacity(image: Image, hw: HardwareConfig, site: str) -> tuple[int, int]:
     """(capacity in words, word bits) of the weight or activation buffer for this image."""
-    if site == "weight_buffer":
-        bits = weight_word_bits(image)
-        return hw.buffer_words(hw.weight_buffer_kib, bits), bits
-    if site == "activation_buffer":
-        bits = act_word_bits(image)
-        return hw.buffer_words(hw.activation_buffer_kib, bits), bits
-    raise AccelSimError(f"{site} is not a buffer site")
+    if site not in BUFFERS:
+        raise AccelSimError(f"{site} is not a buffer site")
+    held = buffer(image, hw, site)
+    return held.capacity, held.word_bits
 
 
 def register_bits(image: Image, hw: HardwareConfig) -> dict[str, int]:

@@ -3,7 +3,7 @@
 Every faster path of the emulator is tested against this module, so it is written to be read:
 convolutions are lowered to explicit (output pixel × window) matrices and multiplied in exact
 ``int64`` arithmetic; the accumulator's overflow mode, the activation unit and the rescaling
-follow ``DESIGN.md`` step by step.
+follow the numeric contract of ``docs/image-format.md`` step by step.
 
 Canonical accumulation order (it matters only for a saturating accumulator that actually
 saturates): the products of one output are added in im2col column order — kernel row, kernel

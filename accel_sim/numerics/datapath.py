@@ -1,7 +1,7 @@
 """The arithmetic of the datapath behind the MAC array: accumulator, activation unit, rescaling.
 
-These are the integer operations of the numeric contract (``DESIGN.md``), vectorised over numpy
-``int64`` arrays. Accumulator values are integers at the scale ``f_w + f_a_in`` of the layer.
+These are the integer operations of the numeric contract (``docs/image-format.md``), vectorised
+over numpy ``int64`` arrays. Accumulator values are integers at the scale ``f_w + f_a_in`` of the layer.
 """
 
 from __future__ import annotations

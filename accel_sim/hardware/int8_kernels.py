@@ -13,10 +13,14 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from accel_sim.hardware.kernels import _sign_extend
+from accel_sim.numerics import ACTIVATIONS, ROUNDING_MODES
 
 EPILOGUE_BIAS, EPILOGUE_FULL = 1, 2
-ACTIVATION_CODES = {"none": 0, "relu": 1, "clipact": 2, "clamp": 3}
-ROUNDING_CODES = {"floor": 0, "nearest_even": 1, "nearest_up": 2}
+# the numerics vocabulary as the integer codes the kernels take (compile-time constants)
+ACTIVATION_CODES = {name: code for code, name in enumerate(ACTIVATIONS)}
+ROUNDING_CODES = {name: code for code, name in enumerate(ROUNDING_MODES)}
+_RELU, _CLIPACT, _CLAMP = ACTIVATION_CODES["relu"], ACTIVATION_CODES["clipact"], ACTIVATION_CODES["clamp"]
+_FLOOR, _NEAREST_UP = ROUNDING_CODES["floor"], ROUNDING_CODES["nearest_up"]
 _PREFETCH_ROWS = 8  # correction rows fetched ahead: a pixel-major correction matrix is read out of order
 
 
@@ -46,14 +50,14 @@ def _prefetch_row(typingctx, array, row):
 def _shift_round(v, shift, rounding):
     """``v / 2**shift`` rounded (see :func:`accel_sim.numerics.shift_round`); ``shift`` ≥ 1."""
     if shift >= 64:
-        return np.int64(-1) if rounding == 0 and v < 0 else np.int64(0)
+        return np.int64(-1) if rounding == _FLOOR and v < 0 else np.int64(0)
     quotient = v >> shift
-    if rounding == 0:
+    if rounding == _FLOOR:
         return quotient
     remainder = v - (quotient << shift)
     half = np.int64(1) << (shift - 1)
     # no branch on the data: scalar callers (a row's corrected entries) would mispredict it half the time
-    up = (remainder > half) | ((remainder == half) & ((rounding == 2) | ((quotient & 1) == 1)))
+    up = (remainder > half) | ((remainder == half) & ((rounding == _NEAREST_UP) | ((quotient & 1) == 1)))
     return quotient + np.int64(up)
 
 
@@ -84,11 +88,11 @@ def _epilogue(v, wrap, acc_bits, acc_min, acc_max, mode, activation, threshold, 
     else:
         v = min(max(v, acc_min), acc_max)
     if mode == 2:
-        if activation == 1:
+        if activation == _RELU:
             v = max(v, 0)
-        elif activation == 2:
+        elif activation == _CLIPACT:
             v = v if 0 <= v <= threshold else 0
-        elif activation == 3:
+        elif activation == _CLAMP:
             v = min(max(v, 0), threshold)
         if shift > 0:
             v = _shift_round(v, shift, rounding)

@@ -195,7 +195,8 @@ def test_register_faults_use_the_correction_and_equal_faithful_kernel(dataflow, 
     """Weight- and product-register faults only: the fast path adds corrections to the clean sums
     (OS weight registers: computes the PE's outputs with its faulty weights; product faults
     below the sign bit: int32 lanes)."""
-    from accel_sim.hardware import kernels, pe_faults, product_lanes
+    from accel_sim.hardware import kernels, product_lanes
+    from accel_sim.hardware.pe_faults import os_weight_gemm
 
     rng = np.random.default_rng(5)
     layer = Conv2d("conv", (20, 6, 6), (24, 6, 6), rng.integers(-2**15, 2**15, (24, 20, 3, 3)), np.zeros(24, np.int64),
@@ -206,7 +207,7 @@ def test_register_faults_use_the_correction_and_equal_faithful_kernel(dataflow, 
     register = [1, 1, 1] if dataflow == "ws" else [1, 0, 1]  # a WS weight register is folded into the weights
     faults = PeFaults.build(8, 5, [3, 6, 6], [2, 2, 4], register, [31, 4, 14], [0, 2, 1], [-1, -1, -1])
     calls = []
-    for module, name in ((kernels, "register_fault_corrections"), (pe_faults, "_faulty_weight_accumulators"),
+    for module, name in ((kernels, "register_fault_corrections"), (os_weight_gemm, "faulty_weight_accumulators"),
                          (product_lanes, "product_fault_corrections")):
         original = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, original=original, name=name: calls.append(name) or original(*a))
@@ -236,7 +237,7 @@ def test_os_weight_register_faults_run_as_int8_gemm_and_equal_faithful_kernel(ov
     """OS faults in weight registers alone that int32 lanes cannot follow (a 16-bit weight's sign
     bit: a change per MAC up to 2**31): the PE's outputs from an int8 GEMM of its rows with its
     faulty weights, also with sums that wrap a 32-bit accumulator."""
-    from accel_sim.hardware import pe_faults
+    from accel_sim.hardware.pe_faults import os_weight_gemm
 
     rng = np.random.default_rng(7)
     layer = Conv2d("conv", (20, 6, 6), (24, 6, 6), rng.integers(-2**15, 2**15, (24, 20, 3, 3)), np.zeros(24, np.int64),
@@ -244,7 +245,7 @@ def test_os_weight_register_faults_run_as_int8_gemm_and_equal_faithful_kernel(ov
     x = rng.integers(-2**15, 2**15, (2, 20, 6, 6))
     hw = HardwareConfig("t", 8, 5, dataflow="os", acc_bits=acc_bits, overflow=overflow)
     faults = PeFaults.build(8, 5, [3, 6, 6], [2, 4, 4], [0, 0, 0], [15, 15, 3], [model, model, 0], [-1, -1, -1])
-    assert _calls_while_fast_equals_faithful(layer, x, hw, faults, pe_faults, "_faulty_weight_accumulators") == 2
+    assert _calls_while_fast_equals_faithful(layer, x, hw, faults, os_weight_gemm, "faulty_weight_accumulators") == 2
 
 
 def _conv_3x3_on_7x7(rng, stride):

@@ -150,78 +150,19 @@ def train(
     ckpt_path = out / CHECKPOINT_NAME
     if ckpt_path.exists() and not resume:
         raise AccelSimError(f"{str(ckpt_path)!r} exists: pass --resume to continue it or choose another --out")
-    device = torch.device(config.device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise AccelSimError(f"device {config.device!r} asked for, but CUDA is not available")
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-
+    device = _deterministic_device(config.device)
     torch.manual_seed(config.seed)
     model = build_model(config.arch).to(device, memory_format=torch.channels_last)
     steps_per_epoch = -(-len(train_set) // config.batch_size)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim == 1 else decay).append(p)  # no weight decay on biases and BN scales
-    optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, one_cycle(config.epochs * steps_per_epoch, config.warmup)
-    )
+    optimizer, scheduler = _optimizer(model, config, steps_per_epoch)
     start_epoch, elapsed, history = 0, 0.0, []
     if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ckpt["config"] != dataclasses.asdict(config):
-            raise AccelSimError(
-                f"checkpoint {str(ckpt_path)!r} was made with another configuration "
-                f"({ckpt['config']}); resume with the same options"
-            )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng_cpu"])
-        if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
-        start_epoch, elapsed, history = ckpt["epoch"], ckpt["elapsed"], ckpt["history"]
-        logger.info("resuming %s at epoch %d of %d", config.arch, start_epoch + 1, config.epochs)
-
+        start_epoch, elapsed, history = _resume(ckpt_path, config, model, optimizer, scheduler, device)
     images = torch.from_numpy(np.array(train_set.images)).to(device)
     labels = torch.from_numpy(np.array(train_set.labels)).to(device)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
-        gen = torch.Generator().manual_seed(config.seed * _EPOCH_SEED_STRIDE + epoch)
-        order = torch.randperm(len(train_set), generator=gen).to(device)
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        bar = tqdm(range(steps_per_epoch), desc=f"{config.arch} epoch {epoch + 1}/{config.epochs}",
-                   disable=None if progress is None else not progress, leave=False)
-        for step in bar:
-            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
-            x = to_input(augment(images[idx], gen))
-            y = labels[idx]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
-                logits = model(x)
-                loss = loss_fn(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.argmax(1) == y).sum()
-            if not bar.disable and step % 20 == 0:
-                seen = min((step + 1) * config.batch_size, len(train_set))
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}%")
-        row = {
-            "epoch": epoch + 1,
-            "lr_end": scheduler.get_last_lr()[0],
-            "train_loss": loss_sum.item() / len(train_set),
-            "train_accuracy": 100.0 * correct.item() / len(train_set),
-        }
+        row = _train_epoch(model, optimizer, scheduler, config, images, labels, epoch, device, progress)
         if eval_set is not None:
             preds = predict(model, eval_set.images, device=config.device)
             row["eval_accuracy"] = 100.0 * float(np.mean(preds == eval_set.labels))
@@ -237,6 +178,84 @@ def train(
         )
     model.eval()
     return save_weights(model, config.arch, out / WEIGHTS_NAME)
+
+
+def _deterministic_device(name: str) -> torch.device:
+    """The torch device ``name`` with deterministic algorithms (CUDA: deterministic cuBLAS)."""
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise AccelSimError(f"device {name!r} asked for, but CUDA is not available")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    return device
+
+
+def _optimizer(model: nn.Module, config: TrainConfig, steps_per_epoch: int):
+    """SGD (Nesterov when there is momentum; no weight decay on biases and BN scales) and its
+    one-cycle learning-rate schedule, stepped once per batch."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim == 1 else decay).append(p)
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
+    )
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle(config.epochs * steps_per_epoch,
+                                                                             config.warmup))
+
+
+def _resume(ckpt_path: Path, config: TrainConfig, model, optimizer, scheduler, device) -> tuple[int, float, list]:
+    """Load a checkpoint made with ``config`` into model, optimizer, scheduler and the RNGs;
+    returns (epochs done, seconds so far, history)."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if ckpt["config"] != dataclasses.asdict(config):
+        raise AccelSimError(
+            f"checkpoint {str(ckpt_path)!r} was made with another configuration "
+            f"({ckpt['config']}); resume with the same options"
+        )
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    torch.set_rng_state(ckpt["rng_cpu"])
+    if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
+    logger.info("resuming %s at epoch %d of %d", config.arch, ckpt["epoch"] + 1, config.epochs)
+    return ckpt["epoch"], ckpt["elapsed"], ckpt["history"]
+
+
+def _train_epoch(model, optimizer, scheduler, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor,
+                 epoch: int, device: torch.device, progress: bool | None) -> dict:
+    """One epoch over the training images in a seeded order; returns its history row (epoch,
+    final learning rate, mean loss, training accuracy in %)."""
+    gen = torch.Generator().manual_seed(config.seed * _EPOCH_SEED_STRIDE + epoch)
+    order = torch.randperm(len(images), generator=gen).to(device)
+    steps = -(-len(images) // config.batch_size)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    bar = tqdm(range(steps), desc=f"{config.arch} epoch {epoch + 1}/{config.epochs}",
+               disable=None if progress is None else not progress, leave=False)
+    for step in bar:
+        idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+        x = to_input(augment(images[idx], gen))
+        y = labels[idx]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
+            logits = model(x)
+            loss = loss_fn(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.argmax(1) == y).sum()
+        if not bar.disable and step % 20 == 0:
+            seen = min((step + 1) * config.batch_size, len(images))
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}%")
+    return {"epoch": epoch + 1, "lr_end": scheduler.get_last_lr()[0],
+            "train_loss": loss_sum.item() / len(images), "train_accuracy": 100.0 * correct.item() / len(images)}
 
 
 def _save_checkpoint(path, model, optimizer, scheduler, config, epoch, elapsed, history, device) -> None:

@@ -331,13 +331,7 @@ def partial_sum_corrections(x, images, channels, offset, wp, lane_type, oh, ow, 
     flat = x.reshape((h, pairs, wd * nb))
     n_filters = wp.shape[2]
     out = np.empty((images * oh * ow, n_filters), dtype=np.int64)
-    clean_run = np.zeros(period, dtype=np.int64)  # MACs from residue r up to the next fault point
-    registers_clean = True  # no weight- or product-register faults: every product is the clean one
-    for r in range(period):
-        while clean_run[r] < period and not has_fault[(r + clean_run[r]) % period]:
-            clean_run[r] += 1
-        for reg in range(2):
-            registers_clean &= masks[r, reg, 0] == -1 and masks[r, reg, 1] == 0 and masks[r, reg, 2] == 0
+    clean_run, registers_clean = _clean_runs(period, has_fault, masks)
     groups = (n_filters + group - 1) // group
     col_blocks = (ow + block_cols - 1) // block_cols
     for task in prange(oh * col_blocks * groups):
@@ -386,33 +380,63 @@ def partial_sum_corrections(x, images, channels, offset, wp, lane_type, oh, ow, 
                         continue
                     if c == ch:
                         break
-                    m = masks[r]
-                    p_and, p_or, p_xor = np.int32(m[1, 0]), np.int32(m[1, 1]), np.int32(m[1, 2])
-                    shift = 32 - product_bits
-                    zero_product = np.int32(np.int32(p_or ^ p_xor) << shift) >> shift  # a zero activation's product
-                    pair, half = (c + offset) // 2, (c + offset) % 2
-                    for j in range(jn):
-                        weight = np.int64(wp[position, pair, j0 + j]) << (48 - 16 * half) >> 48
-                        faulty_weight = ((weight & m[0, 0]) | m[0, 1]) ^ m[0, 2]
-                        faulty_weight = (faulty_weight << (64 - weight_bits)) >> (64 - weight_bits)
-                        for s in range(segments):
-                            src, lane = first_src + s * sw * nb, first_lane + s * size
-                            _add_faulty_products(acc[j, lane:lane + size], diff[j, lane:lane + size],
-                                                 flat[y, pair, src:src + size], half, np.int32(weight),
-                                                 np.int32(faulty_weight), p_and, p_or, p_xor, shift)
-                        if zero_product != 0:  # padding lanes: the product register's faults still act
-                            for lo, hi in ((0, first_lane), (first_lane + (ox1 - ox0) * nb, lanes)):
-                                for q in range(lo, hi):
-                                    diff[j, q] += zero_product
-                                    acc[j, q] += zero_product
-                        _fault_lanes(acc, units, j, 0, lanes, flat[0], scratch, m[2], low)
+                    _faulty_mac(acc, units, diff, scratch, flat, y, wp[position], (c + offset) // 2, (c + offset) % 2,
+                                j0, jn, masks[r], weight_bits, product_bits, low, segments, first_src, first_lane,
+                                size, sw * nb, first_lane + (ox1 - ox0) * nb, lanes)
                     c += 1
                     r = (r + 1) % period
-        for ox in range(oxa, oxb):
-            for b in range(images):
-                row = (oy * ow + ox) * images + b  # pixel-major: a task writes one block of rows
-                q = (ox - oxa) * nb + b
-                for j in range(jn):
-                    total = np.int64(units[j, q]) << low
-                    out[row, j0 + j] = total if registers_clean else total + diff[j, q]
+        _write_rows(out, units, diff, registers_clean, low, oy, oxa, oxb, ow, images, nb, j0, jn)
     return out
+
+
+@njit(cache=True)
+def _clean_runs(period, has_fault, masks):
+    """Per residue r, the MACs from r up to the next fault point (int64 (period,)), and whether
+    the weight and product registers are clean (every product is then the clean one)."""
+    clean_run = np.zeros(period, dtype=np.int64)
+    registers_clean = True
+    for r in range(period):
+        while clean_run[r] < period and not has_fault[(r + clean_run[r]) % period]:
+            clean_run[r] += 1
+        for reg in range(2):
+            registers_clean &= masks[r, reg, 0] == -1 and masks[r, reg, 1] == 0 and masks[r, reg, 2] == 0
+    return clean_run, registers_clean
+
+
+@njit(cache=True, inline="always")
+def _faulty_mac(acc, units, diff, scratch, flat, y, wp_position, pair, half, j0, jn, m, weight_bits, product_bits,
+                low, segments, first_src, first_lane, size, src_step, covered, lanes):
+    """One MAC through a PE with weight- or product-register faults (masks ``m``, (3, 3)), for
+    the ``jn`` filters from ``j0``: the faulty products join the running sums (``diff`` keeps
+    faulty − clean), padding lanes get a zero activation's faulty product, then the partial-sum
+    register's faults act."""
+    p_and, p_or, p_xor = np.int32(m[1, 0]), np.int32(m[1, 1]), np.int32(m[1, 2])
+    shift = 32 - product_bits
+    zero_product = np.int32(np.int32(p_or ^ p_xor) << shift) >> shift  # a zero activation's product
+    for j in range(jn):
+        weight = np.int64(wp_position[pair, j0 + j]) << (48 - 16 * half) >> 48
+        faulty_weight = ((weight & m[0, 0]) | m[0, 1]) ^ m[0, 2]
+        faulty_weight = (faulty_weight << (64 - weight_bits)) >> (64 - weight_bits)
+        for s in range(segments):
+            src, lane = first_src + s * src_step, first_lane + s * size
+            _add_faulty_products(acc[j, lane:lane + size], diff[j, lane:lane + size], flat[y, pair, src:src + size],
+                                 half, np.int32(weight), np.int32(faulty_weight), p_and, p_or, p_xor, shift)
+        if zero_product != 0:  # padding lanes: the product register's faults still act
+            for lo, hi in ((0, first_lane), (covered, lanes)):
+                for q in range(lo, hi):
+                    diff[j, q] += zero_product
+                    acc[j, q] += zero_product
+        _fault_lanes(acc, units, j, 0, lanes, flat[0], scratch, m[2], low)
+
+
+@njit(cache=True, inline="always")
+def _write_rows(out, units, diff, registers_clean, low, oy, oxa, oxb, ow, images, nb, j0, jn):
+    """A task's corrections (units of 2**low, plus faulty − clean products) into its block of
+    result rows, pixel-major."""
+    for ox in range(oxa, oxb):
+        for b in range(images):
+            row = (oy * ow + ox) * images + b  # pixel-major: a task writes one block of rows
+            q = (ox - oxa) * nb + b
+            for j in range(jn):
+                total = np.int64(units[j, q]) << low
+                out[row, j0 + j] = total if registers_clean else total + diff[j, q]

@@ -31,3 +31,23 @@ def binary_test_dir(tmp_path: Path) -> Path:
     """A folder with a synthetic ``test_batch.bin`` (10,000 random records)."""
     make_records(10_000, seed=1).tofile(tmp_path / "test_batch.bin")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def zoo_image():
+    """``zoo_image(arch, bits)``: the zoo model exported once per session (``bits`` None for
+    fp32), calibrated on 64 bundled training images drawn with seed 0. The library never
+    modifies an image, so tests share them."""
+    from accel_sim.data import draw_sample, load_bundled_sample
+    from accel_sim.image.export import export_model
+    from accel_sim.models import load_weights
+
+    calibration = draw_sample(load_bundled_sample("train"), 64, np.random.default_rng(0)).images
+    cache = {}
+
+    def export(arch: str, bits: int | None):
+        if (arch, bits) not in cache:
+            cache[arch, bits] = export_model(load_weights(arch), calibration, bits, model_name=arch)
+        return cache[arch, bits]
+
+    return export

@@ -418,3 +418,16 @@ def test_resilience_analysis_by_layer_and_bit(tmp_path, capsys):
     assert "--by takes groupings among layer, bit, layer-bit" in capsys.readouterr().err
     assert main(["analyze", "--zoo", "alexnet", "--format", "fixed16.x", "-o", str(tmp_path / "x")]) == 2
     assert "--format must be fp32, fixedW (e.g. fixed16) or fixedW.F" in capsys.readouterr().err
+
+
+def test_improvement_ci_is_welchs_interval():
+    """The improvement's CI half-width equals scipy's Welch interval for the difference of means
+    (different trial counts and spreads); constant samples give 0, a single trial NaN."""
+    from accel_sim.campaign.report import difference_ci95_half_width
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(88, 0.5, 10), rng.normal(40, 30, 300)
+    low, high = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert difference_ci95_half_width(a, b) == pytest.approx((high - low) / 2, rel=1e-9)
+    assert difference_ci95_half_width(np.full(5, 88.0), np.full(7, 1.0)) == 0.0
+    assert np.isnan(difference_ci95_half_width(a, b[:1]))

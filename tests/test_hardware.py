@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from accel_sim.cli import main
-from accel_sim.data import draw_sample, load_bundled_sample
+from accel_sim.data import load_bundled_sample
 from accel_sim.hardware import (
     Accelerator,
     HardwareConfig,
@@ -29,11 +29,9 @@ from accel_sim.hardware.memory import activation_stream
 from accel_sim.hardware.lowering import GemmShape, gemm_shape
 from accel_sim.image import Conv2d, Linear
 from accel_sim.numerics import Fixed, Float32
-from accel_sim.image.export import export_model
 from accel_sim.image.hdf5 import write_image
 from accel_sim.image.records import conv_output_hw
 from accel_sim.image.reference import reference_layer, run_reference
-from accel_sim.models import load_weights
 from pathlib import Path
 
 from tests import pe_reference
@@ -467,18 +465,13 @@ def test_im2col_digits_equal_split_of_im2col(bits, c, h, w, kh, kw, stride, pad,
     np.testing.assert_array_equal(got.rowsums, expected.digit_rowsums())
 
 
-@pytest.fixture(scope="module")
-def calibration():
-    return draw_sample(load_bundled_sample("train"), 64, np.random.default_rng(0)).images
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["alexnet", "vgg16"])
 @pytest.mark.parametrize("bits", [16, 8])
-def test_whole_networks_equal_reference(arch, bits, calibration):
+def test_whole_networks_equal_reference(arch, bits, zoo_image):
     """Predictions and logits identical to the golden reference, both dataflows, two array sizes
     (a subset in CI; benchmarks/network_equivalence.py runs all 1,000 bundled images)."""
-    image = export_model(load_weights(arch), calibration, bits, model_name=arch)
+    image = zoo_image(arch, bits)
     images = load_bundled_sample("test").images[:12]
     expected = run_reference(image, images, HardwareConfig("x", 16, 16).datapath)
     for preset in ("edge16.toml", "edge16-os.toml", "array32.toml"):
@@ -489,8 +482,8 @@ def test_whole_networks_equal_reference(arch, bits, calibration):
     np.testing.assert_array_equal(faithful.raw_logits, expected.raw_logits[:2])
 
 
-def test_fp32_emulation_matches_reference(calibration):
-    image = export_model(load_weights("alexnet"), calibration, None, model_name="alexnet")
+def test_fp32_emulation_matches_reference(zoo_image):
+    image = zoo_image("alexnet", None)
     images = load_bundled_sample("test").images[:50]
     ref = run_reference(image, images, HardwareConfig("x", 16, 16).datapath)
     out = Accelerator(HardwareConfig("x", 16, 16)).run(image, images)
@@ -498,10 +491,10 @@ def test_fp32_emulation_matches_reference(calibration):
     np.testing.assert_array_equal(out.predictions, ref.predictions)
 
 
-def test_narrow_saturating_accumulator_uses_faithful_fallback(calibration):
+def test_narrow_saturating_accumulator_uses_faithful_fallback(zoo_image):
     """With a 32-bit accumulator, fixed16 sums saturate: the fast path must still equal the
     reference (it hands the outputs its bounds cannot clear to the faithful kernel)."""
-    image = export_model(load_weights("alexnet"), calibration, 16, model_name="alexnet")
+    image = zoo_image("alexnet", 16)
     images = load_bundled_sample("test").images[:3]
     hw = HardwareConfig("acc32", 16, 16, acc_bits=32)
     expected = run_reference(image, images, hw.datapath)
@@ -551,8 +544,8 @@ def test_wrong_types_and_bad_files(tmp_path):
         hardware_from_dict({"hardware": {"rows": 1, "cols": 1}, "extra": {}}, "x.toml")
 
 
-def test_image_wider_than_multipliers_is_refused(calibration):
-    image = export_model(load_weights("alexnet"), calibration, 16, model_name="alexnet")
+def test_image_wider_than_multipliers_is_refused(zoo_image):
+    image = zoo_image("alexnet", 16)
     with pytest.raises(ValueError, match="16-bit weights.*at most 8-bit"):
         Accelerator(load_hardware(PRESETS / "edge16-int8.toml")).run(image, load_bundled_sample().images[:1])
 
@@ -603,8 +596,8 @@ def test_cycle_model_by_hand():
     assert (os_.weight_reads, os_.activation_reads, os_.output_writes) == (216, 432, 64)
 
 
-def test_cli_eval_image_with_hardware_and_report(tmp_path, capsys, calibration):
-    image = export_model(load_weights("alexnet"), calibration, 8, model_name="alexnet")
+def test_cli_eval_image_with_hardware_and_report(tmp_path, capsys, zoo_image):
+    image = zoo_image("alexnet", 8)
     path = write_image(image, tmp_path / "a8.h5")
     csv = tmp_path / "cycles.csv"
     assert main(["eval", "--image", str(path), "--hw", str(PRESETS / "edge16-os.toml"), "--subset", "20",
@@ -781,11 +774,11 @@ def test_pe_faults_equal_the_plain_python_reference(case, dataflow, array, overf
         np.testing.assert_array_equal(by_row.numpy().astype(np.int64), expected, err_msg=engine)
 
 
-def test_a_registered_dataflow_runs_faults_cycles_and_buffers():
+def test_a_registered_dataflow_runs_faults_cycles_and_buffers(zoo_image):
     """The toy dataflow through the public paths: PE faults drawn and run on a zoo image, its cycle
     model, its weight-buffer order; an unknown or clashing name is refused."""
     hw = HardwareConfig("t", 8, 8, dataflow="is-toy", weight_buffer_kib=1)
-    image = export_model(load_weights("alexnet"), load_bundled_sample().images[:8], 16, model_name="alexnet")
+    image = zoo_image("alexnet", 16)
     x = load_bundled_sample().images[:2]
     cycles = layer_cycles(image.weighted_layers[1], hw)
     shape = gemm_shape(image.weighted_layers[1])

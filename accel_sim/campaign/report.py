@@ -25,6 +25,7 @@ class SummaryRow:
     ci95: float  # half-width, percentage points
     std: float
     improvement: float  # percentage points over the baseline variant at this rate
+    improvement_ci95: float  # half-width of the improvement's 95 % CI (Welch), percentage points
     mean_faults: float
     nan_images: int
 
@@ -32,11 +33,13 @@ class SummaryRow:
 def summarize(rows: np.ndarray, variants: list[str], baseline: str | None = None) -> list[SummaryRow]:
     """Per (variant, rate): mean top-1 accuracy over trials (percent), the half-width of its
     95 % confidence interval (Student t, n − 1 degrees of freedom; 0 for one trial), and the
-    difference to ``baseline`` (default: the first variant) in percentage points."""
+    difference to ``baseline`` (default: the first variant) in percentage points with the
+    half-width of its 95 % confidence interval (:func:`difference_ci95_half_width`: the variants
+    may have different numbers of trials)."""
     baseline = baseline or variants[0]
     acc = 100.0 * rows["correct"] / np.maximum(rows["total"], 1)
     names = np.array([v.decode() for v in rows["variant"]])
-    means = {}
+    means, samples = {}, {}
     out = []
     for variant in variants:
         for rate in sorted(set(rows["rate"][names == variant].tolist())):
@@ -46,9 +49,11 @@ def summarize(rows: np.ndarray, variants: list[str], baseline: str | None = None
             std = float(np.std(a, ddof=1)) if n > 1 else 0.0
             half = ci95_half_width(a)
             means[(variant, rate)] = float(a.mean())
+            samples[(variant, rate)] = a
             out.append((variant, rate, n, float(a.mean()), half, std, float(rows["faults"][sel].mean()),
                         int(rows["nan_count"][sel].sum())))
-    return [SummaryRow(v, r, n, m, h, s, m - means.get((baseline, r), float("nan")), f, nan)
+    return [SummaryRow(v, r, n, m, h, s, m - means.get((baseline, r), float("nan")),
+                       difference_ci95_half_width(samples[(v, r)], samples.get((baseline, r), np.zeros(0))), f, nan)
             for v, r, n, m, h, s, f, nan in out]
 
 
@@ -59,6 +64,20 @@ def ci95_half_width(values: np.ndarray) -> float:
     if n < 2:
         return 0.0
     return float(stats.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
+
+
+def difference_ci95_half_width(a: np.ndarray, b: np.ndarray) -> float:
+    """Half-width of the 95 % confidence interval of ``mean(a) − mean(b)`` for independent
+    samples of possibly different sizes and variances (Welch: Student t with the
+    Welch–Satterthwaite degrees of freedom); NaN with fewer than two values on a side, 0 when
+    both sides are constant."""
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    if va + vb == 0:
+        return 0.0
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return float(stats.t.ppf(0.975, df) * math.sqrt(va + vb))
 
 
 def area_under_curve(summary: list[SummaryRow], variant: str) -> float:

@@ -61,12 +61,13 @@ def report(path: Path, baseline: str | None) -> int:
     print(f"campaign {campaign['name']}: {campaign['model']['zoo'] or campaign['model']['image']} "
           f"{campaign['model']['format']}, {faults['site']} {faults['model']} {faults['persistence']}; "
           f"data: {resolved['data']}; hardware {resolved['hardware']['name']}; {len(rows)} jobs")
+    versus = f"vs {baseline or variants[0]} pp"
     print_table([{
         "variant": s.variant, "rate": f"{s.rate:g}", "trials": s.trials, "accuracy %": f"{s.mean_accuracy:.2f}",
-        "95% CI ±": f"{s.ci95:.2f}", f"vs {baseline or variants[0]} pp": f"{s.improvement:+.2f}",
+        "95% CI ±": f"{s.ci95:.2f}", versus: f"{s.improvement:+.2f}", "its CI ±": f"{s.improvement_ci95:.2f}",
         "faults": f"{s.mean_faults:.1f}", "NaN images": s.nan_images,
-    } for s in summary], ["variant", "rate", "trials", "accuracy %", "95% CI ±", f"vs {baseline or variants[0]} pp",
-                          "faults", "NaN images"])
+    } for s in summary], ["variant", "rate", "trials", "accuracy %", "95% CI ±", versus, "its CI ±", "faults",
+                          "NaN images"])
     print("AUC (mean accuracy over equally spaced rates, ± 95% CI over trials): " +
           ", ".join(f"{a.variant} {a.mean:.2f} ± {a.ci95:.2f}" for a in auc_summary(rows, variants)))
     folder = Path(path).parent

@@ -92,7 +92,7 @@ class CampaignContext:
 
     def resolved(self) -> dict:
         """What the results file records: the campaign, the hardware, the images and thresholds."""
-        return {"campaign": self.config.to_dict(), "hardware": dataclasses.asdict(self.hw),
+        return {"campaign": self.config.to_dict(), "hardware": self.hw.to_dict(),
                 "image_hashes": self.image_hashes, "data": self.data_name,
                 "thresholds": {v: {str(k): t for k, t in th.items()} for v, th in self.thresholds.items()}}
 

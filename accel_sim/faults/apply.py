@@ -30,10 +30,12 @@ from accel_sim.faults.sites import buffer_capacity
 from accel_sim.hardware import Accelerator, HardwareConfig, LayerFaults, PeFaults, WeightPatch
 from accel_sim.hardware import memory
 from accel_sim.hardware.dataflows import get_dataflow
+from accel_sim.hardware.ecc import DETECTED, SecDed, apply_code_faults
 from accel_sim.hardware.lowering import gemm_shape
 from accel_sim.image import Image, WeightedLayer
 from accel_sim.image.reference import RunOutput, make_output
 from accel_sim.numerics import BIT_OPERATIONS, Format
+from accel_sim.numerics.formats import from_bits, to_bits
 
 logger = logging.getLogger(__name__)
 
@@ -104,10 +106,12 @@ def corrupted_parameters(image: Image, hw: HardwareConfig, fmap: FaultMap) -> tu
         faults = stored.select(stored.layer == i)
         w, b = faults.tensor == 0, faults.tensor == 1
         if w.any():
-            _patch(patches, int(i), layer, faults.index[w], faults.bit[w], faults.model[w])
+            _patch(patches, int(i), layer, faults.index[w], faults.bit[w], faults.model[w],
+                   memory.weight_memory_code(layer.weight_format.word_bits, hw))
         if b.any():
-            biases[int(i)] = apply_bit_faults(layer.bias_format, layer.bias, faults.index[b], faults.bit[b],
-                                              faults.model[b])
+            code = memory.weight_memory_code(layer.bias_format.word_bits, hw)
+            read = apply_bit_faults if code is None else functools.partial(read_through_code, code=code)
+            biases[int(i)] = read(layer.bias_format, layer.bias, faults.index[b], faults.bit[b], faults.model[b])
     buffer = fmap.of_site("weight_buffer")
     capacity = buffer_capacity(image, hw, "weight_buffer")[0] if len(buffer) else 0
     for i, layer in enumerate(image.layers):
@@ -122,9 +126,12 @@ def corrupted_parameters(image: Image, hw: HardwareConfig, fmap: FaultMap) -> tu
     return patches, biases
 
 
-def _patch(patches: dict, i: int, layer: WeightedLayer, index: np.ndarray, bit: np.ndarray, model: np.ndarray) -> None:
-    """Apply faults (flat weight index, bit, model) on top of the layer's current patch."""
-    keep = np.asarray(bit) < layer.weight_format.word_bits  # a narrower word has no such bit
+def _patch(patches: dict, i: int, layer: WeightedLayer, index: np.ndarray, bit: np.ndarray, model: np.ndarray,
+           code: SecDed | None = None) -> None:
+    """Apply faults (flat weight index, bit, model) on top of the layer's current patch; with
+    ``code``, the faults hit the words' code words and the words are read through its decoder."""
+    width = layer.weight_format.word_bits if code is None else code.code_bits
+    keep = np.asarray(bit) < width  # a narrower word has no such bit
     index, bit, model = np.asarray(index)[keep], np.asarray(bit)[keep], np.asarray(model)[keep]
     old = patches.get(i)
     union = np.sort(index if old is None else np.concatenate([index, old.index]))
@@ -134,7 +141,8 @@ def _patch(patches: dict, i: int, layer: WeightedLayer, index: np.ndarray, bit: 
     values = layer.weight.reshape(-1)[union].copy()
     if old is not None:
         values[np.searchsorted(union, old.index)] = old.values
-    values = apply_bit_faults(layer.weight_format, values, np.searchsorted(union, index), bit, model)
+    read = apply_bit_faults if code is None else functools.partial(read_through_code, code=code)
+    values = read(layer.weight_format, values, np.searchsorted(union, index), bit, model)
     patches[i] = WeightPatch(union, values)
 
 
@@ -219,6 +227,25 @@ def apply_bit_faults(fmt: Format, words: np.ndarray, index: np.ndarray, bit: np.
             sel = now[model[now] == code]
             if sel.size:
                 out[index[sel]] = BIT_OPERATIONS[name](fmt, out[index[sel]], bit[sel])
+    return out
+
+
+def read_through_code(fmt: Format, words: np.ndarray, index: np.ndarray, bit: np.ndarray, model: np.ndarray,
+                      code: SecDed) -> np.ndarray:
+    """What an ECC-protected memory returns for ``words`` (raw words of ``fmt``) when faults
+    (index into ``words``, bit of the code word, model code) hit their stored code words: each
+    word is encoded, its code word corrupted, then decoded (single errors corrected, detected
+    errors read as 0, see :mod:`accel_sim.hardware.ecc`)."""
+    out = np.array(words, copy=True)
+    index = np.asarray(index, dtype=np.int64)
+    touched = np.unique(index)
+    stored = code.encode(to_bits(fmt, out[touched]))
+    faulty = apply_code_faults(stored, np.searchsorted(touched, index), bit, model)
+    data, outcome = code.decode(faulty)
+    out[touched] = from_bits(fmt, data)
+    if (outcome == DETECTED).any():
+        logger.debug("%d of %d faulty %s words detected uncorrectable (read as 0)", int((outcome == DETECTED).sum()),
+                     touched.size, fmt.name)
     return out
 
 

@@ -20,6 +20,7 @@ from accel_sim.faults.model import FIELD_DTYPES, MODELS, REGISTERS, SITES, Fault
 from accel_sim.faults.sites import buffer_capacity, register_bits
 from accel_sim.hardware import HardwareConfig
 from accel_sim.hardware.lowering import gemm_shape
+from accel_sim.hardware.memory import weight_memory_bits
 from accel_sim.image import Image, WeightedLayer
 
 SCHEMA = "accel-sim-faults"
@@ -142,7 +143,7 @@ def check_fault_map(fmap: FaultMap, image: Image, hw: HardwareConfig, n_images: 
             continue
         sub = fmap.select(sel)
         if site == "weight_memory":
-            _check_weight_memory(sub, image, where)
+            _check_weight_memory(sub, image, hw, where)
         elif site == "pe":
             widths = register_bits(image, hw)
             _check((sub.row >= 0) & (sub.row < hw.rows) & (sub.col >= 0) & (sub.col < hw.cols), sub, "row/col",
@@ -162,14 +163,15 @@ def check_fault_map(fmap: FaultMap, image: Image, hw: HardwareConfig, n_images: 
             _check(sub.bit < bits, sub, "bit", f"is not below the {bits}-bit word of the {site}", where)
 
 
-def _check_weight_memory(sub: FaultMap, image: Image, where: str) -> None:
+def _check_weight_memory(sub: FaultMap, image: Image, hw: HardwareConfig, where: str) -> None:
     _check(sub.layer >= 0, sub, "layer", "must name a layer for weight-memory faults", where)
     for i in np.unique(sub.layer):
         layer = image.layers[int(i)]
         part = sub.select(sub.layer == i)
         _check(np.isin(part.tensor, (0, 1)), part, "tensor", "must be 0 (weight) or 1 (bias)", where)
         size = np.where(part.tensor == 0, layer.weight.size, layer.bias.size)
-        width = np.where(part.tensor == 0, layer.weight_format.word_bits, layer.bias_format.word_bits)
+        width = np.where(part.tensor == 0, weight_memory_bits(layer.weight_format.word_bits, hw),
+                         weight_memory_bits(layer.bias_format.word_bits, hw))  # code words under ECC
         _check((part.index >= 0) & (part.index < size), part, "index", f"is beyond layer {int(i)}'s tensor", where)
         _check(part.bit < width, part, "bit", f"is not below the word width of layer {int(i)}", where)
 

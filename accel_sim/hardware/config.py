@@ -17,9 +17,11 @@ from pathlib import Path
 
 from accel_sim.errors import AccelSimError, AccelSimTypeError
 from accel_sim.hardware.dataflows import DATAFLOWS
+from accel_sim.hardware.ecc import ECC_MODES
 from accel_sim.numerics import OVERFLOW_MODES, ROUNDING_MODES, Datapath
 from accel_sim.numerics.formats import check_mode
 
+_OPTIONS_OFF = {"memory_ecc": "none"}  # options whose "off" value is left out of to_dict and the hash
 MAX_ARRAY_SIDE = 4096
 MAX_BUFFER_KIB = 2**20
 
@@ -51,6 +53,11 @@ class HardwareConfig:
         On-chip SRAM sizes in KiB; each must hold at least one array tile (rows × cols words).
     description : str
         What the preset imitates.
+    memory_ecc : {"none", "secded"}
+        Error correction on the weight memory: ``secded`` stores each word as an extended
+        Hamming code word (:mod:`accel_sim.hardware.ecc`; a 16-bit word takes 22 bits), so faults
+        are drawn over code words, single errors are corrected and double errors detected (the
+        word reads as 0).
     """
 
     name: str
@@ -65,6 +72,7 @@ class HardwareConfig:
     weight_buffer_kib: float = 64.0
     activation_buffer_kib: float = 64.0
     description: str = ""
+    memory_ecc: str = "none"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -80,6 +88,7 @@ class HardwareConfig:
         check_mode("hardware field dataflow", self.dataflow, DATAFLOWS)
         check_mode("hardware field overflow", self.overflow, OVERFLOW_MODES)
         check_mode("hardware field rounding", self.rounding, ROUNDING_MODES)
+        check_mode("hardware field memory_ecc", self.memory_ecc, ECC_MODES)
         for width in ("weight_bits", "act_bits"):
             if not 2 <= getattr(self, width) <= 32:
                 raise AccelSimError(f"hardware field {width} must lie in 2..32, got {getattr(self, width)}")
@@ -109,9 +118,14 @@ class HardwareConfig:
     def datapath(self) -> Datapath:
         return Datapath(self.acc_bits, self.overflow, self.rounding)
 
+    def to_dict(self) -> dict:
+        """The fields, less options that are off (``memory_ecc = "none"``): a config reads and
+        hashes as it did before such an option existed, so earlier results and maps still match."""
+        return {k: v for k, v in asdict(self).items() if _OPTIONS_OFF.get(k, object()) != v}
+
     def config_hash(self) -> str:
         """SHA-256 of everything but the name and description (what changes results)."""
-        relevant = {k: v for k, v in asdict(self).items() if k not in ("name", "description")}
+        relevant = {k: v for k, v in self.to_dict().items() if k not in ("name", "description")}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
     def check_image_fits(self, weight_bits: int, act_bits: int) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 from accel_sim.errors import AccelSimError
 from accel_sim.hardware.config import HardwareConfig
 from accel_sim.hardware.dataflows import get_dataflow
+from accel_sim.hardware.ecc import SecDed
 from accel_sim.hardware.lowering import gemm_shape
 from accel_sim.image import Conv2d, Image, WeightedLayer
 
@@ -53,6 +54,17 @@ def buffer(image: Image, hw: HardwareConfig, name: str) -> Buffer:
         bits = act_word_bits(image)
         return Buffer(name, hw.buffer_words(hw.activation_buffer_kib, bits), bits)
     raise AccelSimError(f"buffer must be one of {', '.join(BUFFERS)}, got {name!r}")
+
+
+def weight_memory_code(word_bits: int, hw: HardwareConfig) -> SecDed | None:
+    """The code protecting ``word_bits``-bit words in ``hw``'s weight memory (None: stored as is)."""
+    return SecDed(word_bits) if hw.memory_ecc == "secded" else None
+
+
+def weight_memory_bits(word_bits: int, hw: HardwareConfig) -> int:
+    """Bits a ``word_bits``-bit word takes in ``hw``'s weight memory (its code word under ECC)."""
+    code = weight_memory_code(word_bits, hw)
+    return code.code_bits if code is not None else word_bits
 
 
 def activation_stream(in_shape: tuple[int, ...]) -> np.ndarray:

@@ -16,10 +16,12 @@ import pytest
 from scipy import stats
 
 from accel_sim.campaign import build_context, campaign_from_dict, load_campaign, plan_jobs, read_results, run_campaign, run_job
-from accel_sim.campaign.report import area_under_curve, auc_summary, summarize
+from accel_sim.campaign.report import area_under_curve, auc_summary, difference_ci95_half_width, summarize
 from accel_sim.campaign.runner import folder_lock
 from accel_sim.campaign.store import TIMING_COLUMNS, ResultsStore, rows_as_dicts
 from accel_sim.cli import main
+from accel_sim.data import load_bundled_sample
+from accel_sim.hardware import Accelerator, load_preset
 
 SMALL = """
 name = "small"
@@ -423,11 +425,32 @@ def test_resilience_analysis_by_layer_and_bit(tmp_path, capsys):
 def test_improvement_ci_is_welchs_interval():
     """The improvement's CI half-width equals scipy's Welch interval for the difference of means
     (different trial counts and spreads); constant samples give 0, a single trial NaN."""
-    from accel_sim.campaign.report import difference_ci95_half_width
-
     rng = np.random.default_rng(3)
     a, b = rng.normal(88, 0.5, 10), rng.normal(40, 30, 300)
     low, high = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
     assert difference_ci95_half_width(a, b) == pytest.approx((high - low) / 2, rel=1e-9)
     assert difference_ci95_half_width(np.full(5, 88.0), np.full(7, 1.0)) == 0.0
     assert np.isnan(difference_ci95_half_width(a, b[:1]))
+
+
+def test_ecc_variant_keeps_fault_free_accuracy(tmp_path):
+    """A variant with protection = "ecc" runs on SEC-DED weight memory: at 1e-5 (one fault per
+    code word) it keeps the fault-free accuracy in every trial, where the unprotected variant does
+    not; its faults are drawn over the code words. A campaign without the option records no
+    protection key (older results files still match)."""
+    text = SMALL.replace('rates = [1e-6, 1e-5]', 'rates = [1e-5]\ncount_mode = "exact"').replace(
+        '[[variants]]\nname = "clipact"\nactivation = "clipact"\nthresholds = "act_max"',
+        '[[variants]]\nname = "relu-ecc"\nactivation = "relu"\nprotection = "ecc"')
+    config = load_campaign(write_campaign(tmp_path, text))
+    assert "protection" not in load_campaign(write_campaign(tmp_path, SMALL, "plain.toml")).to_dict()["variants"][0]
+    _, rows = read_results(run_campaign(config, progress=False))
+    table = rows_as_dicts(rows)
+    clean = build_context(config).images["relu"]
+    fault_free = int(np.sum(Accelerator(load_preset("edge16")).run(clean, load_bundled_sample().images[:40]).predictions
+                            == load_bundled_sample().labels[:40]))
+    ecc = [r for r in table if r["variant"] == "relu-ecc"]
+    assert ecc and all(r["correct"] == fault_free for r in ecc)
+    assert any(r["correct"] < fault_free for r in table if r["variant"] == "relu")
+    assert min(r["faults"] for r in ecc) > max(r["faults"] for r in table if r["variant"] == "relu")  # 39-bit code words
+    with pytest.raises(ValueError, match=r"variants\[1\].protection \(line 32\) must be one of none, ecc"):
+        load_campaign(write_campaign(tmp_path, text.replace('protection = "ecc"', 'protection = "tmr"'), "bad.toml"))

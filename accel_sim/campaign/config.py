@@ -93,12 +93,16 @@ class FaultSpec:
                         self.layers or None, self.bits or None, self.registers or None)
 
 
+PROTECTIONS = ("none", "ecc")  # a variant's hardware protection: ecc = SEC-DED on the weight memory
+
+
 @dataclass(frozen=True)
 class VariantSpec:
     name: str
     activation: str = "relu"
     thresholds: str = ""
     format: str = ""
+    protection: str = "none"
 
 
 _TUNE = TuneSettings()  # the [tuning] defaults are the tuning layer's
@@ -153,7 +157,13 @@ class CampaignConfig:
     tuning: TuningSpec = field(default_factory=TuningSpec)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The campaign as plain data; a variant's protection is left out when it is "none", so
+        that results files written before the option existed still match their campaign."""
+        data = dataclasses.asdict(self)
+        for variant in data["variants"]:
+            if variant["protection"] == "none":
+                del variant["protection"]
+        return data
 
 
 _SECTIONS = {"model": ModelSpec, "data": DataSpec, "hardware": HardwareSpec, "faults": FaultSpec,
@@ -313,19 +323,7 @@ def _check_values(c: CampaignConfig, fail) -> None:
     if len(set(names)) != len(names):
         raise fail("variants", f"have duplicate names {names}")
     for i, v in enumerate(c.variants):
-        if not _NAME_RE.fullmatch(v.name):
-            raise fail(f"variants[{i}].name", f"must be 1..{MAX_NAME} ASCII letters, digits, '.', '-' or '_', "
-                       f"got {v.name!r}")
-        if v.activation not in ACTIVATIONS:
-            raise fail(f"variants[{i}].activation", f"must be one of {', '.join(ACTIVATIONS)}, got {v.activation!r}")
-        if v.activation != "relu" and not v.thresholds:
-            raise fail(f"variants[{i}].thresholds", f"is needed for {v.activation} (act_max or a file)")
-        if v.thresholds and v.thresholds not in ("act_max", "tuned") and not Path(v.thresholds).is_file():
-            raise fail(f"variants[{i}].thresholds", f"must be act_max, tuned or an existing file, got {v.thresholds!r}")
-        if v.activation == "relu" and v.thresholds:
-            raise fail(f"variants[{i}].thresholds", "goes with activation clipact or clamp, not relu")
-        if v.format:
-            _check_format(v.format, f"variants[{i}].format", fail)
+        _check_variant(f"variants[{i}]", v, fail)
     t = c.tuning
     if t.mode not in MODES:
         raise fail("tuning.mode", f"must be one of {', '.join(MODES)}, got {t.mode!r}")
@@ -335,6 +333,23 @@ def _check_values(c: CampaignConfig, fail) -> None:
         raise fail("tuning", str(exc)) from None
     if m.image and any(v.format and v.format != m.format for v in c.variants):
         raise fail("variants", "cannot change the format of a given image file (use model.zoo)")
+
+
+def _check_variant(key: str, v: VariantSpec, fail) -> None:
+    if not _NAME_RE.fullmatch(v.name):
+        raise fail(f"{key}.name", f"must be 1..{MAX_NAME} ASCII letters, digits, '.', '-' or '_', got {v.name!r}")
+    if v.activation not in ACTIVATIONS:
+        raise fail(f"{key}.activation", f"must be one of {', '.join(ACTIVATIONS)}, got {v.activation!r}")
+    if v.activation != "relu" and not v.thresholds:
+        raise fail(f"{key}.thresholds", f"is needed for {v.activation} (act_max or a file)")
+    if v.thresholds and v.thresholds not in ("act_max", "tuned") and not Path(v.thresholds).is_file():
+        raise fail(f"{key}.thresholds", f"must be act_max, tuned or an existing file, got {v.thresholds!r}")
+    if v.activation == "relu" and v.thresholds:
+        raise fail(f"{key}.thresholds", "goes with activation clipact or clamp, not relu")
+    if v.format:
+        _check_format(v.format, f"{key}.format", fail)
+    if v.protection not in PROTECTIONS:
+        raise fail(f"{key}.protection", f"must be one of {', '.join(PROTECTIONS)}, got {v.protection!r}")
 
 
 def _check_format(text: str, key: str, fail) -> None:

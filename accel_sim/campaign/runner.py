@@ -87,8 +87,14 @@ class CampaignContext:
     def accelerator(self, variant: str) -> Accelerator:
         """The accelerator that runs ``variant``'s jobs in this process."""
         if variant not in self._accelerators:
-            self._accelerators[variant] = Accelerator(self.hw, batch_size=self.config.execution.batch_size)
+            self._accelerators[variant] = Accelerator(self.variant_hw(variant),
+                                                      batch_size=self.config.execution.batch_size)
         return self._accelerators[variant]
+
+    def variant_hw(self, variant: str) -> HardwareConfig:
+        """The campaign's hardware with ``variant``'s protection (ecc: SEC-DED weight memory)."""
+        spec = next(v for v in self.config.variants if v.name == variant)
+        return dataclasses.replace(self.hw, memory_ecc="secded") if spec.protection == "ecc" else self.hw
 
     def resolved(self) -> dict:
         """What the results file records: the campaign, the hardware, the images and thresholds."""
@@ -223,7 +229,7 @@ def run_job(job: Job, context: CampaignContext) -> dict:
         torch.set_num_threads(context.threads)
         numba.set_num_threads(context.threads)
     started = time.perf_counter()
-    image, hw, config = context.images[job.variant], context.hw, context.config
+    image, hw, config = context.images[job.variant], context.variant_hw(job.variant), context.config
     spec = config.faults.draw_spec(job.rate)
     fmap = draw_fault_map(image, hw, spec, job_rng(config.seed, job.draw_key), len(context.inputs),
                           config.seed, job.key, image_hash=context.image_hashes[job.variant])

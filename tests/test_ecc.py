@@ -138,3 +138,45 @@ def test_weight_memory_with_secded_corrects_singles_and_zeroes_detected_words(zo
     data9, _ = plain_decode(stored9 ^ (1 << 1) ^ (1 << 2) ^ (1 << 20), 16)
     assert got[7] == 0 and got[11] == words16[11]  # double: detected, read as 0; single: corrected
     assert got[9] == (data9 - 2**16 if data9 >= 2**15 else data9)
+
+
+@pytest.mark.parametrize("site", ["weight_buffer", "activation_buffer"])
+def test_buffers_with_secded_correct_one_fault_per_cell_and_zero_two(site, zoo_image):
+    """Under memory_ecc the buffers hold code words (fewer cells in the same KiB): one faulty bit
+    per cell, whatever it corrupts, changes no logit; two in one cell make every word stored
+    there read as 0, which is what the unprotected buffer with those words zeroed computes."""
+    from accel_sim.faults import run_with_faults
+    from accel_sim.faults.model import FaultMap
+    from accel_sim.hardware import Accelerator, load_preset
+    from accel_sim.hardware.memory import buffer
+    from accel_sim.data import load_bundled_sample
+
+    image = zoo_image("alexnet", 16)
+    plain = dataclasses.replace(load_preset("edge16"), weight_buffer_kib=1.0, activation_buffer_kib=1.0)
+    ecc = dataclasses.replace(plain, memory_ecc="secded")
+    held = buffer(image, ecc, site)
+    assert (held.word_bits, held.capacity) == (22, 1024 * 8 // 22)
+    x = load_bundled_sample().images[:8]
+    clean = Accelerator(plain).run(image, x).raw_logits
+    code = 1 if site == "weight_buffer" else 2
+    rng = np.random.default_rng(5)
+    cells = rng.choice(held.capacity, 40, replace=False)
+
+    def cell_map(index, bit):
+        n = len(index)
+        return FaultMap(site=[code] * n, layer=[-1] * n, tensor=[-1] * n, index=index, row=[-1] * n, col=[-1] * n,
+                        register=[-1] * n, bit=bit, model=[0] * n, image=[-1] * n, access=[-1] * n)
+
+    singles = cell_map(cells.tolist(), rng.integers(0, 22, cells.size).tolist())
+    np.testing.assert_array_equal(run_with_faults(Accelerator(ecc), image, x, singles).raw_logits, clean)
+    doubles = cell_map([int(cells[0])] * 2, [3, 19])
+    faulty = run_with_faults(Accelerator(ecc), image, x, doubles).raw_logits
+    assert not np.array_equal(faulty, clean)
+    # the same words zeroed without ECC: bits 0..15 of that cell forced to 0 on a 16-bit buffer
+    # whose cell holds the same words (equal capacity)
+    kib = held.capacity * 16 / 8192
+    same_cells = dataclasses.replace(plain, weight_buffer_kib=kib, activation_buffer_kib=kib)
+    assert buffer(image, same_cells, site).capacity == held.capacity
+    zeroed = cell_map([int(cells[0])] * 16, list(range(16)))
+    zeroed = dataclasses.replace(zeroed, model=np.full(16, 1, np.int8))
+    np.testing.assert_array_equal(faulty, run_with_faults(Accelerator(same_cells), image, x, zeroed).raw_logits)

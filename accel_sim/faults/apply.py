@@ -26,7 +26,6 @@ import torch
 
 from accel_sim.faults.io import check_fault_map
 from accel_sim.faults.model import MODELS, FaultMap
-from accel_sim.faults.sites import buffer_capacity
 from accel_sim.hardware import Accelerator, HardwareConfig, LayerFaults, PeFaults, WeightPatch
 from accel_sim.hardware import memory
 from accel_sim.hardware.dataflows import get_dataflow
@@ -113,7 +112,7 @@ def corrupted_parameters(image: Image, hw: HardwareConfig, fmap: FaultMap) -> tu
             read = apply_bit_faults if code is None else functools.partial(read_through_code, code=code)
             biases[int(i)] = read(layer.bias_format, layer.bias, faults.index[b], faults.bit[b], faults.model[b])
     buffer = fmap.of_site("weight_buffer")
-    capacity = buffer_capacity(image, hw, "weight_buffer")[0] if len(buffer) else 0
+    held = memory.buffer(image, hw, "weight_buffer") if len(buffer) else None
     for i, layer in enumerate(image.layers):
         if not isinstance(layer, WeightedLayer):
             continue
@@ -122,7 +121,8 @@ def corrupted_parameters(image: Image, hw: HardwareConfig, fmap: FaultMap) -> tu
             _patch(patches, i, layer, *_pe_weight_words(layer, hw, stationary))
         faults = buffer.select((buffer.layer == -1) | (buffer.layer == i))
         if len(faults):
-            _patch(patches, i, layer, *addresses_to_words(memory.weight_stream(layer, hw), capacity, faults)[:3])
+            _patch(patches, i, layer, *addresses_to_words(memory.weight_stream(layer, hw), held.capacity, faults)[:3],
+                   held.code)
     return patches, biases
 
 
@@ -150,7 +150,7 @@ def layer_faults(image: Image, hw: HardwareConfig, fmap: FaultMap) -> dict[int, 
     """Activation-buffer and PE faults per layer, for :meth:`Accelerator.run`."""
     act = fmap.of_site("activation_buffer")
     pe = fmap.of_site("pe")
-    capacity = buffer_capacity(image, hw, "activation_buffer")[0] if len(act) else 0
+    held = memory.buffer(image, hw, "activation_buffer") if len(act) else None
     out = {}
     for i, layer in enumerate(image.layers):
         if not isinstance(layer, WeightedLayer):
@@ -159,11 +159,11 @@ def layer_faults(image: Image, hw: HardwareConfig, fmap: FaultMap) -> dict[int, 
         here_pe = pe.select((pe.layer == -1) | (pe.layer == i))
         corrupt = None
         if len(here_act):
-            index, bit, model, images = addresses_to_words(memory.activation_stream(layer.in_shape), capacity,
+            index, bit, model, images = addresses_to_words(memory.activation_stream(layer.in_shape), held.capacity,
                                                            here_act)
-            keep = bit < layer.in_format.word_bits
+            keep = bit < (layer.in_format.word_bits if held.code is None else held.code.code_bits)
             corrupt = functools.partial(_corrupt_feature_map, fmt=layer.in_format, index=index[keep],
-                                        bit=bit[keep], model=model[keep], image=images[keep])
+                                        bit=bit[keep], model=model[keep], image=images[keep], code=held.code)
         pe_faults = None
         stationary = _stationary_weight_faults(fmap, hw, i)
         if stationary is not None:  # already folded into the weights by corrupted_parameters
@@ -250,12 +250,14 @@ def read_through_code(fmt: Format, words: np.ndarray, index: np.ndarray, bit: np
 
 
 def _corrupt_feature_map(x: torch.Tensor, fmt: Format, index: np.ndarray, bit: np.ndarray, model: np.ndarray,
-                         image: np.ndarray) -> torch.Tensor:
-    """Apply buffer faults to the stored words of each image's input feature map."""
+                         image: np.ndarray, code: SecDed | None = None) -> torch.Tensor:
+    """Apply buffer faults to the stored words of each image's input feature map (read through
+    ``code`` when the buffer has ECC)."""
+    read = apply_bit_faults if code is None else functools.partial(read_through_code, code=code)
     flat = x.contiguous().reshape(x.shape[0], -1)
     words = flat.numpy().astype(np.float32 if fmt.is_float else np.int64)
     for b in range(words.shape[0]):
         sel = (image == -1) | (image == b)
         if sel.any():
-            words[b] = apply_bit_faults(fmt, words[b], index[sel], bit[sel], model[sel])
+            words[b] = read(fmt, words[b], index[sel], bit[sel], model[sel])
     return torch.from_numpy(words.astype(flat.numpy().dtype)).reshape(x.shape)

@@ -54,10 +54,10 @@ class HardwareConfig:
     description : str
         What the preset imitates.
     memory_ecc : {"none", "secded"}
-        Error correction on the weight memory: ``secded`` stores each word as an extended
-        Hamming code word (:mod:`accel_sim.hardware.ecc`; a 16-bit word takes 22 bits), so faults
-        are drawn over code words, single errors are corrected and double errors detected (the
-        word reads as 0).
+        Error correction on the weight memory and both buffers: ``secded`` stores each word as an
+        extended Hamming code word (:mod:`accel_sim.hardware.ecc`; a 16-bit word takes 22 bits,
+        so a buffer of the same KiB holds fewer cells); faults are drawn over code words, single
+        errors are corrected and double errors detected (the word reads as 0).
     """
 
     name: str

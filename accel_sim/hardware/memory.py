@@ -28,11 +28,13 @@ BUFFERS = ("weight_buffer", "activation_buffer")
 
 @dataclass(frozen=True)
 class Buffer:
-    """One on-chip buffer for one image: ``capacity`` words of ``word_bits`` bits."""
+    """One on-chip buffer for one image: ``capacity`` cells of ``word_bits`` bits (a data word,
+    or its SEC-DED code word under ``memory_ecc``), each holding one word at a time."""
 
     name: str
     capacity: int
     word_bits: int
+    code: SecDed | None = None
 
 
 def weight_word_bits(image: Image) -> int:
@@ -46,14 +48,16 @@ def act_word_bits(image: Image) -> int:
 
 
 def buffer(image: Image, hw: HardwareConfig, name: str) -> Buffer:
-    """The ``weight_buffer`` or ``activation_buffer`` of ``hw`` holding ``image``'s words."""
-    if name == "weight_buffer":
-        bits = weight_word_bits(image)
-        return Buffer(name, hw.buffer_words(hw.weight_buffer_kib, bits), bits)
-    if name == "activation_buffer":
-        bits = act_word_bits(image)
-        return Buffer(name, hw.buffer_words(hw.activation_buffer_kib, bits), bits)
-    raise AccelSimError(f"buffer must be one of {', '.join(BUFFERS)}, got {name!r}")
+    """The ``weight_buffer`` or ``activation_buffer`` of ``hw`` holding ``image``'s words (the
+    widest the image streams through it); under ``memory_ecc`` a cell holds a code word, so the
+    same KiB hold fewer cells."""
+    if name not in BUFFERS:
+        raise AccelSimError(f"buffer must be one of {', '.join(BUFFERS)}, got {name!r}")
+    bits = weight_word_bits(image) if name == "weight_buffer" else act_word_bits(image)
+    kib = hw.weight_buffer_kib if name == "weight_buffer" else hw.activation_buffer_kib
+    code = SecDed(bits) if hw.memory_ecc == "secded" else None
+    stored = code.code_bits if code is not None else bits
+    return Buffer(name, hw.buffer_words(kib, stored), stored, code)
 
 
 def weight_memory_code(word_bits: int, hw: HardwareConfig) -> SecDed | None:

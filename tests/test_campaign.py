@@ -120,6 +120,8 @@ def test_report_numbers_recomputed_from_raw_rows(reference_run, capsys):
         assert s.mean_accuracy == pytest.approx(mean)
         assert s.ci95 == pytest.approx(stats.t.ppf(0.975, len(acc) - 1) * sd / math.sqrt(len(acc)))
         assert s.improvement == pytest.approx(mean - sum(base) / len(base))
+        welch = difference_ci95_half_width(np.array(acc), np.array(base))
+        assert s.improvement_ci95 == (0.0 if s.variant == "relu" else pytest.approx(welch))
     clip = sorted((s for s in summary if s.variant == "clipact"), key=lambda s: s.rate)
     assert area_under_curve(summary, "clipact") == pytest.approx((clip[0].mean_accuracy + clip[1].mean_accuracy) / 2)
     per_trial = [sum(100 * r["correct"] / r["total"] for r in table if r["variant"] == "clipact" and r["trial"] == t) / 2

@@ -53,6 +53,7 @@ def summarize(rows: np.ndarray, variants: list[str], baseline: str | None = None
             out.append((variant, rate, n, float(a.mean()), half, std, float(rows["faults"][sel].mean()),
                         int(rows["nan_count"][sel].sum())))
     return [SummaryRow(v, r, n, m, h, s, m - means.get((baseline, r), float("nan")),
+                       0.0 if v == baseline else  # the baseline against itself: exactly 0
                        difference_ci95_half_width(samples[(v, r)], samples.get((baseline, r), np.zeros(0))), f, nan)
             for v, r, n, m, h, s, f, nan in out]
 

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from accel_sim.errors import AccelSimError
+from accel_sim.numerics import EXACT_LIMIT, MARGIN
 
-EXACT_LIMIT = 2.0**53
 MAX_DEPTH = (1 << 20) - 1  # 2·K·2**32 < 2**53: the middle product (depth 2K) stays exact
 _HALF = 2.0**16
 
@@ -62,7 +62,7 @@ def balanced_digits(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def split_matmul_is_exact(abs_col_sum_max: float) -> bool:
     """Whether :func:`split_matmul` is exact for weights whose largest ``Σ_k |W[n, k]|`` is
     ``abs_col_sum_max`` (every partial sum of either product stays below 2**53)."""
-    return _HALF * abs_col_sum_max < EXACT_LIMIT * (1 - 2.0**-40)
+    return _HALF * abs_col_sum_max < EXACT_LIMIT * MARGIN
 
 
 def split_matmul(w: torch.Tensor, a_hi: torch.Tensor, a_lo: torch.Tensor) -> torch.Tensor:

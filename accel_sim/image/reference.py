@@ -21,6 +21,7 @@ from accel_sim.data import normalize
 from accel_sim.errors import AccelSimError, AccelSimTypeError
 from accel_sim.image.records import Conv2d, Flatten, Image, Layer, Linear, MaxPool2d, WeightedLayer
 from accel_sim.numerics import (
+    MARGIN,
     Datapath,
     apply_activation,
     apply_activation_float,
@@ -156,7 +157,7 @@ def accumulate(a: np.ndarray, b: np.ndarray, datapath: Datapath) -> np.ndarray:
     # No partial sum can leave the range if the sum of |products| stays inside it; only the
     # other outputs need the addition-by-addition walk.
     bound = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
-    risky = np.nonzero(bound >= datapath.acc_max * (1 - 2.0**-40))
+    risky = np.nonzero(bound >= datapath.acc_max * MARGIN)
     if risky[0].size:
         exact = exact.copy()
         exact[risky] = _saturating_sums(a[risky[0]], b[:, risky[1]].T, datapath)

@@ -2,6 +2,8 @@
 
 from accel_sim.numerics.datapath import (
     ACTIVATIONS,
+    EXACT_LIMIT,
+    MARGIN,
     Datapath,
     apply_activation,
     apply_activation_float,
@@ -30,7 +32,7 @@ from accel_sim.numerics.formats import (
 from accel_sim.numerics.selection import format_for, frac_bits_for
 
 __all__ = [
-    "ACTIVATIONS", "BIT_OPERATIONS", "OVERFLOW_MODES", "ROUNDING_MODES", "Datapath", "Fixed", "Float32",
+    "ACTIVATIONS", "BIT_OPERATIONS", "EXACT_LIMIT", "MARGIN", "OVERFLOW_MODES", "ROUNDING_MODES", "Datapath", "Fixed", "Float32",
     "Format", "apply_activation", "apply_activation_float", "dequantize", "flip", "format_for",
     "frac_bits_for", "from_bits", "parse_format", "quantize", "requantize", "saturate", "shift_round",
     "stuck_at_0", "stuck_at_1", "threshold_to_acc", "to_bits", "wrap",

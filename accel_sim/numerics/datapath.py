@@ -14,6 +14,8 @@ from accel_sim.errors import AccelSimError, AccelSimTypeError
 from accel_sim.numerics.formats import OVERFLOW_MODES, ROUNDING_MODES, Fixed, check_mode
 
 ACTIVATIONS = ("none", "relu", "clipact", "clamp")
+EXACT_LIMIT = 2.0**53  # float64 holds every integer of smaller magnitude
+MARGIN = 1 - 2.0**-40  # float64 bounds are computed with rounding: stay clear of a limit by this factor
 MAX_ACC_BITS = 64
 
 

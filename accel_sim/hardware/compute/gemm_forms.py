@@ -10,8 +10,6 @@ import torch.nn.functional as F
 from accel_sim.image import Linear, WeightedLayer
 
 
-EXACT_LIMIT = 2.0**53
-MARGIN = 1 - 2.0**-40  # float64 bounds are computed with rounding; stay clear of the edge
 
 
 def unfold(layer: WeightedLayer, x: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from accel_sim.hardware import int8_gemm
 from accel_sim.hardware.activation_unit import activate, add_bias, int64_accumulators
 from accel_sim.hardware.compute.faithful import faithful_accumulators
-from accel_sim.hardware.compute.gemm_forms import abs_max, from_rows, largest_word, MARGIN
+from accel_sim.hardware.compute.gemm_forms import abs_max, from_rows, largest_word
 from accel_sim.hardware.compute.int8_path import fuses, gathered_corrections, input_digits, recombine
 from accel_sim.hardware.compute.pe_fault_path import faulty_blocks, pe_faults_on_fast_path, with_pe_faults
 from accel_sim.hardware.compute.prepared import PreparedLayer
@@ -18,6 +18,7 @@ from accel_sim.hardware.compute.sums import fast_accumulators, float_accumulator
 from accel_sim.hardware.config import HardwareConfig
 from accel_sim.hardware.pe_faults import PeFaults
 from accel_sim.image import Flatten, Layer, MaxPool2d
+from accel_sim.numerics import MARGIN
 
 
 def run_layer(layer: Layer, prepared: PreparedLayer | None, x: torch.Tensor, hw: HardwareConfig,

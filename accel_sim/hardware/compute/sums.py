@@ -14,15 +14,18 @@ import torch.nn.functional as F
 from accel_sim.hardware import wide_gemm
 from accel_sim.hardware.activation_unit import wrap_float
 from accel_sim.hardware.compute.faithful import faithful_accumulators
-from accel_sim.hardware.compute.gemm_forms import abs_max, EXACT_LIMIT, from_columns, from_rows, MARGIN, unfold
+from accel_sim.hardware.compute.gemm_forms import abs_max, from_columns, from_rows, unfold
 from accel_sim.hardware.compute.int8_path import int8_accumulators, uses_int8
 from accel_sim.hardware.compute.prepared import PreparedLayer
 from accel_sim.hardware.config import HardwareConfig
 from accel_sim.hardware.patched_sums import add_patch_products
 from accel_sim.image import Conv2d
+from accel_sim.numerics import EXACT_LIMIT, MARGIN
 
 
 def fast_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig) -> torch.Tensor:
+    """Exact sums of an accumulator of at most 53 bits (float64, logical output shape): the int8
+    path, or a float64 GEMM checked against the 2**53 and saturation bounds."""
     layer = prepared.layer
     if layer.weight_format.is_float:
         return float_accumulators(prepared, x)

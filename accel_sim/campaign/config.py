@@ -157,13 +157,23 @@ class CampaignConfig:
     tuning: TuningSpec = field(default_factory=TuningSpec)
 
     def to_dict(self) -> dict:
-        """The campaign as plain data; a variant's protection is left out when it is "none", so
-        that results files written before the option existed still match their campaign."""
-        data = dataclasses.asdict(self)
+        """The campaign as plain data (lists, as in a parsed file: ``campaign_from_dict`` reads it
+        back); a variant's protection is left out when it is "none", so that results files
+        written before the option existed still match their campaign."""
+        data = _as_lists(dataclasses.asdict(self))
         for variant in data["variants"]:
             if variant["protection"] == "none":
                 del variant["protection"]
         return data
+
+
+def _as_lists(value):
+    """``value`` with every tuple, in dicts and lists too, turned into a list."""
+    if isinstance(value, dict):
+        return {k: _as_lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_lists(v) for v in value]
+    return value
 
 
 _SECTIONS = {"model": ModelSpec, "data": DataSpec, "hardware": HardwareSpec, "faults": FaultSpec,

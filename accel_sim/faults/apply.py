@@ -34,7 +34,7 @@ from accel_sim.hardware.lowering import gemm_shape
 from accel_sim.image import Image, WeightedLayer
 from accel_sim.image.reference import RunOutput, make_output
 from accel_sim.numerics import BIT_OPERATIONS, Format
-from accel_sim.numerics.formats import from_bits, to_bits
+from accel_sim.numerics.formats import fault_rounds, from_bits, to_bits
 
 logger = logging.getLogger(__name__)
 
@@ -106,11 +106,10 @@ def corrupted_parameters(image: Image, hw: HardwareConfig, fmap: FaultMap) -> tu
         w, b = faults.tensor == 0, faults.tensor == 1
         if w.any():
             _patch(patches, int(i), layer, faults.index[w], faults.bit[w], faults.model[w],
-                   memory.weight_memory_code(layer.weight_format.word_bits, hw))
+                   memory.stored_code(layer.weight_format.word_bits, hw))
         if b.any():
-            code = memory.weight_memory_code(layer.bias_format.word_bits, hw)
-            read = apply_bit_faults if code is None else functools.partial(read_through_code, code=code)
-            biases[int(i)] = read(layer.bias_format, layer.bias, faults.index[b], faults.bit[b], faults.model[b])
+            biases[int(i)] = read_faulty_words(layer.bias_format, layer.bias, faults.index[b], faults.bit[b],
+                                               faults.model[b], memory.stored_code(layer.bias_format.word_bits, hw))
     buffer = fmap.of_site("weight_buffer")
     held = memory.buffer(image, hw, "weight_buffer") if len(buffer) else None
     for i, layer in enumerate(image.layers):
@@ -141,8 +140,7 @@ def _patch(patches: dict, i: int, layer: WeightedLayer, index: np.ndarray, bit: 
     values = layer.weight.reshape(-1)[union].copy()
     if old is not None:
         values[np.searchsorted(union, old.index)] = old.values
-    read = apply_bit_faults if code is None else functools.partial(read_through_code, code=code)
-    values = read(layer.weight_format, values, np.searchsorted(union, index), bit, model)
+    values = read_faulty_words(layer.weight_format, values, np.searchsorted(union, index), bit, model, code)
     patches[i] = WeightPatch(union, values)
 
 
@@ -219,10 +217,7 @@ def apply_bit_faults(fmt: Format, words: np.ndarray, index: np.ndarray, bit: np.
     are applied one after another."""
     out = np.array(words, copy=True)
     index, bit, model = np.asarray(index), np.asarray(bit), np.asarray(model)
-    pending = np.arange(index.size)
-    while pending.size:
-        _, first = np.unique(index[pending], return_index=True)
-        now, pending = pending[first], np.delete(pending, first)
+    for now in fault_rounds(index):
         for code, name in enumerate(MODELS):
             sel = now[model[now] == code]
             if sel.size:
@@ -230,12 +225,14 @@ def apply_bit_faults(fmt: Format, words: np.ndarray, index: np.ndarray, bit: np.
     return out
 
 
-def read_through_code(fmt: Format, words: np.ndarray, index: np.ndarray, bit: np.ndarray, model: np.ndarray,
-                      code: SecDed) -> np.ndarray:
-    """What an ECC-protected memory returns for ``words`` (raw words of ``fmt``) when faults
-    (index into ``words``, bit of the code word, model code) hit their stored code words: each
-    word is encoded, its code word corrupted, then decoded (single errors corrected, detected
-    errors read as 0, see :mod:`accel_sim.hardware.ecc`)."""
+def read_faulty_words(fmt: Format, words: np.ndarray, index: np.ndarray, bit: np.ndarray, model: np.ndarray,
+                      code: SecDed | None) -> np.ndarray:
+    """What a memory returns for ``words`` (raw words of ``fmt``) when faults (index into
+    ``words``, bit, model code) hit them as stored: the words themselves without ``code``
+    (:func:`apply_bit_faults`); with it their code words, which are encoded, corrupted and decoded
+    (single errors corrected, detected errors read as 0, see :mod:`accel_sim.hardware.ecc`)."""
+    if code is None:
+        return apply_bit_faults(fmt, words, index, bit, model)
     out = np.array(words, copy=True)
     index = np.asarray(index, dtype=np.int64)
     touched = np.unique(index)
@@ -253,11 +250,10 @@ def _corrupt_feature_map(x: torch.Tensor, fmt: Format, index: np.ndarray, bit: n
                          image: np.ndarray, code: SecDed | None = None) -> torch.Tensor:
     """Apply buffer faults to the stored words of each image's input feature map (read through
     ``code`` when the buffer has ECC)."""
-    read = apply_bit_faults if code is None else functools.partial(read_through_code, code=code)
     flat = x.contiguous().reshape(x.shape[0], -1)
     words = flat.numpy().astype(np.float32 if fmt.is_float else np.int64)
     for b in range(words.shape[0]):
         sel = (image == -1) | (image == b)
         if sel.any():
-            words[b] = read(fmt, words[b], index[sel], bit[sel], model[sel])
+            words[b] = read_faulty_words(fmt, words[b], index[sel], bit[sel], model[sel], code)
     return torch.from_numpy(words.astype(flat.numpy().dtype)).reshape(x.shape)

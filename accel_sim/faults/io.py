@@ -20,7 +20,7 @@ from accel_sim.faults.model import FIELD_DTYPES, MODELS, REGISTERS, SITES, Fault
 from accel_sim.faults.sites import buffer_capacity, register_bits
 from accel_sim.hardware import HardwareConfig
 from accel_sim.hardware.lowering import gemm_shape
-from accel_sim.hardware.memory import weight_memory_bits
+from accel_sim.hardware.memory import stored_bits
 from accel_sim.image import Image, WeightedLayer
 
 SCHEMA = "accel-sim-faults"
@@ -170,8 +170,8 @@ def _check_weight_memory(sub: FaultMap, image: Image, hw: HardwareConfig, where:
         part = sub.select(sub.layer == i)
         _check(np.isin(part.tensor, (0, 1)), part, "tensor", "must be 0 (weight) or 1 (bias)", where)
         size = np.where(part.tensor == 0, layer.weight.size, layer.bias.size)
-        width = np.where(part.tensor == 0, weight_memory_bits(layer.weight_format.word_bits, hw),
-                         weight_memory_bits(layer.bias_format.word_bits, hw))  # code words under ECC
+        width = np.where(part.tensor == 0, stored_bits(layer.weight_format.word_bits, hw),
+                         stored_bits(layer.bias_format.word_bits, hw))  # code words under ECC
         _check((part.index >= 0) & (part.index < size), part, "index", f"is beyond layer {int(i)}'s tensor", where)
         _check(part.bit < width, part, "bit", f"is not below the word width of layer {int(i)}", where)
 

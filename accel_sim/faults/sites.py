@@ -11,7 +11,7 @@ from accel_sim.faults.model import REGISTERS, SITES
 from accel_sim.hardware import HardwareConfig
 from accel_sim.hardware.dataflows import get_dataflow
 from accel_sim.hardware.lowering import gemm_shape
-from accel_sim.hardware.memory import BUFFERS, act_word_bits, buffer, weight_memory_bits, weight_word_bits
+from accel_sim.hardware.memory import BUFFERS, act_word_bits, buffer, stored_bits, weight_word_bits
 from accel_sim.image import Image, WeightedLayer
 
 
@@ -55,8 +55,8 @@ def segments(image: Image, hw: HardwareConfig, site: str, layers: tuple[int, ...
         out = []
         for i, layer in enumerate(image.layers):
             if isinstance(layer, WeightedLayer) and (layers is None or i in layers):
-                out.append(Segment(i, 0, -1, layer.weight.size, weight_memory_bits(layer.weight_format.word_bits, hw)))
-                out.append(Segment(i, 1, -1, layer.bias.size, weight_memory_bits(layer.bias_format.word_bits, hw)))
+                out.append(Segment(i, 0, -1, layer.weight.size, stored_bits(layer.weight_format.word_bits, hw)))
+                out.append(Segment(i, 1, -1, layer.bias.size, stored_bits(layer.bias_format.word_bits, hw)))
         return out
     if site == "pe":
         return [Segment(-1, -1, REGISTERS.index(name), hw.rows * hw.cols, bits)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from accel_sim.errors import AccelSimError
+from accel_sim.numerics.formats import fault_rounds
 
 ECC_MODES = ("none", "secded")
 CLEAN, CORRECTED, DETECTED = 0, 1, 2  # decoder outcomes
@@ -105,10 +106,7 @@ def apply_code_faults(code: np.ndarray, index: np.ndarray, bit: np.ndarray, mode
     in the order given."""
     out = np.array(code, dtype=np.uint64, copy=True)
     index, bit, model = (np.asarray(v, dtype=np.int64) for v in (index, bit, model))
-    pending = np.arange(index.size)
-    while pending.size:  # one fault per word at a time: the next acts on what the last left
-        _, first = np.unique(index[pending], return_index=True)
-        now, pending = pending[first], np.delete(pending, first)
+    for now in fault_rounds(index):  # the next fault on a word acts on what the last left
         mask = np.uint64(1) << bit[now].astype(np.uint64)
         word = out[index[now]]
         out[index[now]] = np.where(model[now] == 0, word ^ mask, np.where(model[now] == 1, word & ~mask, word | mask))

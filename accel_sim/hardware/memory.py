@@ -55,19 +55,19 @@ def buffer(image: Image, hw: HardwareConfig, name: str) -> Buffer:
         raise AccelSimError(f"buffer must be one of {', '.join(BUFFERS)}, got {name!r}")
     bits = weight_word_bits(image) if name == "weight_buffer" else act_word_bits(image)
     kib = hw.weight_buffer_kib if name == "weight_buffer" else hw.activation_buffer_kib
-    code = SecDed(bits) if hw.memory_ecc == "secded" else None
-    stored = code.code_bits if code is not None else bits
-    return Buffer(name, hw.buffer_words(kib, stored), stored, code)
+    stored = stored_bits(bits, hw)
+    return Buffer(name, hw.buffer_words(kib, stored), stored, stored_code(bits, hw))
 
 
-def weight_memory_code(word_bits: int, hw: HardwareConfig) -> SecDed | None:
-    """The code protecting ``word_bits``-bit words in ``hw``'s weight memory (None: stored as is)."""
+def stored_code(word_bits: int, hw: HardwareConfig) -> SecDed | None:
+    """The code protecting ``word_bits``-bit words in ``hw``'s memories (weight memory and
+    buffers alike; None: stored as is)."""
     return SecDed(word_bits) if hw.memory_ecc == "secded" else None
 
 
-def weight_memory_bits(word_bits: int, hw: HardwareConfig) -> int:
-    """Bits a ``word_bits``-bit word takes in ``hw``'s weight memory (its code word under ECC)."""
-    code = weight_memory_code(word_bits, hw)
+def stored_bits(word_bits: int, hw: HardwareConfig) -> int:
+    """Bits a ``word_bits``-bit word takes in ``hw``'s memories (its code word under ECC)."""
+    code = stored_code(word_bits, hw)
     return code.code_bits if code is not None else word_bits
 
 

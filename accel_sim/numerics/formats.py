@@ -262,3 +262,15 @@ def stuck_at_1(fmt: Format, raw: np.ndarray, bit: np.ndarray | int) -> np.ndarra
 
 
 BIT_OPERATIONS = {"flip": flip, "stuck_at_0": stuck_at_0, "stuck_at_1": stuck_at_1}
+
+
+def fault_rounds(index: np.ndarray):
+    """Positions into ``index`` (the word each fault hits) in rounds that touch a word at most
+    once, a word's faults in their given order: applying the rounds one after another applies
+    several faults on one word one after another."""
+    index = np.asarray(index)
+    pending = np.arange(index.size)
+    while pending.size:
+        _, first = np.unique(index[pending], return_index=True)
+        yield pending[first]
+        pending = np.delete(pending, first)

@@ -46,7 +46,7 @@ class PreparedLayer:
     @property
     def stored(self) -> PreparedLayer:
         """The layer prepared from its stored (fault-free) weight words: ``clean``, or itself."""
-        return self.clean if self.clean is not None and self.patch is not None else self
+        return self.clean if self.clean is not None else self
 
     @property
     def abs_col_sum_max(self) -> float:
@@ -81,8 +81,7 @@ class PreparedLayer:
     def _unpatched_form(self, name: str):
         """A cached weight form, taken from ``clean`` when this layer's weights are its stored
         words (only the bias is faulty), so that no fault map copies them again."""
-        source = self.clean if self.clean is not None and self.patch is None else self
-        return getattr(source, name)
+        return getattr(self.stored if self.patch is None else self, name)
 
     @functools.cached_property
     def weight_t_hwc(self) -> np.ndarray:

@@ -99,7 +99,7 @@ def wide_sums(prepared: PreparedLayer, x: torch.Tensor, x_max: float) -> torch.T
         sums = wide_gemm.matmul_int64(w, unfold(layer, x))
     else:
         return None
-    if stored is not prepared:
+    if prepared.patch is not None:
         add_patch_products(sums.numpy(), layer, prepared.patch.index, prepared.patch.values, x)
     return from_columns(layer, sums)
 

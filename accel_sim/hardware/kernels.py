@@ -239,6 +239,44 @@ def _gather_windows(x, m_idx, first, pixels_per_image, kh, kw, sh, sw, ph, pw, o
                         windows[base + c, b] = x[img, y, xx, c]
 
 
+@njit(cache=True, inline="always")
+def _fault_point_macs(acc, row, weights, m, weight_bits, product_bits, acc_min, acc_max, acc_bits, wrap):
+    """One MAC per lane and filter through a faulty PE (masks ``m``, (3, 3)), in int64: ``acc``
+    (J, size) float64 running sums, ``row`` (size,) the activations, ``weights`` (J,)."""
+    product_faulty = m[1, 0] != -1 or m[1, 1] != 0 or m[1, 2] != 0
+    psum_faulty = m[2, 0] != -1 or m[2, 1] != 0 or m[2, 2] != 0
+    for j in range(weights.shape[0]):
+        weight = _masked(np.int64(weights[j]), m, 0, weight_bits)
+        sums = acc[j]
+        for b in range(row.shape[0]):
+            product = np.int64(row[b]) * weight
+            if product_faulty:
+                product = _masked(product, m, 1, product_bits)
+            total = np.int64(sums[b]) + product
+            if wrap:
+                total = _sign_extend(total, acc_bits)
+            else:
+                total = min(max(total, acc_min), acc_max)
+            if psum_faulty:
+                total = _masked(total, m, 2, acc_bits)
+            sums[b] = np.float64(total)
+
+
+@njit(cache=True, inline="always")
+def _clean_macs(acc, row, weights, wrap, lo, hi):
+    """One clean MAC per lane and filter in float64 (exact below 2**53); a saturating
+    accumulator clamps to [lo, hi] after each addition, a wrapping one wraps later."""
+    for j in range(weights.shape[0]):
+        weight = weights[j]
+        sums = acc[j]
+        if wrap:
+            for b in range(row.shape[0]):
+                sums[b] += row[b] * weight
+        else:
+            for b in range(row.shape[0]):
+                sums[b] = min(max(sums[b] + row[b] * weight, lo), hi)
+
+
 @njit(cache=True, parallel=True, fastmath=True)
 def gemm_faulty_column(x, w, m_idx, pixels_per_image, kh, kw, sh, sw, ph, pw, ow, period, has_fault, masks,
                        weight_bits, product_bits, acc_min, acc_max, acc_bits, wrap, block):
@@ -286,38 +324,11 @@ def gemm_faulty_column(x, w, m_idx, pixels_per_image, kh, kw, sh, sw, ph, pw, ow
         acc = np.zeros((n_filters, size))
         r = 0
         for k in range(depth):
-            row = windows[k]
             if has_fault[r]:
-                m = masks[r]
-                product_faulty = m[1, 0] != -1 or m[1, 1] != 0 or m[1, 2] != 0
-                psum_faulty = m[2, 0] != -1 or m[2, 1] != 0 or m[2, 2] != 0
-                for j in range(n_filters):
-                    weight = _masked(np.int64(w[k, j]), m, 0, weight_bits)
-                    sums = acc[j]
-                    for b in range(size):
-                        product = np.int64(row[b]) * weight
-                        if product_faulty:
-                            product = _masked(product, m, 1, product_bits)
-                        total = np.int64(sums[b]) + product
-                        if wrap:
-                            total = _sign_extend(total, acc_bits)
-                        else:
-                            total = min(max(total, acc_min), acc_max)
-                        if psum_faulty:
-                            total = _masked(total, m, 2, acc_bits)
-                        sums[b] = np.float64(total)
-            elif wrap:
-                for j in range(n_filters):
-                    weight = w[k, j]
-                    sums = acc[j]
-                    for b in range(size):
-                        sums[b] += row[b] * weight
+                _fault_point_macs(acc, windows[k], w[k], masks[r], weight_bits, product_bits, acc_min, acc_max,
+                                  acc_bits, wrap)
             else:
-                for j in range(n_filters):
-                    weight = w[k, j]
-                    sums = acc[j]
-                    for b in range(size):
-                        sums[b] = min(max(sums[b] + row[b] * weight, lo), hi)
+                _clean_macs(acc, windows[k], w[k], wrap, lo, hi)
             r += 1
             if r == period:
                 r = 0

@@ -348,45 +348,63 @@ def partial_sum_corrections(x, images, channels, offset, wp, lane_type, oh, ow, 
         for ki in range(kh):
             y = oy * sh + ki - ph
             for kj in range(kw):
-                # output columns [ox0, ox1) of the task read input columns ox·sw + kj − pw inside the map
-                ox0 = max(oxa, -((kj - pw) // sw))
-                ox1 = min(oxb, (wd - 1 + pw - kj) // sw + 1)
-                if y < 0 or y >= h or ox1 <= ox0:
-                    ox0, ox1 = oxa, oxa
-                # stride 1: one run of lanes; otherwise one run of nb lanes per output column
-                segments = (1 if sw == 1 else ox1 - ox0) if ox1 > ox0 else 0
-                size = (ox1 - ox0) * nb if sw == 1 else nb
-                first_src = (ox0 * sw + kj - pw) * nb
-                first_lane = (ox0 - oxa) * nb
-                position = ki * kw + kj
-                c = 0
-                while c < ch:
-                    # clean registers: the MAC at a fault point is a clean one, so it joins the run
-                    count = min(ch - c, clean_run[r] + (1 if registers_clean else 0))
-                    last = (r + count - 1) % period  # residue of the run's last MAC
-                    fault = registers_clean and has_fault[last]  # else: a faulty product follows first
-                    m = masks[last, 2]
-                    for s in range(segments):
-                        _accumulate(acc, units, scratch, flat[y], c, count, wp[position], offset, ch, j0,
-                                    first_lane + s * size, first_src + s * sw * nb, size, fault, m, low)
-                    c += count
-                    r = (r + count) % period
-                    if registers_clean:
-                        if fault:  # the lanes of outputs whose window has padding here
-                            covered = first_lane + (ox1 - ox0) * nb if segments else 0
-                            for j in range(jn):
-                                for lo, hi in ((0, first_lane if segments else 0), (covered, lanes)):
-                                    _fault_lanes(acc, units, j, lo, hi, flat[0], scratch, m, low)
-                        continue
-                    if c == ch:
-                        break
-                    _faulty_mac(acc, units, diff, scratch, flat, y, wp[position], (c + offset) // 2, (c + offset) % 2,
-                                j0, jn, masks[r], weight_bits, product_bits, low, segments, first_src, first_lane,
-                                size, sw * nb, first_lane + (ox1 - ox0) * nb, lanes)
-                    c += 1
-                    r = (r + 1) % period
+                segments, size, first_src, first_lane, covered = _window_lanes(oxa, oxb, y, h, wd, kj, sw, pw, nb)
+                r = _position_macs(acc, units, diff, scratch, flat, y, wp[ki * kw + kj], offset, ch, j0, jn, r,
+                                   period, clean_run, registers_clean, has_fault, masks, weight_bits,
+                                   product_bits, low, segments, size, first_src, first_lane, sw * nb, covered, lanes)
         _write_rows(out, units, diff, registers_clean, low, oy, oxa, oxb, ow, images, nb, j0, jn)
     return out
+
+
+@njit(cache=True, inline="always")
+def _window_lanes(oxa, oxb, y, h, wd, kj, sw, pw, nb):
+    """Where output columns ``oxa .. oxb − 1`` of input row ``y`` read at kernel column ``kj``:
+    (segments, lanes per segment, first source lane, first lane, end of the covered lanes).
+    Columns whose window reads padding are left out; stride 1 gives one segment of lanes,
+    otherwise one segment of ``nb`` lanes per output column."""
+    ox0 = max(oxa, -((kj - pw) // sw))
+    ox1 = min(oxb, (wd - 1 + pw - kj) // sw + 1)
+    if y < 0 or y >= h or ox1 <= ox0:
+        ox0, ox1 = oxa, oxa
+    segments = (1 if sw == 1 else ox1 - ox0) if ox1 > ox0 else 0
+    size = (ox1 - ox0) * nb if sw == 1 else nb
+    first_lane = (ox0 - oxa) * nb
+    return segments, size, (ox0 * sw + kj - pw) * nb, first_lane, first_lane + (ox1 - ox0) * nb
+
+
+@njit(cache=True, inline="always")
+def _position_macs(acc, units, diff, scratch, flat, y, wp_position, offset, ch, j0, jn, r, period, clean_run,
+                   registers_clean, has_fault, masks, weight_bits, product_bits, low, segments, size, first_src,
+                   first_lane, src_step, covered, lanes):
+    """The MACs of every channel at one kernel position (weights ``wp_position``), the first on
+    array row residue ``r``: clean runs in lanes, then the MAC at each fault point. Returns the
+    residue after the last channel."""
+    c = 0
+    while c < ch:
+        # clean registers: the MAC at a fault point is a clean one, so it joins the run
+        count = min(ch - c, clean_run[r] + (1 if registers_clean else 0))
+        last = (r + count - 1) % period  # residue of the run's last MAC
+        fault = registers_clean and has_fault[last]  # else: a faulty product follows first
+        m = masks[last, 2]
+        for s in range(segments):
+            _accumulate(acc, units, scratch, flat[y], c, count, wp_position, offset, ch, j0,
+                        first_lane + s * size, first_src + s * src_step, size, fault, m, low)
+        c += count
+        r = (r + count) % period
+        if registers_clean:
+            if fault:  # the lanes of outputs whose window has padding here
+                for j in range(jn):
+                    for lo, hi in ((0, first_lane), (covered, lanes)):
+                        _fault_lanes(acc, units, j, lo, hi, flat[0], scratch, m, low)
+            continue
+        if c == ch:
+            break
+        _faulty_mac(acc, units, diff, scratch, flat, y, wp_position, (c + offset) // 2, (c + offset) % 2, j0, jn,
+                    masks[r], weight_bits, product_bits, low, segments, first_src, first_lane, size, src_step,
+                    covered, lanes)
+        c += 1
+        r = (r + 1) % period
+    return r
 
 
 @njit(cache=True)

@@ -7,6 +7,10 @@ product through its overflow mode and the partial-sum register may be corrupted.
 the register's two's complement pattern (weight, product or accumulator width) and the result is
 read back as a signed number; a PE's faults apply in table order; a transient fault acts at one
 MAC ``(m·K + k)·N + n`` only.
+
+Under TMR each of three replicas does that from the same partial sum with its own registers
+(register code ``3 · replica + r``); the PE's output is the bitwise majority of the three
+patterns, then the voter's faults (code 9) act on it.
 """
 
 from __future__ import annotations
@@ -57,11 +61,38 @@ def im2col(x: list, kernel: tuple[int, int], stride: tuple[int, int], padding: t
     return rows
 
 
+def majority(a: int, b: int, c: int, width: int) -> int:
+    """Bit by bit, the value two of the three ``width``-bit patterns agree on (signed)."""
+    mask = (1 << width) - 1
+    a, b, c = a & mask, b & mask, c & mask
+    return signed((a & b) | (a & c) | (b & c), width)
+
+
+def replica_mac(acc: int, x: int, w: int, live: list, replica: int, widths: tuple[int, int, int],
+                overflow: str) -> int:
+    """One replica's partial-sum output for ``acc + x · w`` with its faults among ``live``."""
+    mine = [f for f in live if f[2] != 9 and f[2] // 3 == replica]
+    for f in mine:
+        if f[2] % 3 == 0:
+            w = corrupt(w, widths[0], f[3], f[4])
+    product = x * w
+    for f in mine:
+        if f[2] % 3 == 1:
+            product = corrupt(product, widths[1], f[3], f[4])
+    acc = accumulate(acc, product, widths[2], overflow)
+    for f in mine:
+        if f[2] % 3 == 2:
+            acc = corrupt(acc, widths[2], f[3], f[4])
+    return acc
+
+
 def faulty_sums(a: list[list[int]], b: list[list[int]], pixels: int, dataflow, rows: int, cols: int,
-                faults: list[tuple[int, ...]], widths: tuple[int, int, int], overflow: str) -> list[list[int]]:
+                faults: list[tuple[int, ...]], widths: tuple[int, int, int], overflow: str,
+                replicas: int = 1) -> list[list[int]]:
     """Σ_k over ``a`` (M × K, im2col rows of every image, ``pixels`` per image) and ``b`` (K × N),
     MAC by MAC with ``faults`` = [(pe row, pe col, register, bit, model, mac or -1), …];
-    ``widths`` = (weight, product, accumulator) bits; ``dataflow.pe_of`` places each MAC."""
+    ``widths`` = (weight, product, accumulator) bits; ``dataflow.pe_of`` places each MAC;
+    ``replicas`` 3 for TMR."""
     depth, filters = len(b), len(b[0])
     out = []
     for m, a_row in enumerate(a):
@@ -72,17 +103,10 @@ def faulty_sums(a: list[list[int]], b: list[list[int]], pixels: int, dataflow, r
                 r, c = (int(v) for v in dataflow.pe_of(m % pixels, k, n, rows, cols))
                 mac = (m * depth + k) * filters + n
                 live = [f for f in faults if (f[0], f[1]) == (r, c) and f[5] in (-1, mac)]
-                w = b[k][n]
+                outputs = [replica_mac(acc, a_row[k], b[k][n], live, i, widths, overflow) for i in range(replicas)]
+                acc = outputs[0] if replicas == 1 else majority(*outputs, widths[2])
                 for f in live:
-                    if f[2] == 0:
-                        w = corrupt(w, widths[0], f[3], f[4])
-                product = a_row[k] * w
-                for f in live:
-                    if f[2] == 1:
-                        product = corrupt(product, widths[1], f[3], f[4])
-                acc = accumulate(acc, product, widths[2], overflow)
-                for f in live:
-                    if f[2] == 2:
+                    if f[2] == 9:
                         acc = corrupt(acc, widths[2], f[3], f[4])
             out_row.append(acc)
         out.append(out_row)

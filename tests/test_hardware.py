@@ -26,6 +26,7 @@ from accel_sim.faults import draw_fault_map, run_with_faults
 from accel_sim.faults.draw import DrawSpec
 from accel_sim.hardware.dataflows import Dataflow, get_dataflow, register_dataflow
 from accel_sim.hardware.memory import activation_stream
+from accel_sim.hardware.redundancy import replicas
 from accel_sim.hardware.lowering import GemmShape, gemm_shape
 from accel_sim.image import Conv2d, Linear
 from accel_sim.numerics import Fixed, Float32
@@ -748,7 +749,7 @@ def _reference_pe_sums(layer, x, hw, faults):
     widths = (layer.weight_format.word_bits, layer.weight_format.word_bits + layer.in_format.word_bits,
               hw.datapath.acc_bits)
     return pe_reference.faulty_sums(a, w, pixels, get_dataflow(hw.dataflow), hw.rows, hw.cols, faults, widths,
-                                    hw.overflow)
+                                    hw.overflow, replicas(hw.pe_redundancy))
 
 
 @settings(max_examples=60, deadline=None)

@@ -93,7 +93,9 @@ class FaultSpec:
                         self.layers or None, self.bits or None, self.registers or None)
 
 
-PROTECTIONS = ("none", "ecc")  # a variant's hardware protection: ecc = SEC-DED on the weight memory
+# a variant's hardware protection, as the hardware options it sets: ecc = SEC-DED on the memories,
+# tmr = triplicated PEs with voters
+PROTECTIONS = {"none": {}, "ecc": {"memory_ecc": "secded"}, "tmr": {"pe_redundancy": "tmr"}}
 
 
 @dataclass(frozen=True)

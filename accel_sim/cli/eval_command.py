@@ -124,6 +124,7 @@ def cycle_report(image, image_path: Path, hw, csv_path: str) -> None:
 
     from accel_sim.cli.common import print_table
     from accel_sim.hardware.cycles import image_cycles
+    from accel_sim.hardware.redundancy import array_cost
 
     rows = [c.as_row() for c in image_cycles(image, hw)]
     path = Path(csv_path) if csv_path else Path(f"{Path(image_path).stem}_{hw.name}_cycles.csv")
@@ -139,3 +140,7 @@ def cycle_report(image, image_path: Path, hw, csv_path: str) -> None:
     total_macs = sum(r["macs"] for r in rows)
     print(f"total: {total_cycles:,} cycles per image, {total_macs:,} MACs, utilisation "
           f"{100 * total_macs / (total_cycles * hw.rows * hw.cols):.1f}%; table written to {path}")
+    if hw.pe_redundancy != "none":
+        cost = array_cost(hw.rows, hw.cols, hw.pe_redundancy)
+        print(f"{hw.pe_redundancy}: {cost['pe_replicas']:,} PE replicas and {cost['voters']:,} voters for "
+              f"{hw.rows * hw.cols:,} array positions; the cycles are the unprotected array's")

@@ -31,6 +31,7 @@ from accel_sim.hardware import memory
 from accel_sim.hardware.dataflows import get_dataflow
 from accel_sim.hardware.ecc import DETECTED, SecDed, apply_code_faults
 from accel_sim.hardware.lowering import gemm_shape
+from accel_sim.hardware.redundancy import outvoted
 from accel_sim.image import Image, WeightedLayer
 from accel_sim.image.reference import RunOutput, make_output
 from accel_sim.numerics import BIT_OPERATIONS, Format
@@ -166,6 +167,9 @@ def layer_faults(image: Image, hw: HardwareConfig, fmap: FaultMap) -> dict[int, 
         stationary = _stationary_weight_faults(fmap, hw, i)
         if stationary is not None:  # already folded into the weights by corrupted_parameters
             here_pe = here_pe.select(~((here_pe.register == 0) & (here_pe.image == -1)))
+        if len(here_pe) and hw.pe_redundancy == "tmr":  # faults of one replica alone are outvoted exactly
+            here_pe = here_pe.select(~outvoted(here_pe.row.astype(np.int64) * hw.cols + here_pe.col,
+                                               here_pe.register))
         if len(here_pe):
             live = here_pe.select((here_pe.image == -1) | (here_pe.access >= 0))
             pe_faults = PeFaults.build(hw.rows, hw.cols, live.row, live.col, live.register, live.bit, live.model,
@@ -181,9 +185,10 @@ def _stationary_weight_faults(fmap: FaultMap, hw: HardwareConfig, layer_index: i
     In a weight-stationary array a PE's weight register holds the same weight for every pixel of
     a fold, so such a fault is exactly a corrupted copy of the weights the PE holds: weights
     (k, n) with k ≡ row (mod rows) and n ≡ col (mod cols). Applying it to the weights keeps the
-    layer on the fast path. None when the dataflow does not hold weights in its PEs.
+    layer on the fast path. None when the dataflow does not hold weights in its PEs, or under
+    TMR (a replica's weight register is voted with the others' per MAC).
     """
-    if not get_dataflow(hw.dataflow).holds_weights:
+    if not get_dataflow(hw.dataflow).holds_weights or hw.pe_redundancy != "none":
         return None
     pe = fmap.of_site("pe")
     return pe.select((pe.register == 0) & (pe.image == -1) & ((pe.layer == -1) | (pe.layer == layer_index)))

@@ -18,6 +18,7 @@ import numpy as np
 
 from accel_sim.errors import AccelSimError
 from accel_sim.faults.model import COUNT_MODES, MODELS, PERSISTENCE, REGISTERS, SITES, FaultMap
+from accel_sim.hardware.redundancy import register_kind
 from accel_sim.faults.sites import Segment, pe_mac_axes, segments, weighted_layer_indices
 from accel_sim.hardware import HardwareConfig
 from accel_sim.hardware.lowering import gemm_shape
@@ -56,7 +57,8 @@ class DrawSpec:
     bits : tuple of int or None
         Bit positions to restrict to (positions beyond a word's width are ignored for it).
     registers : tuple of str or None
-        PE registers to restrict to (``weight``, ``product``, ``psum``).
+        PE registers to restrict to (``weight``, ``product``, ``psum``: in every TMR replica;
+        ``voter``: a TMR voter's output).
     """
 
     site: str
@@ -139,7 +141,7 @@ def eligible_bits(image: Image, hw: HardwareConfig, spec: DrawSpec) -> tuple[lis
             raise AccelSimError(f"layers {bad} are not conv2d/linear layers of the image (those are {weighted.tolist()})")
     segs = segments(image, hw, spec.site, spec.layers)
     if spec.registers is not None:
-        segs = [s for s in segs if REGISTERS[s.register] in spec.registers]
+        segs = [s for s in segs if register_kind(s.register) in spec.registers]
     allowed = [_allowed_bits(s, spec.bits) for s in segs]
     sizes = np.array([s.words * len(b) for s, b in zip(segs, allowed)], dtype=np.int64)
     if segs and not sizes.sum():

@@ -16,11 +16,12 @@ import numpy as np
 
 from accel_sim.attributes import integer, real, text
 from accel_sim.errors import AccelSimError
-from accel_sim.faults.model import FIELD_DTYPES, MODELS, REGISTERS, SITES, FaultMap
+from accel_sim.faults.model import FIELD_DTYPES, MODELS, SITES, FaultMap
 from accel_sim.faults.sites import buffer_capacity, register_bits
 from accel_sim.hardware import HardwareConfig
 from accel_sim.hardware.lowering import gemm_shape
 from accel_sim.hardware.memory import stored_bits
+from accel_sim.hardware.redundancy import VOTER, register_codes
 from accel_sim.image import Image, WeightedLayer
 
 SCHEMA = "accel-sim-faults"
@@ -99,8 +100,8 @@ def check_fields(fmap: FaultMap, where: str = "fault map") -> None:
         ("index", np.where(pe, fmap.index == -1, fmap.index >= 0), "must be >= 0 for memories and buffers, -1 for PEs"),
         ("row", np.where(pe, fmap.row >= 0, fmap.row == -1), "must be >= 0 for PEs and -1 elsewhere"),
         ("col", np.where(pe, fmap.col >= 0, fmap.col == -1), "must be >= 0 for PEs and -1 elsewhere"),
-        ("register", np.where(pe, np.isin(fmap.register, range(len(REGISTERS))), fmap.register == -1),
-         "must be 0..2 for PEs and -1 elsewhere"),
+        ("register", np.where(pe, np.isin(fmap.register, register_codes("tmr")), fmap.register == -1),
+         f"must be 0..8 or {VOTER} (TMR replicas and voter) for PEs and -1 elsewhere"),
         ("access", np.where(transient_pe, fmap.access >= -1, fmap.access == -1),
          "must be -1 except for transient PE faults"),
         ("layer", ~memory | (fmap.layer >= 0), "must name a layer for weight-memory faults"),
@@ -148,8 +149,9 @@ def check_fault_map(fmap: FaultMap, image: Image, hw: HardwareConfig, n_images: 
             widths = register_bits(image, hw)
             _check((sub.row >= 0) & (sub.row < hw.rows) & (sub.col >= 0) & (sub.col < hw.cols), sub, "row/col",
                    f"lies outside the {hw.rows}x{hw.cols} array", where)
-            _check(np.isin(sub.register, range(len(REGISTERS))), sub, "register", "is not a PE register", where)
-            limit = np.array([widths[REGISTERS[r]] if 0 <= r < 3 else 0 for r in sub.register])
+            _check(np.isin(sub.register, list(widths)), sub, "register",
+                   f"is not a PE register of {hw.name} (pe_redundancy {hw.pe_redundancy!r})", where)
+            limit = np.array([widths.get(int(r), 0) for r in sub.register])
             _check(sub.bit < limit, sub, "bit", "is not below the register's width", where)
             transient = sub.select(sub.image >= 0)
             _check(transient.layer >= 0, transient, "layer", "must name the layer of a transient PE fault", where)

@@ -11,7 +11,8 @@ field         dtype      meaning
 ``index``     int64      weight memory: flat element index; buffers: address (word); -1 for PEs
 ``row``       int32      PE row; -1 otherwise
 ``col``       int32      PE column; -1 otherwise
-``register``  int8       PE: 0 weight register, 1 product, 2 partial-sum output; -1 otherwise
+``register``  int8       PE: 0 weight register, 1 product, 2 partial-sum output (TMR: plus
+                         3 · replica, or 9 the voter); -1 otherwise
 ``bit``       int16      bit position, 0 = least significant, in the word or register
 ``model``     int8       0 ``flip``, 1 ``stuck_at_0``, 2 ``stuck_at_1``
 ``image``     int32      -1 permanent (every image); else the one image of a transient fault
@@ -30,10 +31,11 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from accel_sim.errors import AccelSimError
+from accel_sim.hardware.redundancy import PE_REGISTERS, register_name
 
 SITES = ("weight_memory", "weight_buffer", "activation_buffer", "pe")
 MODELS = ("flip", "stuck_at_0", "stuck_at_1")
-REGISTERS = ("weight", "product", "psum")
+REGISTERS = PE_REGISTERS + ("voter",)  # the kinds of PE register (a TMR voter's output too)
 PERSISTENCE = ("permanent", "transient")
 COUNT_MODES = ("binomial", "exact")
 
@@ -131,7 +133,7 @@ class FaultMap:
                 "site": SITES[self.site[i]], "layer": int(self.layer[i]),
                 "tensor": {0: "weight", 1: "bias"}.get(int(self.tensor[i]), ""),
                 "index": int(self.index[i]), "row": int(self.row[i]), "col": int(self.col[i]),
-                "register": REGISTERS[self.register[i]] if self.register[i] >= 0 else "",
+                "register": register_name(self.register[i]) if self.register[i] >= 0 else "",
                 "bit": int(self.bit[i]), "model": MODELS[self.model[i]], "image": int(self.image[i]),
                 "access": int(self.access[i]),
             })

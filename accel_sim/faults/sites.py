@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from accel_sim.errors import AccelSimError
-from accel_sim.faults.model import REGISTERS, SITES
+from accel_sim.faults.model import SITES
 from accel_sim.hardware import HardwareConfig
 from accel_sim.hardware.dataflows import get_dataflow
 from accel_sim.hardware.lowering import gemm_shape
+from accel_sim.hardware.redundancy import register_codes, register_kind
 from accel_sim.hardware.memory import BUFFERS, act_word_bits, buffer, stored_bits, weight_word_bits
 from accel_sim.image import Image, WeightedLayer
 
@@ -38,13 +39,16 @@ def buffer_capacity(image: Image, hw: HardwareConfig, site: str) -> tuple[int, i
     return held.capacity, held.word_bits
 
 
-def register_bits(image: Image, hw: HardwareConfig) -> dict[str, int]:
-    """Width of each PE register for this image: float32 words for fp32 images; otherwise the
-    weight word, the product of weight and activation words, and the accumulator."""
+def register_bits(image: Image, hw: HardwareConfig) -> dict[int, int]:
+    """Width in bits of each PE register for this image, by register code
+    (:mod:`accel_sim.hardware.redundancy`): float32 words for fp32 images; otherwise the weight
+    word, the product of weight and activation words, and the accumulator (a TMR voter's output:
+    the accumulator), for each replica."""
     if image.input_format.is_float:
-        return {name: 32 for name in REGISTERS}
+        return {code: 32 for code in register_codes(hw.pe_redundancy)}
     w, a = weight_word_bits(image), act_word_bits(image)
-    return {"weight": w, "product": w + a, "psum": hw.acc_bits}
+    widths = {"weight": w, "product": w + a, "psum": hw.acc_bits, "voter": hw.acc_bits}
+    return {code: widths[register_kind(code)] for code in register_codes(hw.pe_redundancy)}
 
 
 def segments(image: Image, hw: HardwareConfig, site: str, layers: tuple[int, ...] | None = None) -> list[Segment]:
@@ -59,8 +63,7 @@ def segments(image: Image, hw: HardwareConfig, site: str, layers: tuple[int, ...
                 out.append(Segment(i, 1, -1, layer.bias.size, stored_bits(layer.bias_format.word_bits, hw)))
         return out
     if site == "pe":
-        return [Segment(-1, -1, REGISTERS.index(name), hw.rows * hw.cols, bits)
-                for name, bits in register_bits(image, hw).items()]
+        return [Segment(-1, -1, code, hw.rows * hw.cols, bits) for code, bits in register_bits(image, hw).items()]
     capacity, bits = buffer_capacity(image, hw, site)
     return [Segment(-1, -1, -1, capacity, bits)]
 

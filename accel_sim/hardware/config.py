@@ -18,10 +18,11 @@ from pathlib import Path
 from accel_sim.errors import AccelSimError, AccelSimTypeError
 from accel_sim.hardware.dataflows import DATAFLOWS
 from accel_sim.hardware.ecc import ECC_MODES
+from accel_sim.hardware.redundancy import PE_REDUNDANCY_MODES
 from accel_sim.numerics import OVERFLOW_MODES, ROUNDING_MODES, Datapath
 from accel_sim.numerics.formats import check_mode
 
-_OPTIONS_OFF = {"memory_ecc": "none"}  # options whose "off" value is left out of to_dict and the hash
+_OPTIONS_OFF = {"memory_ecc": "none", "pe_redundancy": "none"}  # options whose "off" value is left out of to_dict and the hash
 MAX_ARRAY_SIDE = 4096
 MAX_BUFFER_KIB = 2**20
 
@@ -58,6 +59,10 @@ class HardwareConfig:
         extended Hamming code word (:mod:`accel_sim.hardware.ecc`; a 16-bit word takes 22 bits,
         so a buffer of the same KiB holds fewer cells); faults are drawn over code words, single
         errors are corrected and double errors detected (the word reads as 0).
+    pe_redundancy : {"none", "tmr"}
+        ``tmr``: every PE is three replicas and a bitwise majority voter
+        (:mod:`accel_sim.hardware.redundancy`); PE faults may hit any replica's registers and the
+        voter's output.
     """
 
     name: str
@@ -73,6 +78,7 @@ class HardwareConfig:
     activation_buffer_kib: float = 64.0
     description: str = ""
     memory_ecc: str = "none"
+    pe_redundancy: str = "none"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -89,6 +95,7 @@ class HardwareConfig:
         check_mode("hardware field overflow", self.overflow, OVERFLOW_MODES)
         check_mode("hardware field rounding", self.rounding, ROUNDING_MODES)
         check_mode("hardware field memory_ecc", self.memory_ecc, ECC_MODES)
+        check_mode("hardware field pe_redundancy", self.pe_redundancy, PE_REDUNDANCY_MODES)
         for width in ("weight_bits", "act_bits"):
             if not 2 <= getattr(self, width) <= 32:
                 raise AccelSimError(f"hardware field {width} must lie in 2..32, got {getattr(self, width)}")
@@ -119,7 +126,7 @@ class HardwareConfig:
         return Datapath(self.acc_bits, self.overflow, self.rounding)
 
     def to_dict(self) -> dict:
-        """The fields, less options that are off (``memory_ecc = "none"``): a config reads and
+        """The fields, less options that are off (``memory_ecc``, ``pe_redundancy`` = ``"none"``): a config reads and
         hashes as it did before such an option existed, so earlier results and maps still match."""
         return {k: v for k, v in asdict(self).items() if _OPTIONS_OFF.get(k, object()) != v}
 

@@ -8,7 +8,8 @@ bits and either saturates (``wrap == 0``) or wraps (``wrap == 1``) after every a
 
 PE faults (for the fault layer) arrive as a table in CSR form: faults of PE ``(r, c)`` are entries
 ``pe_start[r·cols + c] .. pe_start[r·cols + c + 1] - 1`` of ``fault_register`` (0 = weight
-register, 1 = product, 2 = partial-sum output), ``fault_bit``, ``fault_model`` (0 = flip,
+register, 1 = product, 2 = partial-sum output; under TMR ``3 · replica`` plus those, or
+``VOTER``: :mod:`accel_sim.hardware.redundancy`), ``fault_bit``, ``fault_model`` (0 = flip,
 1 = stuck-at-0, 2 = stuck-at-1) and ``fault_mac``: -1 for a fault present at every MAC, or the
 one MAC ``((image · pixels + pixel) · K + k) · N + n`` of the batch that a transient fault hits.
 An integer fault acts on the two's complement pattern of the register (``weight_bits``,
@@ -21,6 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 REGISTER_WEIGHT, REGISTER_PRODUCT, REGISTER_PSUM = 0, 1, 2
+VOTER = 9  # accel_sim.hardware.redundancy.VOTER, the voter's output register under TMR
 MODEL_FLIP, MODEL_STUCK_AT_0, MODEL_STUCK_AT_1 = 0, 1, 2
 
 
@@ -71,10 +73,36 @@ def _pe_index(pixel, k, n, row_axis, col_axis, rows, cols):
     return (_axis_index(pixel, k, n, row_axis) % rows) * cols + _axis_index(pixel, k, n, col_axis) % cols
 
 
+@njit(cache=True, inline="always")
+def _hits(f, register, fault_register, fault_mac, mac):
+    """Whether fault ``f`` acts on ``register`` at MAC ``mac``."""
+    return fault_register[f] == register and (fault_mac[f] < 0 or fault_mac[f] == mac)
+
+
+@njit(cache=True, inline="always")
+def _replica_mac(acc, x, w, replica, first, last, fault_register, fault_bit, fault_model, fault_mac, mac,
+                 weight_bits, product_bits, acc_min, acc_max, acc_bits, wrap):
+    """The partial-sum output of one replica of a PE: ``acc + x · w`` with the faults of the
+    replica's weight, product and partial-sum registers (entries ``first .. last − 1``)."""
+    base = 3 * replica
+    for f in range(first, last):
+        if _hits(f, base + REGISTER_WEIGHT, fault_register, fault_mac, mac):
+            w = _corrupt(w, weight_bits, fault_bit[f], fault_model[f])
+    product = x * w
+    for f in range(first, last):
+        if _hits(f, base + REGISTER_PRODUCT, fault_register, fault_mac, mac):
+            product = _corrupt(product, product_bits, fault_bit[f], fault_model[f])
+    acc = _acc_add(acc, product, acc_min, acc_max, acc_bits, wrap)
+    for f in range(first, last):
+        if _hits(f, base + REGISTER_PSUM, fault_register, fault_mac, mac):
+            acc = _corrupt(acc, acc_bits, fault_bit[f], fault_model[f])
+    return acc
+
+
 @njit(cache=True, parallel=True)
 def gemm_faithful(a, b_t, row_idx, col_idx, pixels_per_image, acc_min, acc_max, acc_bits, wrap,
                   row_axis, col_axis, rows, cols, pe_start, fault_register, fault_bit, fault_model,
-                  fault_mac, weight_bits, product_bits):
+                  fault_mac, weight_bits, product_bits, replicas):
     """``out[i, j] = Σ_k a[i, k] · b_t[col_idx[j], k]`` MAC by MAC in window order.
 
     Parameters
@@ -93,6 +121,9 @@ def gemm_faithful(a, b_t, row_idx, col_idx, pixels_per_image, acc_min, acc_max, 
         index mod cols).
     pe_start : int64 (rows·cols + 1,)
         CSR offsets of the PE faults; all zeros when no PE is faulty.
+    replicas : int
+        1, or 3 for TMR: a faulty PE's MAC runs on three replicas whose outputs are voted bit by
+        bit, then the voter's faults act.
 
     Returns
     -------
@@ -116,21 +147,24 @@ def gemm_faithful(a, b_t, row_idx, col_idx, pixels_per_image, acc_min, acc_max, 
             else:
                 for k in range(depth):
                     pe = _pe_index(pixel, k, n, row_axis, col_axis, rows, cols)
-                    w = b_t[n, k]
                     first = pe_start[pe]
                     last = pe_start[pe + 1]
                     mac = (m * depth + k) * b_t.shape[0] + n
-                    for f in range(first, last):
-                        if fault_register[f] == REGISTER_WEIGHT and (fault_mac[f] < 0 or fault_mac[f] == mac):
-                            w = _corrupt(w, weight_bits, fault_bit[f], fault_model[f])
-                    product = a[i, k] * w
-                    for f in range(first, last):
-                        if fault_register[f] == REGISTER_PRODUCT and (fault_mac[f] < 0 or fault_mac[f] == mac):
-                            product = _corrupt(product, product_bits, fault_bit[f], fault_model[f])
-                    acc = _acc_add(acc, product, acc_min, acc_max, acc_bits, wrap)
-                    for f in range(first, last):
-                        if fault_register[f] == REGISTER_PSUM and (fault_mac[f] < 0 or fault_mac[f] == mac):
-                            acc = _corrupt(acc, acc_bits, fault_bit[f], fault_model[f])
+                    voted = _replica_mac(acc, a[i, k], b_t[n, k], 0, first, last, fault_register, fault_bit,
+                                         fault_model, fault_mac, mac, weight_bits, product_bits, acc_min, acc_max,
+                                         acc_bits, wrap)
+                    if replicas == 3:
+                        p1 = _replica_mac(acc, a[i, k], b_t[n, k], 1, first, last, fault_register, fault_bit,
+                                          fault_model, fault_mac, mac, weight_bits, product_bits, acc_min, acc_max,
+                                          acc_bits, wrap)
+                        p2 = _replica_mac(acc, a[i, k], b_t[n, k], 2, first, last, fault_register, fault_bit,
+                                          fault_model, fault_mac, mac, weight_bits, product_bits, acc_min, acc_max,
+                                          acc_bits, wrap)
+                        voted = (voted & p1) | (voted & p2) | (p1 & p2)  # bitwise majority
+                        for f in range(first, last):
+                            if _hits(f, VOTER, fault_register, fault_mac, mac):
+                                voted = _corrupt(voted, acc_bits, fault_bit[f], fault_model[f])
+                    acc = voted
             out[i, j] = acc
     return out
 
@@ -150,12 +184,41 @@ def _corrupt_f32(value, bit, model):
     return word[0]
 
 
+@njit(cache=True, inline="always")
+def _replica_mac_f32(acc, x, w, replica, first, last, fault_register, fault_bit, fault_model, fault_mac, mac):
+    """float32 :func:`_replica_mac`: ``acc + x · w`` with the replica's faults on the IEEE-754
+    patterns of its registers."""
+    base = 3 * replica
+    for f in range(first, last):
+        if _hits(f, base + REGISTER_WEIGHT, fault_register, fault_mac, mac):
+            w = _corrupt_f32(w, fault_bit[f], fault_model[f])
+    product = np.float32(x * w)
+    for f in range(first, last):
+        if _hits(f, base + REGISTER_PRODUCT, fault_register, fault_mac, mac):
+            product = _corrupt_f32(product, fault_bit[f], fault_model[f])
+    acc = np.float32(acc + product)
+    for f in range(first, last):
+        if _hits(f, base + REGISTER_PSUM, fault_register, fault_mac, mac):
+            acc = _corrupt_f32(acc, fault_bit[f], fault_model[f])
+    return acc
+
+
+@njit(cache=True, inline="always")
+def _majority_f32(p0, p1, p2):
+    """Bitwise majority of three float32 values' IEEE-754 patterns."""
+    words = np.empty(3, dtype=np.float32)
+    words[0], words[1], words[2] = p0, p1, p2
+    bits = words.view(np.uint32)
+    bits[0] = (bits[0] & bits[1]) | (bits[0] & bits[2]) | (bits[1] & bits[2])
+    return words[0]
+
+
 @njit(cache=True, parallel=True)
 def gemm_faithful_f32(a, b_t, row_idx, col_idx, pixels_per_image, row_axis, col_axis, rows, cols,
-                      pe_start, fault_register, fault_bit, fault_model, fault_mac):
+                      pe_start, fault_register, fault_bit, fault_model, fault_mac, replicas):
     """float32 version of :func:`gemm_faithful`: ``acc = acc + a·w`` in IEEE float32, in window
     order, with PE faults on the float32 bit patterns of the weight register, the product and
-    the partial sum."""
+    the partial sum (and, under TMR, votes on the partial sums' patterns)."""
     n_rows = row_idx.shape[0]
     n_cols = col_idx.shape[0]
     depth = a.shape[1]
@@ -168,21 +231,21 @@ def gemm_faithful_f32(a, b_t, row_idx, col_idx, pixels_per_image, row_axis, col_
             acc = np.float32(0.0)
             for k in range(depth):
                 pe = _pe_index(pixel, k, n, row_axis, col_axis, rows, cols)
-                w = b_t[n, k]
                 first = pe_start[pe]
                 last = pe_start[pe + 1]
                 mac = (m * depth + k) * b_t.shape[0] + n
-                for f in range(first, last):
-                    if fault_register[f] == REGISTER_WEIGHT and (fault_mac[f] < 0 or fault_mac[f] == mac):
-                        w = _corrupt_f32(w, fault_bit[f], fault_model[f])
-                product = np.float32(a[i, k] * w)
-                for f in range(first, last):
-                    if fault_register[f] == REGISTER_PRODUCT and (fault_mac[f] < 0 or fault_mac[f] == mac):
-                        product = _corrupt_f32(product, fault_bit[f], fault_model[f])
-                acc = np.float32(acc + product)
-                for f in range(first, last):
-                    if fault_register[f] == REGISTER_PSUM and (fault_mac[f] < 0 or fault_mac[f] == mac):
-                        acc = _corrupt_f32(acc, fault_bit[f], fault_model[f])
+                voted = _replica_mac_f32(acc, a[i, k], b_t[n, k], 0, first, last, fault_register, fault_bit,
+                                         fault_model, fault_mac, mac)
+                if replicas == 3:
+                    p1 = _replica_mac_f32(acc, a[i, k], b_t[n, k], 1, first, last, fault_register, fault_bit,
+                                          fault_model, fault_mac, mac)
+                    p2 = _replica_mac_f32(acc, a[i, k], b_t[n, k], 2, first, last, fault_register, fault_bit,
+                                          fault_model, fault_mac, mac)
+                    voted = _majority_f32(voted, p1, p2)
+                    for f in range(first, last):
+                        if _hits(f, VOTER, fault_register, fault_mac, mac):
+                            voted = _corrupt_f32(voted, fault_bit[f], fault_model[f])
+                acc = voted
             out[i, j] = acc
     return out
 

@@ -14,6 +14,7 @@ from accel_sim.hardware.compute.gemm_forms import from_rows
 from accel_sim.hardware.compute.prepared import PreparedLayer
 from accel_sim.hardware.config import HardwareConfig
 from accel_sim.hardware.dataflows import get_dataflow
+from accel_sim.hardware.redundancy import replicas
 from accel_sim.hardware.pe_faults import PeFaults
 from accel_sim.image import Conv2d, Linear
 
@@ -36,15 +37,17 @@ def faithful_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: Hardware
     faults = pe_faults if pe_faults is not None else PeFaults.none(hw.rows, hw.cols)
     col_idx = np.arange(layer.out_channels, dtype=np.int64) if cols is None else np.asarray(cols, np.int64)
     fault_args = (faults.pe_start, faults.register, faults.bit, faults.model, faults.mac)
+    copies = replicas(hw.pe_redundancy)
     if is_float:
         out = kernels.gemm_faithful_f32(a, prepared.weight_t_hwc, row_idx, col_idx, pixels,
-                                        *get_dataflow(hw.dataflow).axis_codes, hw.rows, hw.cols, *fault_args)
+                                        *get_dataflow(hw.dataflow).axis_codes, hw.rows, hw.cols, *fault_args,
+                                        copies)
     else:
         dp = hw.datapath
         out = kernels.gemm_faithful(
             a, prepared.weight_t_hwc, row_idx, col_idx, pixels, dp.acc_min, dp.acc_max, dp.acc_bits,
             int(dp.overflow == "wrap"), *get_dataflow(hw.dataflow).axis_codes, hw.rows, hw.cols, *fault_args,
-            layer.weight_format.word_bits, layer.weight_format.word_bits + layer.in_format.word_bits,
+            layer.weight_format.word_bits, layer.weight_format.word_bits + layer.in_format.word_bits, copies,
         )
     if rows is not None or cols is not None:
         return out

@@ -41,10 +41,10 @@ def pe_faults_on_fast_path(layer: WeightedLayer, hw: HardwareConfig) -> bool:
     """Whether PE faults of the layer take the fast strategies, which need filters along the array
     columns (:func:`accel_sim.hardware.pe_faults.fast_strategies_apply`) and whose lanes and
     bounds read words as signed (unsigned words and wide accumulators take the faithful kernel
-    instead)."""
+    instead; so do TMR arrays, whose votes the strategies do not model)."""
     weights, inputs = layer.weight_format, layer.in_format
-    return (not weights.is_float and weights.signed and inputs.signed and fast_strategies_apply(hw)
-            and fits_float64(hw, weights.word_bits + inputs.word_bits))
+    return (hw.pe_redundancy == "none" and not weights.is_float and weights.signed and inputs.signed
+            and fast_strategies_apply(hw) and fits_float64(hw, weights.word_bits + inputs.word_bits))
 
 
 def faulty_blocks(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, pe_faults: PeFaults,
@@ -95,7 +95,7 @@ def faulty_blocks(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, 
 def recompute_touched(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, pe_faults: PeFaults,
                        acc: torch.Tensor) -> torch.Tensor:
     """Recompute, MAC by MAC with the faults, every output the faulty PEs touch (float32 images,
-    and accumulators too wide for :func:`fits_float64`)."""
+    accumulators too wide for :func:`fits_float64`, TMR arrays)."""
     layer = prepared.layer
     batch = x.shape[0]
     pixels = 1 if isinstance(layer, Linear) else layer.out_shape[1] * layer.out_shape[2]

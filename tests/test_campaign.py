@@ -1,6 +1,7 @@
 """Campaigns: config validation (fuzzed), planning, resumption after kill -9, local = Dask,
 reports recomputed from raw rows, replay."""
 
+import csv
 import math
 import os
 import signal
@@ -454,8 +455,35 @@ def test_ecc_variant_keeps_fault_free_accuracy(tmp_path):
     assert ecc and all(r["correct"] == fault_free for r in ecc)
     assert any(r["correct"] < fault_free for r in table if r["variant"] == "relu")
     assert min(r["faults"] for r in ecc) > max(r["faults"] for r in table if r["variant"] == "relu")  # 39-bit code words
-    with pytest.raises(ValueError, match=r"variants\[1\].protection \(line 32\) must be one of none, ecc"):
-        load_campaign(write_campaign(tmp_path, text.replace('protection = "ecc"', 'protection = "tmr"'), "bad.toml"))
+    with pytest.raises(ValueError, match=r"variants\[1\].protection \(line 32\) must be one of none, ecc, tmr"):
+        load_campaign(write_campaign(tmp_path, text.replace('protection = "ecc"', 'protection = "dmr"'), "bad.toml"))
+
+
+@pytest.mark.slow
+def test_tmr_variant_and_the_comparison_of_protections(tmp_path, capsys):
+    """PE faults on a TMR variant are drawn over three replicas and the voters (more faults than
+    the unprotected array at the same rate); `campaign compare` puts every variant's accuracy
+    per rate beside its cost: stored bits per weight (SEC-DED code words), PEs and voters."""
+    text = (SMALL.replace('format = "fp32"', 'format = "fixed16"').replace('preset = "edge16"', 'preset = "edge16-os"')
+            .replace('site = "weight_memory"\nrates = [1e-6, 1e-5]\ntrials = 4',
+                     'site = "pe"\nrates = [3e-4]\ntrials = 2\ncount_mode = "exact"')
+            .replace('[[variants]]\nname = "clipact"\nactivation = "clipact"\nthresholds = "act_max"',
+                     '[[variants]]\nname = "relu-tmr"\nprotection = "tmr"\n\n[[variants]]\nname = "relu-ecc"\n'
+                     'protection = "ecc"'))
+    path = write_campaign(tmp_path, text)
+    _, rows = read_results(run_campaign(load_campaign(path), progress=False))
+    table = rows_as_dicts(rows)
+    faults = {v: [r["faults"] for r in table if r["variant"] == v] for v in ("relu", "relu-tmr", "relu-ecc")}
+    assert faults["relu"] == [7, 7] and faults["relu-tmr"] == [25, 25]  # int(bits × 3e-4): 24,576 and 86,016 bits
+    assert faults["relu-ecc"] == faults["relu"]
+    assert main(["campaign", "compare", str(path), "--out", str(tmp_path / "cmp")]) == 0
+    printed = capsys.readouterr().out
+    assert "768 + 256 voters" in printed and "22 bits (+38 %)" in printed
+    with open(tmp_path / "cmp.csv") as f:
+        costs = {r["variant"]: r for r in csv.DictReader(f)}
+    assert (costs["relu-tmr"]["pe_replicas"], costs["relu-tmr"]["voters"], costs["relu"]["pe_replicas"]) == ("768", "256", "256")
+    assert (costs["relu"]["stored_bits_per_weight"], costs["relu-ecc"]["stored_bits_per_weight"]) == ("16", "22")
+    assert (tmp_path / "cmp.png").stat().st_size > 0
 
 
 def test_resolved_campaign_reads_back():

@@ -35,7 +35,7 @@ from typing import Any
 from accel_sim.errors import AccelSimError
 from accel_sim.faults.draw import DrawSpec
 from accel_sim.faults.model import COUNT_MODES, MODELS, PERSISTENCE, REGISTERS, SITES
-from accel_sim.hardware.config import preset_names
+from accel_sim.hardware.config import HardwareConfig, preset_names
 from accel_sim.image.export import parse_export_format
 from accel_sim.mitigation import ACTIVATIONS, MODES, SearchSettings, TuneSettings
 
@@ -96,6 +96,11 @@ class FaultSpec:
 # a variant's hardware protection, as the hardware options it sets: ecc = SEC-DED on the memories,
 # tmr = triplicated PEs with voters
 PROTECTIONS = {"none": {}, "ecc": {"memory_ecc": "secded"}, "tmr": {"pe_redundancy": "tmr"}}
+
+
+def protected_hardware(hw: HardwareConfig, protection: str) -> HardwareConfig:
+    """``hw`` with a variant's protection (a key of :data:`PROTECTIONS`) switched on."""
+    return dataclasses.replace(hw, **PROTECTIONS[protection])
 
 
 @dataclass(frozen=True)

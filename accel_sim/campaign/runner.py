@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from accel_sim.campaign.config import PROTECTIONS, CampaignConfig
+from accel_sim.campaign.config import CampaignConfig, protected_hardware
 from accel_sim.campaign.report import ci95_half_width
 from accel_sim.campaign.store import LOCK_NAME, RESULTS_NAME, ResultsStore
 from accel_sim.data import draw_sample, load_bundled_sample, load_cifar10
@@ -92,9 +92,9 @@ class CampaignContext:
         return self._accelerators[variant]
 
     def variant_hw(self, variant: str) -> HardwareConfig:
-        """The campaign's hardware with ``variant``'s protection (:data:`PROTECTIONS`)."""
+        """The campaign's hardware with ``variant``'s protection."""
         spec = next(v for v in self.config.variants if v.name == variant)
-        return dataclasses.replace(self.hw, **PROTECTIONS[spec.protection])
+        return protected_hardware(self.hw, spec.protection)
 
     def resolved(self) -> dict:
         """What the results file records: the campaign, the hardware, the images and thresholds."""

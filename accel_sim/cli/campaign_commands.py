@@ -24,6 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("results", type=Path)
     rep.add_argument("--baseline", help="variant the improvements are measured against (default: the first)")
     rep.set_defaults(handler=run_report)
+    cmp = csub.add_parser("compare", help="protections side by side: the variants of several finished campaigns, "
+                          "their accuracy per rate and their hardware cost, as one table, CSV and plot")
+    cmp.add_argument("files", type=Path, nargs="+", help="campaign files (their results are read from their output)")
+    cmp.add_argument("--out", type=Path, default=Path("comparison"),
+                     help="stem of the CSV and plots written (default: comparison → comparison.csv, .png, .svg)")
+    cmp.set_defaults(handler=run_compare)
     rpl = csub.add_parser("replay", help="re-run one job of a results file and compare it with the stored row")
     rpl.add_argument("results", type=Path)
     rpl.add_argument("--job", required=True, help="job key, variant/rate/trial (see the CSV)")
@@ -77,6 +83,28 @@ def report(path: Path, baseline: str | None) -> int:
              f"{faults['model']}, {campaign['data']['count']} images")
     plots = plot(summary, variants, title, folder / "accuracy_vs_rate")
     print(f"written: {jobs_csv}, {summary_csv}, {plots[0]}, {plots[1]}")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from accel_sim.campaign.compare import comparison_rows, plot_comparison, write_comparison_csv
+
+    rows = comparison_rows(args.files)
+    rates = sorted({r.rate for r in rows})
+    table = {}
+    for r in rows:
+        entry = table.setdefault((r.campaign, r.variant), {
+            "network": r.network, "site": r.site, "variant": r.variant,
+            "weight word": f"{r.stored_bits_per_weight} bits (+{r.storage_overhead:.0f} %)",
+            "PEs": f"{r.pe_replicas}" + (f" + {r.voters} voters" if r.voters else ""), "cycles": r.cycles,
+            **{f"{rate:g}": "" for rate in rates}})
+        entry[f"{r.rate:g}"] = f"{r.accuracy:.2f} ± {r.ci95:.2f}"
+    print("top-1 accuracy (%) ± 95 % CI per fault rate, and each protection's hardware cost:")
+    print_table(list(table.values()), ["network", "site", "variant", *(f"{rate:g}" for rate in rates), "weight word",
+                                       "PEs", "cycles"])
+    csv_path = write_comparison_csv(rows, args.out.with_suffix(".csv"))
+    plots = plot_comparison(rows, args.out)
+    print(f"written: {csv_path}, {plots[0]}, {plots[1]}")
     return 0
 
 

@@ -170,6 +170,58 @@ def gemm_faithful(a, b_t, row_idx, col_idx, pixels_per_image, acc_min, acc_max, 
 
 
 @njit(cache=True, inline="always")
+def _masked_replica(acc, x, w, m, base, weight_bits, product_bits, acc_min, acc_max, acc_bits, wrap):
+    """:func:`_replica_mac` with the replica's permanent faults as masks ``m[base .. base + 2]``."""
+    product = x * _masked(w, m, base + REGISTER_WEIGHT, weight_bits)
+    product = _masked(product, m, base + REGISTER_PRODUCT, product_bits)
+    return _masked(_acc_add(acc, product, acc_min, acc_max, acc_bits, wrap), m, base + REGISTER_PSUM, acc_bits)
+
+
+@njit(cache=True, parallel=True)
+def gemm_permanent_masks(a, b_t, row_idx, col_idx, pixels_per_image, acc_min, acc_max, acc_bits, wrap,
+                         row_axis, col_axis, rows, cols, faulty, masks, weight_bits, product_bits, replicas):
+    """:func:`gemm_faithful` for permanent faults given as masks: the same MACs, votes and
+    results, without reading the fault table at every MAC.
+
+    Parameters
+    ----------
+    faulty : bool (rows·cols,)
+        Whether a PE has faults.
+    masks : int64 (rows·cols, registers, 3)
+        Per PE and register code (:mod:`accel_sim.hardware.redundancy`; 3 for one replica, 10
+        under TMR), the (and, or, xor) masks of its composed permanent faults.
+
+    Other parameters and the result as :func:`gemm_faithful`.
+    """
+    n_rows = row_idx.shape[0]
+    n_cols = col_idx.shape[0]
+    depth = a.shape[1]
+    out = np.zeros((n_rows, n_cols), dtype=np.int64)
+    for i in prange(n_rows):
+        pixel = row_idx[i] % pixels_per_image
+        for j in range(n_cols):
+            n = col_idx[j]
+            acc = np.int64(0)
+            for k in range(depth):
+                pe = _pe_index(pixel, k, n, row_axis, col_axis, rows, cols)
+                if not faulty[pe]:
+                    acc = _acc_add(acc, a[i, k] * b_t[n, k], acc_min, acc_max, acc_bits, wrap)
+                    continue
+                m = masks[pe]
+                voted = _masked_replica(acc, a[i, k], b_t[n, k], m, 0, weight_bits, product_bits, acc_min, acc_max,
+                                        acc_bits, wrap)
+                if replicas == 3:
+                    p1 = _masked_replica(acc, a[i, k], b_t[n, k], m, 3, weight_bits, product_bits, acc_min, acc_max,
+                                         acc_bits, wrap)
+                    p2 = _masked_replica(acc, a[i, k], b_t[n, k], m, 6, weight_bits, product_bits, acc_min, acc_max,
+                                         acc_bits, wrap)
+                    voted = _masked((voted & p1) | (voted & p2) | (p1 & p2), m, VOTER, acc_bits)
+                acc = voted
+            out[i, j] = acc
+    return out
+
+
+@njit(cache=True, inline="always")
 def _corrupt_f32(value, bit, model):
     word = np.empty(1, dtype=np.float32)
     word[0] = value

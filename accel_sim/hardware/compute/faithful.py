@@ -14,8 +14,9 @@ from accel_sim.hardware.compute.gemm_forms import from_rows
 from accel_sim.hardware.compute.prepared import PreparedLayer
 from accel_sim.hardware.config import HardwareConfig
 from accel_sim.hardware.dataflows import get_dataflow
-from accel_sim.hardware.redundancy import replicas
+from accel_sim.hardware.redundancy import register_codes, replicas
 from accel_sim.hardware.pe_faults import PeFaults
+from accel_sim.hardware.pe_faults.table import array_masks
 from accel_sim.image import Conv2d, Linear
 
 
@@ -42,6 +43,14 @@ def faithful_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: Hardware
         out = kernels.gemm_faithful_f32(a, prepared.weight_t_hwc, row_idx, col_idx, pixels,
                                         *get_dataflow(hw.dataflow).axis_codes, hw.rows, hw.cols, *fault_args,
                                         copies)
+    elif copies > 1 and faults.count and (faults.mac < 0).all():  # TMR, permanent faults: no table reads per MAC
+        dp = hw.datapath
+        out = kernels.gemm_permanent_masks(
+            a, prepared.weight_t_hwc, row_idx, col_idx, pixels, dp.acc_min, dp.acc_max, dp.acc_bits,
+            int(dp.overflow == "wrap"), *get_dataflow(hw.dataflow).axis_codes, hw.rows, hw.cols,
+            *array_masks(faults, len(register_codes(hw.pe_redundancy))), layer.weight_format.word_bits,
+            layer.weight_format.word_bits + layer.in_format.word_bits, copies,
+        )
     else:
         dp = hw.datapath
         out = kernels.gemm_faithful(

@@ -95,16 +95,24 @@ def faulty_blocks(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, 
 def recompute_touched(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, pe_faults: PeFaults,
                        acc: torch.Tensor) -> torch.Tensor:
     """Recompute, MAC by MAC with the faults, every output the faulty PEs touch (float32 images,
-    accumulators too wide for :func:`fits_float64`, TMR arrays)."""
+    accumulators too wide for :func:`fits_float64`, TMR arrays): one block of outputs per set
+    of faulty PEs that touch the same im2col rows (their filters joined), so that PEs in
+    different rows and columns do not make a block of every row with every filter."""
     layer = prepared.layer
     batch = x.shape[0]
     pixels = 1 if isinstance(layer, Linear) else layer.out_shape[1] * layer.out_shape[2]
-    pe_rows, pe_cols = pe_faults.faulty_pes(hw.cols)
-    row_idx, col_idx = get_dataflow(hw.dataflow).touched_outputs(pe_rows, pe_cols, hw.rows, hw.cols, batch, pixels,
-                                                                 layer.out_channels)
-    if not col_idx.size or not row_idx.size:
+    dataflow = get_dataflow(hw.dataflow)
+    blocks: dict[bytes, tuple[np.ndarray, set]] = {}
+    for r, c in zip(*pe_faults.faulty_pes(hw.cols)):
+        row_idx, col_idx = dataflow.touched_outputs(np.array([r]), np.array([c]), hw.rows, hw.cols, batch, pixels,
+                                                    layer.out_channels)
+        if row_idx.size and col_idx.size:
+            blocks.setdefault(row_idx.tobytes(), (row_idx, set()))[1].update(col_idx.tolist())
+    if not blocks:
         return acc
-    exact = faithful_accumulators(prepared, x, hw, pe_faults, row_idx, col_idx)
     by_row = (acc.permute(0, 2, 3, 1) if acc.dim() == 4 else acc).contiguous().view(-1, layer.out_channels)
-    by_row[torch.from_numpy(row_idx)[:, None], torch.from_numpy(col_idx)[None, :]] = torch.from_numpy(exact).to(acc.dtype)
+    for row_idx, filters in blocks.values():
+        col_idx = np.array(sorted(filters), dtype=np.int64)
+        exact = faithful_accumulators(prepared, x, hw, pe_faults, row_idx, col_idx)
+        by_row[torch.from_numpy(row_idx)[:, None], torch.from_numpy(col_idx)[None, :]] = torch.from_numpy(exact).to(acc.dtype)
     return from_rows(layer, by_row, batch)

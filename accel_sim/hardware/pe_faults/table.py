@@ -61,10 +61,10 @@ class PeFaults:
         return mac // (depth * filters), mac % filters
 
 
-def register_masks(faults: PeFaults, pe: int) -> np.ndarray:
-    """(3, 3) int64: per register, the (and, or, xor) masks of the PE's permanent faults
-    applied in table order (a composition of bit operations is again of that form)."""
-    masks = np.array([IDENTITY] * 3, dtype=np.int64)
+def register_masks(faults: PeFaults, pe: int, registers: int = 3) -> np.ndarray:
+    """(registers, 3) int64: per register code, the (and, or, xor) masks of the PE's permanent
+    faults applied in table order (a composition of bit operations is again of that form)."""
+    masks = np.array([IDENTITY] * registers, dtype=np.int64)
     for f in range(faults.pe_start[pe], faults.pe_start[pe + 1]):
         if faults.mac[f] >= 0:
             continue
@@ -76,6 +76,17 @@ def register_masks(faults: PeFaults, pe: int) -> np.ndarray:
             and_, or_, xor = and_ & ~bit, (or_ | bit) if faults.model[f] == kernels.MODEL_STUCK_AT_1 else or_ & ~bit, xor & ~bit
         masks[faults.register[f]] = (and_, or_, xor)
     return masks
+
+
+def array_masks(faults: PeFaults, registers: int) -> tuple[np.ndarray, np.ndarray]:
+    """The permanent faults of every PE as masks: bool (PEs,) whether a PE has any, and int64
+    (PEs, registers, 3) its :func:`register_masks` (identity for the others)."""
+    n_pes = faults.pe_start.size - 1
+    faulty = np.diff(faults.pe_start) > 0
+    masks = np.tile(np.array(IDENTITY, dtype=np.int64), (n_pes, registers, 1))
+    for pe in np.flatnonzero(faulty):
+        masks[pe] = register_masks(faults, int(pe), registers)
+    return faulty, masks
 
 
 class FaultGroup(NamedTuple):

@@ -200,7 +200,7 @@ def f_shape(bases: dict, layer: str, dataset: str) -> tuple[int, ...]:
 def _fault_map_cases(folder: Path, bases: dict, rng: np.random.Generator) -> list[Case]:
     out = []
     fields = {"site": [4, -1, 100], "layer": [99, -7, 1, 2**31 - 1], "tensor": [2, -3, 9], "index": [-2, 10**9, 2**62],
-              "row": [16, -2, 1000], "col": [16, -2, 1000], "register": [3, -5, 99], "bit": [65539, -1, 64, 32768],
+              "row": [16, -2, 1000], "col": [16, -2, 1000], "register": [3, 10, -5, 99], "bit": [65539, -1, 64, 32768],
               "model": [3, -1, 77], "image": [4, -2, 10**6], "access": [-5, 10**12]}
 
     def mutated(label: str, base: str, mutate, command: str) -> None:
@@ -237,6 +237,8 @@ def _fault_map_cases(folder: Path, bases: dict, rng: np.random.Generator) -> lis
                 if base == "map_weight_memory" and name == "layer" and value == 2**31 - 1:
                     continue
                 for command in ("eval", "show") if name in ("site", "model", "register", "tensor") else ("eval",):
+                    if name == "register" and value == 3 and command == "show":
+                        continue  # a TMR replica's register: refused against an unprotected array (eval) only
                     position = int(rng.integers(0, 1000))
                     mutated(f"{base} {name} = {value} ({command})", base,
                             lambda f, n=name, p=position, v=value: set_field(f, n, p, v), command)

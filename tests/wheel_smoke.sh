@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install-as-a-user check (run by `make test`): build the wheel, install it with its dependencies
-# into a throw-away venv, and use it from a folder outside the checkout, so that nothing of the
+# Install-as-a-user check (run by `make test`): build the wheel, install it with its declared
+# dependencies into a throw-away venv, and use it from a folder outside the checkout, so that nothing of the
 # source tree (packages, presets, zoo weights, bundled data) can stand in for what the wheel lacks.
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
@@ -14,7 +14,11 @@ git -C "$checkout" ls-files -z --cached --others --exclude-standard \
     | (cd "$checkout" && xargs -0 tar cf - --ignore-failed-read 2>/dev/null) | tar xf - -C "$work/src"
 "$PYTHON" -m pip wheel --quiet --no-deps "$work/src" -w "$work/dist" 2>&1 | grep -v "^WARNING: Location" || true
 "$PYTHON" -m venv "$work/venv"
-"$work/venv/bin/python" -m pip install --quiet "$work"/dist/*.whl 2>&1 | grep -v "^WARNING: Location" || true
+# the wheel's declared dependencies (and theirs), hard-linked from the checkout's environment so
+# that they are not unpacked again; anything the wheel does not declare stays out
+site=$("$work/venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+"$PYTHON" "$checkout/tests/link_dependencies.py" "$work"/dist/*.whl "$site"
+"$work/venv/bin/python" -m pip install --quiet --no-index "$work"/dist/*.whl 2>&1 | grep -v "^WARNING: Location" || true
 cd "$work"
 bin="$work/venv/bin"
 where=$("$bin/python" -c "import accel_sim, os; print(os.path.dirname(accel_sim.__file__))")

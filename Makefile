@@ -10,8 +10,11 @@ demo: $(VENV)/.installed
 	$(BIN)/accel-sim eval --model alexnet
 	$(BIN)/accel-sim campaign run campaigns/quickstart.toml --report
 
+# two test processes of one thread each: on two cores the suite's serial parts (plain-Python
+# references, hypothesis, subprocesses) then overlap (4m17 against 5m21 for one process of two
+# threads); `make test-fast` runs the parallel kernels with their threads
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest
+	NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile
 	$(MAKE) wheel-smoke
 
 # the tests without those marked slow (whole networks, full test set, subprocess campaigns)

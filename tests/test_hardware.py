@@ -194,7 +194,7 @@ def test_register_faults_use_the_correction_and_equal_faithful_kernel(dataflow, 
     """Weight- and product-register faults only: the fast path adds corrections to the clean sums
     (OS weight registers: computes the PE's outputs with its faulty weights; product faults
     below the sign bit: int32 lanes)."""
-    from accel_sim.hardware import kernels, product_lanes
+    from accel_sim.hardware import column_kernels, product_lanes
     from accel_sim.hardware.pe_faults import os_weight_gemm
 
     rng = np.random.default_rng(5)
@@ -206,7 +206,7 @@ def test_register_faults_use_the_correction_and_equal_faithful_kernel(dataflow, 
     register = [1, 1, 1] if dataflow == "ws" else [1, 0, 1]  # a WS weight register is folded into the weights
     faults = PeFaults.build(8, 5, [3, 6, 6], [2, 2, 4], register, [31, 4, 14], [0, 2, 1], [-1, -1, -1])
     calls = []
-    for module, name in ((kernels, "register_fault_corrections"), (os_weight_gemm, "faulty_weight_accumulators"),
+    for module, name in ((column_kernels, "register_fault_corrections"), (os_weight_gemm, "faulty_weight_accumulators"),
                          (product_lanes, "product_fault_corrections")):
         original = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, original=original, name=name: calls.append(name) or original(*a))

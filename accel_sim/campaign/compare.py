@@ -8,15 +8,14 @@ verdict (neither the ECC decoder nor the voter adds a cycle in :mod:`accel_sim.h
 
 from __future__ import annotations
 
-import csv
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from accel_sim.campaign.config import CampaignConfig, load_campaign, protected_hardware
-from accel_sim.campaign.report import summarize
+from accel_sim.campaign.report import draw_curve, save_figure, style_accuracy_axes, summarize
 from accel_sim.campaign.runner import load_campaign_hardware
 from accel_sim.campaign.store import RESULTS_NAME, read_results
 from accel_sim.errors import AccelSimError
@@ -86,15 +85,6 @@ def _campaign_rows(config: CampaignConfig, rows: np.ndarray) -> list[ComparisonR
     return out
 
 
-def write_comparison_csv(rows: list[ComparisonRow], path: str | os.PathLike) -> Path:
-    path = Path(path)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
-        writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
-    return path
-
-
 def plot_comparison(rows: list[ComparisonRow], stem: str | os.PathLike) -> list[Path]:
     """One panel per campaign (network and site), accuracy (mean, 95 % band) against the fault
     rate on a log axis, one line per variant; writes ``stem.png`` and ``stem.svg``."""
@@ -108,26 +98,8 @@ def plot_comparison(rows: list[ComparisonRow], stem: str | os.PathLike) -> list[
     for ax, name in zip(axes[0], campaigns):
         mine = [r for r in rows if r.campaign == name]
         for variant in dict.fromkeys(r.variant for r in mine):
-            pts = sorted((r for r in mine if r.variant == variant and r.rate > 0), key=lambda r: r.rate)
-            if not pts:
-                continue
-            x = np.array([r.rate for r in pts])
-            mean, half = np.array([r.accuracy for r in pts]), np.array([r.ci95 for r in pts])
-            line, = ax.plot(x, mean, marker="o", label=variant, linestyle="--" if pts[0].protection != "none" else "-")
-            ax.fill_between(x, np.clip(mean - half, 0, 100), np.clip(mean + half, 0, 100), color=line.get_color(),
-                            alpha=0.2)
-        ax.set_xscale("log")
-        ax.set_xlabel("fault rate (per bit)")
-        ax.set_ylabel("top-1 accuracy (%)")
-        ax.set_ylim(0, 100)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.set_title(f"{mine[0].network}, {mine[0].site}", fontsize=10)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths = []
-    for suffix in (".png", ".svg"):
-        target = Path(f"{stem}{suffix}")
-        fig.savefig(target, dpi=110)
-        paths.append(target)
-    plt.close(fig)
-    return paths
+            pts = sorted((r for r in mine if r.variant == variant), key=lambda r: r.rate)
+            draw_curve(ax, np.array([r.rate for r in pts]), np.array([r.accuracy for r in pts]),
+                       np.array([r.ci95 for r in pts]), variant, "--" if pts[0].protection != "none" else "-")
+        style_accuracy_axes(ax, f"{mine[0].network}, {mine[0].site}", legend_size=8)
+    return save_figure(fig, stem, 110)

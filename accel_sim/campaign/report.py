@@ -116,13 +116,35 @@ def auc_summary(rows: np.ndarray, variants: list[str]) -> list[AucRow]:
     return out
 
 
-def write_summary_csv(summary: list[SummaryRow], path: str | os.PathLike) -> Path:
+def write_rows_csv(rows: list, path: str | os.PathLike) -> Path:
+    """Dataclass rows (:class:`SummaryRow`, comparison rows, …) as CSV, one column per field."""
     path = Path(path)
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(asdict(summary[0])))
+        writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
         writer.writeheader()
-        writer.writerows(asdict(s) for s in summary)
+        writer.writerows(asdict(r) for r in rows)
     return path
+
+
+def draw_curve(ax, rates: np.ndarray, mean: np.ndarray, half: np.ndarray, label: str, linestyle: str = "-") -> None:
+    """One variant's mean accuracy against the positive rates, with its 95 % band."""
+    positive = rates > 0
+    x, mean, half = rates[positive], mean[positive], half[positive]
+    if not x.size:
+        return
+    line, = ax.plot(x, mean, marker="o", label=label, linestyle=linestyle)
+    ax.fill_between(x, np.clip(mean - half, 0, 100), np.clip(mean + half, 0, 100), color=line.get_color(), alpha=0.2)
+
+
+def style_accuracy_axes(ax, title: str, legend_size: float | None = None) -> None:
+    """Log rate axis, accuracy 0–100 %, grid, title and legend, as the paper's figures."""
+    ax.set_xscale("log")
+    ax.set_xlabel("fault rate (per bit)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=legend_size)
 
 
 def plot(summary: list[SummaryRow], variants: list[str], title: str, stem: str | os.PathLike) -> list[Path]:
@@ -136,27 +158,21 @@ def plot(summary: list[SummaryRow], variants: list[str], title: str, stem: str |
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for variant in variants:
         pts = sorted((s for s in summary if s.variant == variant), key=lambda s: s.rate)
-        rates = np.array([s.rate for s in pts])
-        positive = rates > 0
-        x, mean = rates[positive], np.array([s.mean_accuracy for s in pts])[positive]
-        half = np.array([s.ci95 for s in pts])[positive]
-        if not x.size:
-            continue
-        line, = ax.plot(x, mean, marker="o", label=variant)
-        ax.fill_between(x, np.clip(mean - half, 0, 100), np.clip(mean + half, 0, 100), color=line.get_color(),
-                        alpha=0.2)
-    ax.set_xscale("log")
-    ax.set_xlabel("fault rate (per bit)")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(title, fontsize=10)
-    ax.legend()
+        draw_curve(ax, np.array([s.rate for s in pts]), np.array([s.mean_accuracy for s in pts]),
+                   np.array([s.ci95 for s in pts]), variant)
+    style_accuracy_axes(ax, title)
+    return save_figure(fig, stem, 150)
+
+
+def save_figure(fig, stem: str | os.PathLike, dpi: int) -> list[Path]:
+    """Write ``stem.png`` and ``stem.svg`` and close the figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     paths = []
     for suffix in (".png", ".svg"):
         target = Path(f"{stem}{suffix}")
-        fig.savefig(target, dpi=150)
+        fig.savefig(target, dpi=dpi)
         paths.append(target)
     plt.close(fig)
     return paths

@@ -53,7 +53,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 def report(path: Path, baseline: str | None) -> int:
     from accel_sim.campaign import read_results, write_csv
-    from accel_sim.campaign.report import auc_summary, plot, summarize, write_summary_csv
+    from accel_sim.campaign.report import auc_summary, plot, summarize, write_rows_csv
 
     resolved, rows = read_results(path)
     if not len(rows):
@@ -78,7 +78,7 @@ def report(path: Path, baseline: str | None) -> int:
           ", ".join(f"{a.variant} {a.mean:.2f} ± {a.ci95:.2f}" for a in auc_summary(rows, variants)))
     folder = Path(path).parent
     jobs_csv = write_csv(rows, folder / "jobs.csv")
-    summary_csv = write_summary_csv(summary, folder / "summary.csv")
+    summary_csv = write_rows_csv(summary, folder / "summary.csv")
     title = (f"{campaign['model']['zoo'] or 'image'} {campaign['model']['format']}, {faults['site']} "
              f"{faults['model']}, {campaign['data']['count']} images")
     plots = plot(summary, variants, title, folder / "accuracy_vs_rate")
@@ -87,7 +87,8 @@ def report(path: Path, baseline: str | None) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from accel_sim.campaign.compare import comparison_rows, plot_comparison, write_comparison_csv
+    from accel_sim.campaign.compare import comparison_rows, plot_comparison
+    from accel_sim.campaign.report import write_rows_csv
 
     rows = comparison_rows(args.files)
     rates = sorted({r.rate for r in rows})
@@ -102,7 +103,7 @@ def run_compare(args: argparse.Namespace) -> int:
     print("top-1 accuracy (%) ± 95 % CI per fault rate, and each protection's hardware cost:")
     print_table(list(table.values()), ["network", "site", "variant", *(f"{rate:g}" for rate in rates), "weight word",
                                        "PEs", "cycles"])
-    csv_path = write_comparison_csv(rows, args.out.with_suffix(".csv"))
+    csv_path = write_rows_csv(rows, args.out.with_suffix(".csv"))
     plots = plot_comparison(rows, args.out)
     print(f"written: {csv_path}, {plots[0]}, {plots[1]}")
     return 0

@@ -135,6 +135,8 @@ def test_drawn_tmr_maps_cover_replicas_and_voters_and_single_replica_faults_vani
     np.testing.assert_array_equal(run_with_faults(Accelerator(tmr), image, x, single).raw_logits, clean)
     voter = draw_fault_map(image, tmr, DrawSpec(site="pe", rate=1e-3, registers=("voter",)), np.random.default_rng(2), 4)
     assert len(voter) and set(voter.register.tolist()) == {VOTER}
+    with pytest.raises(AccelSimError, match=r"registers \['voter'\] name no PE register of hardware edge16"):
+        draw_fault_map(image, plain, DrawSpec(site="pe", rate=1e-3, registers=("voter",)), np.random.default_rng(2), 4)
     foreign = FaultMap(site=[3], layer=[-1], tensor=[-1], index=[-1], row=[0], col=[0], register=[5], bit=[0],
                        model=[0], image=[-1], access=[-1])
     check_fault_map(foreign, image, tmr)

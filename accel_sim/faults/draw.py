@@ -142,6 +142,9 @@ def eligible_bits(image: Image, hw: HardwareConfig, spec: DrawSpec) -> tuple[lis
     segs = segments(image, hw, spec.site, spec.layers)
     if spec.registers is not None:
         segs = [s for s in segs if register_kind(s.register) in spec.registers]
+        if not segs:
+            raise AccelSimError(f"registers {list(spec.registers)} name no PE register of hardware {hw.name} "
+                                f"(pe_redundancy {hw.pe_redundancy!r}: a voter exists only under tmr)")
     allowed = [_allowed_bits(s, spec.bits) for s in segs]
     sizes = np.array([s.words * len(b) for s, b in zip(segs, allowed)], dtype=np.int64)
     if segs and not sizes.sum():

@@ -23,8 +23,7 @@ from accel_sim.hardware import memory
 from accel_sim.hardware.redundancy import array_cost
 from accel_sim.image.export import parse_export_format
 
-ACTIVATION_COSTS = {"relu": "", "clipact": "a comparison per activation (threshold in the activation unit)",
-                    "clamp": "a comparison per activation (threshold in the activation unit)"}
+THRESHOLD_COST = "a comparison per activation (threshold in the activation unit)"  # clipact and clamp
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ def _campaign_rows(config: CampaignConfig, rows: np.ndarray) -> list[ComparisonR
             config.name, f"{config.model.zoo or Path(config.model.image).stem} {fmt}", config.faults.site, s.variant,
             spec.protection, spec.activation, s.rate, s.trials, s.mean_accuracy, s.ci95, stored,
             100.0 * (stored - word) / word, array["pe_replicas"], array["voters"], "as unprotected",
-            ACTIVATION_COSTS[spec.activation]))
+            "" if spec.activation == "relu" else THRESHOLD_COST))
     return out
 
 

@@ -18,10 +18,10 @@ import numpy as np
 
 from accel_sim.errors import AccelSimError
 from accel_sim.faults.model import COUNT_MODES, MODELS, PERSISTENCE, REGISTERS, SITES, FaultMap
-from accel_sim.hardware.redundancy import register_kind
 from accel_sim.faults.sites import Segment, pe_mac_axes, segments, weighted_layer_indices
 from accel_sim.hardware import HardwareConfig
 from accel_sim.hardware.lowering import gemm_shape
+from accel_sim.hardware.redundancy import register_kind
 from accel_sim.image import Image
 from accel_sim.numerics.formats import check_mode
 

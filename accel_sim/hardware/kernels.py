@@ -21,8 +21,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from accel_sim.hardware.redundancy import VOTER  # the voter's output register under TMR
+
 REGISTER_WEIGHT, REGISTER_PRODUCT, REGISTER_PSUM = 0, 1, 2
-VOTER = 9  # accel_sim.hardware.redundancy.VOTER, the voter's output register under TMR
 MODEL_FLIP, MODEL_STUCK_AT_0, MODEL_STUCK_AT_1 = 0, 1, 2
 
 

@@ -30,6 +30,7 @@ class PeFaults:
     mac: np.ndarray
     # faulty_column_blocks' per-layer analysis of these faults, made on the first batch
     _groups: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _masks: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # array_masks, by width
 
     @staticmethod
     def none(rows: int, cols: int) -> "PeFaults":
@@ -80,12 +81,16 @@ def register_masks(faults: PeFaults, pe: int, registers: int = 3) -> np.ndarray:
 
 def array_masks(faults: PeFaults, registers: int) -> tuple[np.ndarray, np.ndarray]:
     """The permanent faults of every PE as masks: bool (PEs,) whether a PE has any, and int64
-    (PEs, registers, 3) its :func:`register_masks` (identity for the others)."""
+    (PEs, registers, 3) its :func:`register_masks` (identity for the others); made once per
+    table (every batch and block of a layer reads the same)."""
+    if registers in faults._masks:
+        return faults._masks[registers]
     n_pes = faults.pe_start.size - 1
     faulty = np.diff(faults.pe_start) > 0
     masks = np.tile(np.array(IDENTITY, dtype=np.int64), (n_pes, registers, 1))
     for pe in np.flatnonzero(faulty):
         masks[pe] = register_masks(faults, int(pe), registers)
+    faults._masks[registers] = faulty, masks
     return faulty, masks
 
 

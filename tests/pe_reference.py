@@ -8,9 +8,10 @@ the register's two's complement pattern (weight, product or accumulator width) a
 read back as a signed number; a PE's faults apply in table order; a transient fault acts at one
 MAC ``(m·K + k)·N + n`` only.
 
-Under TMR each of three replicas does that from the same partial sum with its own registers
-(register code ``3 · replica + r``); the PE's output is the bitwise majority of the three
-patterns, then the voter's faults (code 9) act on it.
+Under DMR and TMR each of two or three replicas does that from the same partial sum with its own
+registers (register code ``3 · replica + r``). Under DMR the PE's output is replica 0's and the
+output row is flagged where the replicas' patterns differ; under TMR it is the bitwise majority
+of the three patterns, then the voter's faults (code 9) act on it.
 """
 
 from __future__ import annotations
@@ -88,11 +89,12 @@ def replica_mac(acc: int, x: int, w: int, live: list, replica: int, widths: tupl
 
 def faulty_sums(a: list[list[int]], b: list[list[int]], pixels: int, dataflow, rows: int, cols: int,
                 faults: list[tuple[int, ...]], widths: tuple[int, int, int], overflow: str,
-                replicas: int = 1) -> list[list[int]]:
+                replicas: int = 1, mismatched: set | None = None) -> list[list[int]]:
     """Σ_k over ``a`` (M × K, im2col rows of every image, ``pixels`` per image) and ``b`` (K × N),
     MAC by MAC with ``faults`` = [(pe row, pe col, register, bit, model, mac or -1), …];
     ``widths`` = (weight, product, accumulator) bits; ``dataflow.pe_of`` places each MAC;
-    ``replicas`` 3 for TMR."""
+    ``replicas`` 2 for DMR (the rows ``m`` where a comparison failed go into ``mismatched``),
+    3 for TMR."""
     depth, filters = len(b), len(b[0])
     out = []
     for m, a_row in enumerate(a):
@@ -104,7 +106,9 @@ def faulty_sums(a: list[list[int]], b: list[list[int]], pixels: int, dataflow, r
                 mac = (m * depth + k) * filters + n
                 live = [f for f in faults if (f[0], f[1]) == (r, c) and f[5] in (-1, mac)]
                 outputs = [replica_mac(acc, a_row[k], b[k][n], live, i, widths, overflow) for i in range(replicas)]
-                acc = outputs[0] if replicas == 1 else majority(*outputs, widths[2])
+                if replicas == 2 and outputs[0] != outputs[1] and mismatched is not None:
+                    mismatched.add(m)
+                acc = majority(*outputs, widths[2]) if replicas == 3 else outputs[0]
                 for f in live:
                     if f[2] == 9:
                         acc = corrupt(acc, widths[2], f[3], f[4])

@@ -737,8 +737,9 @@ class _InputStationary(Dataflow):
 register_dataflow(_InputStationary())
 
 
-def _reference_pe_sums(layer, x, hw, faults):
-    """:func:`tests.pe_reference.faulty_sums` on a layer and a batch (Python integers)."""
+def _reference_pe_sums(layer, x, hw, faults, mismatched=None):
+    """:func:`tests.pe_reference.faulty_sums` on a layer and a batch (Python integers); the im2col
+    rows a DMR comparator flags go into the set ``mismatched``."""
     w = layer.weight.tolist() if isinstance(layer, Linear) else layer.weight.transpose(2, 3, 1, 0).reshape(
         -1, layer.out_channels).tolist()
     if isinstance(layer, Linear):
@@ -749,7 +750,7 @@ def _reference_pe_sums(layer, x, hw, faults):
     widths = (layer.weight_format.word_bits, layer.weight_format.word_bits + layer.in_format.word_bits,
               hw.datapath.acc_bits)
     return pe_reference.faulty_sums(a, w, pixels, get_dataflow(hw.dataflow), hw.rows, hw.cols, faults, widths,
-                                    hw.overflow, replicas(hw.pe_redundancy))
+                                    hw.overflow, replicas(hw.pe_redundancy), mismatched)
 
 
 @settings(max_examples=60, deadline=None)

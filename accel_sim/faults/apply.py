@@ -63,30 +63,46 @@ def prepare_permanent_faults(accelerator: Accelerator, image: Image, fmap: Fault
 
 
 def run_with_faults(accelerator: Accelerator, image: Image, images: np.ndarray, fmap: FaultMap) -> RunOutput:
-    """Run ``image`` on ``images`` with the faults of ``fmap`` (checked against image and hardware)."""
+    """Run ``image`` on ``images`` with the faults of ``fmap`` (checked against image and hardware).
+
+    Under DMR with ``dmr_mismatch = "recompute"`` a flagged image runs once more with the
+    permanent faults alone (a transient fault struck the first run and does not recur); the
+    second run's result and flag are kept."""
     hw = accelerator.hw
     check_fault_map(fmap, image, hw, n_images=len(images))
     ready = prepare_permanent_faults(accelerator, image, fmap)
-    permanent, base_weights, base_biases, prepared = ready.fmap, ready.weights, ready.biases, ready.prepared
-    out = accelerator.run(image, images, prepared, ready.layer_faults)
+    out = accelerator.run(image, images, ready.prepared, ready.layer_faults)
+    raw, flagged = out.raw_logits.copy(), out.flagged.copy()
     transient = fmap.select(fmap.image >= 0)
-    if not len(transient):
-        return out
-    raw = out.raw_logits.copy()
     for img in np.unique(transient.image):
-        hits = transient.select(transient.image == img)
-        # the image runs alone, so its transient faults hit batch index 0
-        local = FaultMap.concat([permanent, hits.with_image(0)])
-        weights, biases = corrupted_parameters(image, hw, local)
-        changed = {i for i in set(weights) | set(biases)
-                   if not (_same_patch(weights.get(i), base_weights.get(i))
-                           and np.array_equal(biases.get(i), base_biases.get(i)))}
-        fresh = accelerator.prepare(image, {i: weights[i] for i in changed if i in weights},
-                                    {i: biases[i] for i in changed if i in biases})
-        rerun = [fresh[i] if i in changed else p for i, p in enumerate(prepared)]
-        single = accelerator.run(image, images[int(img):int(img) + 1], rerun, layer_faults(image, hw, local))
-        raw[int(img)] = single.raw_logits[0]
-    return make_output(image, raw)
+        single = _run_transient(accelerator, image, images[int(img):int(img) + 1], ready,
+                                transient.select(transient.image == img))
+        raw[int(img)], flagged[int(img)] = single.raw_logits[0], single.flagged[0]
+    recomputed = np.zeros(len(images), dtype=np.bool_)
+    if hw.dmr_mismatch == "recompute" and flagged.any():
+        recomputed = flagged.copy()
+        # without transient faults the second run repeats the first exactly: its result stands
+        rerun = recomputed & np.isin(np.arange(len(images)), transient.image)
+        if rerun.any():
+            again = accelerator.run(image, images[rerun], ready.prepared, ready.layer_faults)
+            raw[rerun], flagged[rerun] = again.raw_logits, again.flagged
+    return make_output(image, raw, flagged, recomputed)
+
+
+def _run_transient(accelerator: Accelerator, image: Image, one_image: np.ndarray, ready: PermanentFaults,
+                   hits: FaultMap) -> RunOutput:
+    """One image (1, C, H, W) with the permanent faults and its transient faults ``hits``."""
+    hw = accelerator.hw
+    # the image runs alone, so its transient faults hit batch index 0
+    local = FaultMap.concat([ready.fmap, hits.with_image(0)])
+    weights, biases = corrupted_parameters(image, hw, local)
+    changed = {i for i in set(weights) | set(biases)
+               if not (_same_patch(weights.get(i), ready.weights.get(i))
+                       and np.array_equal(biases.get(i), ready.biases.get(i)))}
+    fresh = accelerator.prepare(image, {i: weights[i] for i in changed if i in weights},
+                                {i: biases[i] for i in changed if i in biases})
+    rerun = [fresh[i] if i in changed else p for i, p in enumerate(ready.prepared)]
+    return accelerator.run(image, one_image, rerun, layer_faults(image, hw, local))
 
 
 def _same_patch(a: WeightPatch | None, b: WeightPatch | None) -> bool:

@@ -102,11 +102,14 @@ class Accelerator:
             return run_reference(image, images, self.hw.datapath, self.batch_size)
         prepared = prepared if prepared is not None else self.prepare(image)
         outputs = []
+        flagged = np.zeros(len(images), dtype=np.bool_)
         starts = range(0, len(images), self.batch_size)
         for start in tqdm(starts, desc=f"{image.model} {image.format_name}", disable=not self.progress, leave=False):
             x = self.input_words(image, images[start:start + self.batch_size])
-            outputs.append(self.run_layers(image, x, prepared, layer_faults).numpy())
-        return self.output(image, np.concatenate(outputs) if outputs else np.zeros((0, len(image.class_names))))
+            outputs.append(self.run_layers(image, x, prepared, layer_faults,
+                                           flagged=flagged[start:start + self.batch_size]).numpy())
+        raw = np.concatenate(outputs) if outputs else np.zeros((0, len(image.class_names)))
+        return self.output(image, raw, flagged)
 
     # Stages of a run, for callers that reuse part of it (profiling, threshold tuning): the words
     # they pass between stages are those :meth:`run` passes between layers.
@@ -122,10 +125,11 @@ class Accelerator:
 
     def run_layers(self, image: Image, x: torch.Tensor, prepared: list[PreparedLayer | None],
                    layer_faults: dict[int, LayerFaults] | None = None, start: int = 0,
-                   stop: int | None = None) -> torch.Tensor:
+                   stop: int | None = None, flagged: np.ndarray | None = None) -> torch.Tensor:
         """Layers ``start .. stop - 1`` of ``image`` on the batch of words ``x`` (the input of layer
         ``start``); returns the output of layer ``stop - 1`` (the logits' accumulators for the last
-        layer)."""
+        layer). ``flagged`` (bool (N,), written in place) is set for the images a DMR comparator
+        flags."""
         if self.engine == "reference":
             raise AccelSimError("the reference engine runs whole images only (use run)")
         layer_faults = layer_faults or {}
@@ -134,7 +138,8 @@ class Accelerator:
             faults = layer_faults.get(i)
             if faults is not None and faults.corrupt_input is not None:
                 x = faults.corrupt_input(x)
-            x = run_layer(image.layers[i], prepared[i], x, self.hw, self.engine, faults.pe if faults is not None else None)
+            x = run_layer(image.layers[i], prepared[i], x, self.hw, self.engine,
+                          faults.pe if faults is not None else None, flagged)
         return x
 
     def pre_activation(self, image: Image, index: int, x: torch.Tensor, prepared: list[PreparedLayer | None],
@@ -158,8 +163,8 @@ class Accelerator:
         layer the accumulators came from) on :meth:`pre_activation`'s output."""
         return activate(layer, acc, self.hw, threshold_in_accumulator(layer))
 
-    def output(self, image: Image, raw_logits: np.ndarray) -> RunOutput:
-        """The last layer's accumulators ``(N, classes)`` as a :class:`RunOutput`."""
+    def output(self, image: Image, raw_logits: np.ndarray, flagged: np.ndarray | None = None) -> RunOutput:
+        """The last layer's accumulators ``(N, classes)`` (and the images flagged) as a :class:`RunOutput`."""
         raw = np.asarray(raw_logits)
         raw = raw.astype(np.float32) if image.input_format.is_float else raw.astype(np.int64)
-        return make_output(image, raw)
+        return make_output(image, raw, flagged)

@@ -18,11 +18,11 @@ from pathlib import Path
 from accel_sim.errors import AccelSimError, AccelSimTypeError
 from accel_sim.hardware.dataflows import DATAFLOWS
 from accel_sim.hardware.ecc import ECC_MODES
-from accel_sim.hardware.redundancy import PE_REDUNDANCY_MODES
+from accel_sim.hardware.redundancy import DMR_MISMATCH_ACTIONS, PE_REDUNDANCY_MODES
 from accel_sim.numerics import OVERFLOW_MODES, ROUNDING_MODES, Datapath
 from accel_sim.numerics.formats import check_mode
 
-_OPTIONS_OFF = {"memory_ecc": "none", "pe_redundancy": "none"}  # options whose "off" value is left out of to_dict and the hash
+_OPTIONS_OFF = {"memory_ecc": "none", "pe_redundancy": "none", "dmr_mismatch": "flag"}  # options whose "off" value is left out of to_dict and the hash
 MAX_ARRAY_SIDE = 4096
 MAX_BUFFER_KIB = 2**20
 
@@ -59,10 +59,14 @@ class HardwareConfig:
         extended Hamming code word (:mod:`accel_sim.hardware.ecc`; a 16-bit word takes 22 bits,
         so a buffer of the same KiB holds fewer cells); faults are drawn over code words, single
         errors are corrected and double errors detected (the word reads as 0).
-    pe_redundancy : {"none", "tmr"}
-        ``tmr``: every PE is three replicas and a bitwise majority voter
-        (:mod:`accel_sim.hardware.redundancy`); PE faults may hit any replica's registers and the
-        voter's output.
+    pe_redundancy : {"none", "dmr", "tmr"}
+        ``dmr``: every PE is two replicas and a comparator that flags an image when their partial
+        sums differ; ``tmr``: three replicas and a bitwise majority voter
+        (:mod:`accel_sim.hardware.redundancy`). PE faults may hit any replica's registers and
+        the voter's output.
+    dmr_mismatch : {"flag", "recompute"}
+        What a DMR mismatch does: ``flag`` keeps the result and flags the image; ``recompute``
+        runs a flagged image again (transient faults do not recur) and keeps the second run.
     """
 
     name: str
@@ -79,6 +83,7 @@ class HardwareConfig:
     description: str = ""
     memory_ecc: str = "none"
     pe_redundancy: str = "none"
+    dmr_mismatch: str = "flag"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -96,6 +101,10 @@ class HardwareConfig:
         check_mode("hardware field rounding", self.rounding, ROUNDING_MODES)
         check_mode("hardware field memory_ecc", self.memory_ecc, ECC_MODES)
         check_mode("hardware field pe_redundancy", self.pe_redundancy, PE_REDUNDANCY_MODES)
+        check_mode("hardware field dmr_mismatch", self.dmr_mismatch, DMR_MISMATCH_ACTIONS)
+        if self.dmr_mismatch != "flag" and self.pe_redundancy != "dmr":
+            raise AccelSimError(f"hardware field dmr_mismatch is {self.dmr_mismatch!r}, but pe_redundancy is "
+                                f"{self.pe_redundancy!r}: a mismatch action needs pe_redundancy = \"dmr\"")
         for width in ("weight_bits", "act_bits"):
             if not 2 <= getattr(self, width) <= 32:
                 raise AccelSimError(f"hardware field {width} must lie in 2..32, got {getattr(self, width)}")
@@ -126,7 +135,8 @@ class HardwareConfig:
         return Datapath(self.acc_bits, self.overflow, self.rounding)
 
     def to_dict(self) -> dict:
-        """The fields, less options that are off (``memory_ecc``, ``pe_redundancy`` = ``"none"``): a config reads and
+        """The fields, less options that are off (``memory_ecc``, ``pe_redundancy`` = ``"none"``,
+        ``dmr_mismatch`` = ``"flag"``): a config reads and
         hashes as it did before such an option existed, so earlier results and maps still match."""
         return {k: v for k, v in asdict(self).items() if _OPTIONS_OFF.get(k, object()) != v}
 

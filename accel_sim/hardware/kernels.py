@@ -103,7 +103,7 @@ def _replica_mac(acc, x, w, replica, first, last, fault_register, fault_bit, fau
 @njit(cache=True, parallel=True)
 def gemm_faithful(a, b_t, row_idx, col_idx, pixels_per_image, acc_min, acc_max, acc_bits, wrap,
                   row_axis, col_axis, rows, cols, pe_start, fault_register, fault_bit, fault_model,
-                  fault_mac, weight_bits, product_bits, replicas):
+                  fault_mac, weight_bits, product_bits, replicas, mismatch):
     """``out[i, j] = Σ_k a[i, k] · b_t[col_idx[j], k]`` MAC by MAC in window order.
 
     Parameters
@@ -123,8 +123,11 @@ def gemm_faithful(a, b_t, row_idx, col_idx, pixels_per_image, acc_min, acc_max, 
     pe_start : int64 (rows·cols + 1,)
         CSR offsets of the PE faults; all zeros when no PE is faulty.
     replicas : int
-        1, or 3 for TMR: a faulty PE's MAC runs on three replicas whose outputs are voted bit by
-        bit, then the voter's faults act.
+        1; 2 for DMR: a faulty PE's MAC runs on two replicas, replica 0's output is passed on
+        and a difference sets ``mismatch``; 3 for TMR: on three replicas whose outputs are voted
+        bit by bit, then the voter's faults act.
+    mismatch : bool (I,)
+        Output: set (never cleared) for row ``i`` where a DMR comparator saw the replicas differ.
 
     Returns
     -------
@@ -154,10 +157,14 @@ def gemm_faithful(a, b_t, row_idx, col_idx, pixels_per_image, acc_min, acc_max, 
                     voted = _replica_mac(acc, a[i, k], b_t[n, k], 0, first, last, fault_register, fault_bit,
                                          fault_model, fault_mac, mac, weight_bits, product_bits, acc_min, acc_max,
                                          acc_bits, wrap)
-                    if replicas == 3:
+                    p1 = voted
+                    if replicas > 1:
                         p1 = _replica_mac(acc, a[i, k], b_t[n, k], 1, first, last, fault_register, fault_bit,
                                           fault_model, fault_mac, mac, weight_bits, product_bits, acc_min, acc_max,
                                           acc_bits, wrap)
+                    if replicas == 2 and p1 != voted:
+                        mismatch[i] = True
+                    if replicas == 3:
                         p2 = _replica_mac(acc, a[i, k], b_t[n, k], 2, first, last, fault_register, fault_bit,
                                           fault_model, fault_mac, mac, weight_bits, product_bits, acc_min, acc_max,
                                           acc_bits, wrap)
@@ -180,7 +187,8 @@ def _masked_replica(acc, x, w, m, base, weight_bits, product_bits, acc_min, acc_
 
 @njit(cache=True, parallel=True)
 def gemm_permanent_masks(a, b_t, row_idx, col_idx, pixels_per_image, acc_min, acc_max, acc_bits, wrap,
-                         row_axis, col_axis, rows, cols, faulty, masks, weight_bits, product_bits, replicas):
+                         row_axis, col_axis, rows, cols, faulty, masks, weight_bits, product_bits, replicas,
+                         mismatch):
     """:func:`gemm_faithful` for permanent faults given as masks: the same MACs, votes and
     results, without reading the fault table at every MAC.
 
@@ -189,8 +197,8 @@ def gemm_permanent_masks(a, b_t, row_idx, col_idx, pixels_per_image, acc_min, ac
     faulty : bool (rows·cols,)
         Whether a PE has faults.
     masks : int64 (rows·cols, registers, 3)
-        Per PE and register code (:mod:`accel_sim.hardware.redundancy`; 3 for one replica, 10
-        under TMR), the (and, or, xor) masks of its composed permanent faults.
+        Per PE and register code (:mod:`accel_sim.hardware.redundancy`; 3 for one replica, 6
+        under DMR, 10 under TMR), the (and, or, xor) masks of its composed permanent faults.
 
     Other parameters and the result as :func:`gemm_faithful`.
     """
@@ -211,9 +219,13 @@ def gemm_permanent_masks(a, b_t, row_idx, col_idx, pixels_per_image, acc_min, ac
                 m = masks[pe]
                 voted = _masked_replica(acc, a[i, k], b_t[n, k], m, 0, weight_bits, product_bits, acc_min, acc_max,
                                         acc_bits, wrap)
-                if replicas == 3:
+                p1 = voted
+                if replicas > 1:
                     p1 = _masked_replica(acc, a[i, k], b_t[n, k], m, 3, weight_bits, product_bits, acc_min, acc_max,
                                          acc_bits, wrap)
+                if replicas == 2 and p1 != voted:
+                    mismatch[i] = True
+                if replicas == 3:
                     p2 = _masked_replica(acc, a[i, k], b_t[n, k], m, 6, weight_bits, product_bits, acc_min, acc_max,
                                          acc_bits, wrap)
                     voted = _masked((voted & p1) | (voted & p2) | (p1 & p2), m, VOTER, acc_bits)
@@ -266,12 +278,22 @@ def _majority_f32(p0, p1, p2):
     return words[0]
 
 
+@njit(cache=True, inline="always")
+def _differ_f32(p0, p1):
+    """Whether two float32 values' IEEE-754 patterns differ (a NaN equals its own pattern)."""
+    words = np.empty(2, dtype=np.float32)
+    words[0], words[1] = p0, p1
+    bits = words.view(np.uint32)
+    return bits[0] != bits[1]
+
+
 @njit(cache=True, parallel=True)
 def gemm_faithful_f32(a, b_t, row_idx, col_idx, pixels_per_image, row_axis, col_axis, rows, cols,
-                      pe_start, fault_register, fault_bit, fault_model, fault_mac, replicas):
+                      pe_start, fault_register, fault_bit, fault_model, fault_mac, replicas, mismatch):
     """float32 version of :func:`gemm_faithful`: ``acc = acc + a·w`` in IEEE float32, in window
     order, with PE faults on the float32 bit patterns of the weight register, the product and
-    the partial sum (and, under TMR, votes on the partial sums' patterns)."""
+    the partial sum (under DMR, comparisons of the partial sums' patterns; under TMR, votes on
+    them)."""
     n_rows = row_idx.shape[0]
     n_cols = col_idx.shape[0]
     depth = a.shape[1]
@@ -289,9 +311,13 @@ def gemm_faithful_f32(a, b_t, row_idx, col_idx, pixels_per_image, row_axis, col_
                 mac = (m * depth + k) * b_t.shape[0] + n
                 voted = _replica_mac_f32(acc, a[i, k], b_t[n, k], 0, first, last, fault_register, fault_bit,
                                          fault_model, fault_mac, mac)
-                if replicas == 3:
+                p1 = voted
+                if replicas > 1:
                     p1 = _replica_mac_f32(acc, a[i, k], b_t[n, k], 1, first, last, fault_register, fault_bit,
                                           fault_model, fault_mac, mac)
+                if replicas == 2 and _differ_f32(voted, p1):
+                    mismatch[i] = True
+                if replicas == 3:
                     p2 = _replica_mac_f32(acc, a[i, k], b_t[n, k], 2, first, last, fault_register, fault_bit,
                                           fault_model, fault_mac, mac)
                     voted = _majority_f32(voted, p1, p2)

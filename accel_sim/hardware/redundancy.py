@@ -1,4 +1,22 @@
-"""Redundant PEs: triple modular redundancy (TMR) on the systolic array.
+"""Redundant PEs on the systolic array: duplication with comparison (DMR) and triple modular
+redundancy (TMR).
+
+Under ``pe_redundancy = "dmr"`` every PE is two replicas and a comparator. Both replicas perform
+the MAC on the same inputs, each with its own weight, product and partial-sum registers; replica
+0's partial-sum output is passed on, and the comparator checks it against replica 1's, bit for bit,
+at every MAC. A mismatch flags the image (the comparator detects; it does not correct):
+
+- faults in one replica of a PE are detected at the first MAC where they change that replica's
+  output; the image carries on with replica 0's values (the fault-free ones if replica 0 is the
+  fault-free replica) and is flagged;
+- faults that change both replicas' outputs the same way (the same stuck-at on the same bit of
+  both) go undetected: silent, as on an unprotected PE;
+- what a flag does is ``dmr_mismatch``: ``flag`` keeps the result and marks the image;
+  ``recompute`` runs a flagged image once more, on which transient faults (those of one image)
+  do not recur and permanent ones do, and keeps the second run's result and flag.
+
+The comparator itself is taken to be fault-free: a fault there raises a false alarm or masks a
+detection, it never changes a value.
 
 Under ``pe_redundancy = "tmr"`` every PE is three replicas and a voter. Each replica has its own
 weight, product and partial-sum registers and performs the MAC on the same inputs: the weight,
@@ -17,21 +35,22 @@ What follows, exactly:
   on an unprotected PE.
 
 Fault codes: a PE fault's ``register`` is ``3 · replica + r`` (r: 0 weight, 1 product,
-2 partial sum; replica 0 has the codes of an unprotected PE) or :data:`VOTER`.
+2 partial sum; replica 0 has the codes of an unprotected PE) or, under TMR, :data:`VOTER`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-PE_REDUNDANCY_MODES = ("none", "tmr")
+PE_REDUNDANCY_MODES = ("none", "dmr", "tmr")
+DMR_MISMATCH_ACTIONS = ("flag", "recompute")  # what a DMR comparator's mismatch does
 PE_REGISTERS = ("weight", "product", "psum")  # the registers of one PE (replica)
 VOTER = 9  # register code of a TMR voter's output register
 
 
 def replicas(mode: str) -> int:
-    """PE replicas per array position (1 or 3)."""
-    return 3 if mode == "tmr" else 1
+    """PE replicas per array position (1, 2 under DMR, 3 under TMR)."""
+    return {"none": 1, "dmr": 2, "tmr": 3}[mode]
 
 
 def register_codes(mode: str) -> tuple[int, ...]:
@@ -66,7 +85,9 @@ def outvoted(pe: np.ndarray, register: np.ndarray) -> np.ndarray:
 
 
 def array_cost(rows: int, cols: int, mode: str) -> dict[str, int]:
-    """The array's PEs (MAC units with their registers) and voters. The model assumes a voter
-    (one majority gate per partial-sum bit) fits in the PE's cycle, so cycles are those of the
-    unprotected array."""
-    return {"pe_replicas": replicas(mode) * rows * cols, "voters": rows * cols if mode == "tmr" else 0}
+    """The array's PEs (MAC units with their registers), voters (TMR) and comparators (DMR). The
+    model assumes a voter (one majority gate per partial-sum bit) or a comparator fits in the PE's
+    cycle, so cycles are those of the unprotected array (DMR's recomputations aside)."""
+    checkers = rows * cols if mode != "none" else 0
+    return {"pe_replicas": replicas(mode) * rows * cols, "voters": checkers if mode == "tmr" else 0,
+            "comparators": checkers if mode == "dmr" else 0}

@@ -45,11 +45,28 @@ class RunOutput:
         The same as real values, ``float64``.
     predictions : numpy.ndarray
         ``int64`` argmax per image (ties to the lowest index); -1 where a logit is NaN or infinite.
+    flagged : numpy.ndarray
+        ``bool`` per image: the hardware flagged its result as faulty (a DMR comparator's
+        mismatch); all false when not given.
+    recomputed : numpy.ndarray
+        ``bool`` per image: the image ran a second time after a flag (DMR ``recompute``); all
+        false when not given.
     """
 
     raw_logits: np.ndarray
     logits: np.ndarray
     predictions: np.ndarray
+    flagged: np.ndarray | None = None
+    recomputed: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("flagged", "recomputed"):
+            value = getattr(self, name)
+            value = np.zeros(len(self.predictions), dtype=np.bool_) if value is None else np.asarray(value, np.bool_)
+            if value.shape != self.predictions.shape:
+                raise AccelSimError(f"run output field {name} has shape {value.shape}, "
+                                    f"not one per image {self.predictions.shape}")
+            object.__setattr__(self, name, value)
 
     @property
     def nan_count(self) -> int:
@@ -65,8 +82,9 @@ def quantize_input(image: Image, images: np.ndarray) -> np.ndarray:
     return quantize(image.input_format, normalize(images, image.input_mean, image.input_std))
 
 
-def make_output(image: Image, raw_logits: np.ndarray) -> RunOutput:
-    """Wrap the last layer's accumulators as a :class:`RunOutput`."""
+def make_output(image: Image, raw_logits: np.ndarray, flagged: np.ndarray | None = None,
+                recomputed: np.ndarray | None = None) -> RunOutput:
+    """Wrap the last layer's accumulators (and the hardware's flags) as a :class:`RunOutput`."""
     last = image.layers[-1]
     if image.input_format.is_float:
         logits = raw_logits.astype(np.float64)
@@ -74,7 +92,7 @@ def make_output(image: Image, raw_logits: np.ndarray) -> RunOutput:
         logits = np.ldexp(raw_logits.astype(np.float64), -last.acc_frac_bits)
     predictions = np.argmax(raw_logits, axis=1).astype(np.int64)
     predictions[~np.isfinite(logits).all(axis=1)] = -1
-    return RunOutput(raw_logits, logits, predictions)
+    return RunOutput(raw_logits, logits, predictions, flagged, recomputed)
 
 
 def run_reference(image: Image, images: np.ndarray, datapath: Datapath, batch_size: int = 64) -> RunOutput:

@@ -22,9 +22,12 @@ from accel_sim.image import Conv2d, Linear
 
 def faithful_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig,
                           pe_faults: PeFaults | None, rows: np.ndarray | None = None,
-                          cols: np.ndarray | None = None):
+                          cols: np.ndarray | None = None, flagged: np.ndarray | None = None):
     """The faithful kernel on all outputs (returns the logical output shape, float64 or float32),
-    or on the im2col rows ``rows`` × filters ``cols`` only (returns an array of that shape)."""
+    or on the im2col rows ``rows`` × filters ``cols`` only (returns an array of that shape).
+
+    ``flagged`` (bool (N,), one per image of the batch ``x``) is set where a DMR comparator saw
+    its replicas differ on one of the computed outputs; never cleared."""
     layer = prepared.layer
     is_float = layer.weight_format.is_float
     xi = (x.to(torch.float32) if is_float else x.to(torch.int64)).contiguous().numpy()
@@ -39,25 +42,28 @@ def faithful_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: Hardware
     col_idx = np.arange(layer.out_channels, dtype=np.int64) if cols is None else np.asarray(cols, np.int64)
     fault_args = (faults.pe_start, faults.register, faults.bit, faults.model, faults.mac)
     copies = replicas(hw.pe_redundancy)
+    mismatch = np.zeros(row_idx.size, dtype=np.bool_)
     if is_float:
         out = kernels.gemm_faithful_f32(a, prepared.weight_t_hwc, row_idx, col_idx, pixels,
                                         *get_dataflow(hw.dataflow).axis_codes, hw.rows, hw.cols, *fault_args,
-                                        copies)
-    elif copies > 1 and faults.count and (faults.mac < 0).all():  # TMR, permanent faults: no table reads per MAC
+                                        copies, mismatch)
+    elif copies > 1 and faults.count and (faults.mac < 0).all():  # DMR/TMR, permanent faults: no table reads per MAC
         dp = hw.datapath
         out = kernels.gemm_permanent_masks(
             a, prepared.weight_t_hwc, row_idx, col_idx, pixels, dp.acc_min, dp.acc_max, dp.acc_bits,
             int(dp.overflow == "wrap"), *get_dataflow(hw.dataflow).axis_codes, hw.rows, hw.cols,
             *array_masks(faults, len(register_codes(hw.pe_redundancy))), layer.weight_format.word_bits,
-            layer.weight_format.word_bits + layer.in_format.word_bits, copies,
+            layer.weight_format.word_bits + layer.in_format.word_bits, copies, mismatch,
         )
     else:
         dp = hw.datapath
         out = kernels.gemm_faithful(
             a, prepared.weight_t_hwc, row_idx, col_idx, pixels, dp.acc_min, dp.acc_max, dp.acc_bits,
             int(dp.overflow == "wrap"), *get_dataflow(hw.dataflow).axis_codes, hw.rows, hw.cols, *fault_args,
-            layer.weight_format.word_bits, layer.weight_format.word_bits + layer.in_format.word_bits, copies,
+            layer.weight_format.word_bits, layer.weight_format.word_bits + layer.in_format.word_bits, copies, mismatch,
         )
+    if flagged is not None and mismatch.any():
+        flagged[np.unique(row_idx[mismatch] // pixels)] = True
     if rows is not None or cols is not None:
         return out
     dtype = np.float32 if is_float else np.int64 if int64_accumulators(layer, hw) else np.float64

@@ -22,9 +22,10 @@ from accel_sim.numerics import MARGIN
 
 
 def run_layer(layer: Layer, prepared: PreparedLayer | None, x: torch.Tensor, hw: HardwareConfig,
-              engine: str, pe_faults: PeFaults | None = None) -> torch.Tensor:
+              engine: str, pe_faults: PeFaults | None = None, flagged: np.ndarray | None = None) -> torch.Tensor:
     """One layer on a batch ``x`` (N, C, H, W) or (N, F); returns the next feature map or, for
-    the last layer, the logits' accumulators. Fixed-point maps may be channels-last in memory."""
+    the last layer, the logits' accumulators. Fixed-point maps may be channels-last in memory.
+    ``flagged`` (bool (N,)) is set for the images a DMR comparator flags."""
     if isinstance(layer, Flatten):
         return x.reshape(x.shape[0], -1)  # channel-major order, whatever the memory layout
     if isinstance(layer, MaxPool2d):
@@ -35,30 +36,30 @@ def run_layer(layer: Layer, prepared: PreparedLayer | None, x: torch.Tensor, hw:
         if fused is not None:
             return fused
     # the biased accumulators are a fresh tensor: the fp32 activation may overwrite it
-    return activate(layer, biased_accumulators(prepared, x, hw, engine, pe_faults), hw, prepared.threshold_acc,
-                    overwrite=True)
+    return activate(layer, biased_accumulators(prepared, x, hw, engine, pe_faults, flagged), hw,
+                    prepared.threshold_acc, overwrite=True)
 
 
 def biased_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, engine: str,
-                        pe_faults: PeFaults | None = None) -> torch.Tensor:
+                        pe_faults: PeFaults | None = None, flagged: np.ndarray | None = None) -> torch.Tensor:
     """What the activation unit sees: the exact accumulators plus the bias, after the
     accumulator's overflow mode (fixed point), or the float32 sums with the bias added last (fp32:
     torch's convolution adds it, on the fast path without PE faults)."""
     layer = prepared.layer
     if layer.weight_format.is_float and engine == "fast" and not (pe_faults is not None and pe_faults.count):
         return float_accumulators(prepared, x, prepared.bias)
-    return add_bias(prepared, weighted_accumulators(prepared, x, hw, engine, pe_faults), hw)
+    return add_bias(prepared, weighted_accumulators(prepared, x, hw, engine, pe_faults, flagged), hw)
 
 
 def weighted_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, engine: str,
-                          pe_faults: PeFaults | None = None) -> torch.Tensor:
+                          pe_faults: PeFaults | None = None, flagged: np.ndarray | None = None) -> torch.Tensor:
     """Accumulator values ``Σ w·a`` (bias not added), exact, in the layer's logical output shape."""
     layer = prepared.layer
     if engine == "faithful" and not layer.weight_format.is_float:
-        return faithful_accumulators(prepared, x, hw, pe_faults)
+        return faithful_accumulators(prepared, x, hw, pe_faults, flagged=flagged)
     acc = wide_accumulators(prepared, x, hw) if int64_accumulators(layer, hw) else fast_accumulators(prepared, x, hw)
     if pe_faults is not None and pe_faults.count:
-        acc = with_pe_faults(prepared, x, hw, pe_faults, acc)
+        acc = with_pe_faults(prepared, x, hw, pe_faults, acc, flagged)
     return acc
 
 

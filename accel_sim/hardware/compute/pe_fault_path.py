@@ -25,12 +25,12 @@ from accel_sim.image import Conv2d, Linear, WeightedLayer
 
 
 def with_pe_faults(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, pe_faults: PeFaults,
-                    acc: torch.Tensor) -> torch.Tensor:
+                    acc: torch.Tensor, flagged: np.ndarray | None = None) -> torch.Tensor:
     """Replace the outputs the faulty PEs touch by their exact faulty values; all other outputs
-    keep their fast-path values."""
+    keep their fast-path values. ``flagged`` (bool (N,)): the images a DMR comparator flags."""
     layer = prepared.layer
     if not pe_faults_on_fast_path(layer, hw):
-        return recompute_touched(prepared, x, hw, pe_faults, acc)
+        return recompute_touched(prepared, x, hw, pe_faults, acc, flagged)
     by_row = (acc.permute(0, 2, 3, 1) if acc.dim() == 4 else acc).contiguous().view(-1, layer.out_channels)
     for rows, filters, values, _ in faulty_blocks(prepared, x, hw, pe_faults, lambda r, f: by_row[r][:, f]):
         by_row[torch.from_numpy(rows)[:, None], torch.from_numpy(filters)[None, :]] = values
@@ -41,7 +41,7 @@ def pe_faults_on_fast_path(layer: WeightedLayer, hw: HardwareConfig) -> bool:
     """Whether PE faults of the layer take the fast strategies, which need filters along the array
     columns (:func:`accel_sim.hardware.pe_faults.fast_strategies_apply`) and whose lanes and
     bounds read words as signed (unsigned words and wide accumulators take the faithful kernel
-    instead; so do TMR arrays, whose votes the strategies do not model)."""
+    instead; so do DMR and TMR arrays, whose comparisons and votes the strategies do not model)."""
     weights, inputs = layer.weight_format, layer.in_format
     return (hw.pe_redundancy == "none" and not weights.is_float and weights.signed and inputs.signed
             and fast_strategies_apply(hw) and fits_float64(hw, weights.word_bits + inputs.word_bits))
@@ -93,9 +93,9 @@ def faulty_blocks(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, 
 
 
 def recompute_touched(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConfig, pe_faults: PeFaults,
-                       acc: torch.Tensor) -> torch.Tensor:
+                       acc: torch.Tensor, flagged: np.ndarray | None = None) -> torch.Tensor:
     """Recompute, MAC by MAC with the faults, every output the faulty PEs touch (float32 images,
-    accumulators too wide for :func:`fits_float64`, TMR arrays): one block of outputs per set
+    accumulators too wide for :func:`fits_float64`, DMR and TMR arrays): one block of outputs per set
     of faulty PEs that touch the same im2col rows (their filters joined), so that PEs in
     different rows and columns do not make a block of every row with every filter."""
     layer = prepared.layer
@@ -113,6 +113,6 @@ def recompute_touched(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConf
     by_row = (acc.permute(0, 2, 3, 1) if acc.dim() == 4 else acc).contiguous().view(-1, layer.out_channels)
     for row_idx, filters in blocks.values():
         col_idx = np.array(sorted(filters), dtype=np.int64)
-        exact = faithful_accumulators(prepared, x, hw, pe_faults, row_idx, col_idx)
+        exact = faithful_accumulators(prepared, x, hw, pe_faults, row_idx, col_idx, flagged)
         by_row[torch.from_numpy(row_idx)[:, None], torch.from_numpy(col_idx)[None, :]] = torch.from_numpy(exact).to(acc.dtype)
     return from_rows(layer, by_row, batch)

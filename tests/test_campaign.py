@@ -237,6 +237,30 @@ def test_dask_with_two_workers_gives_identical_rows(reference_run, tmp_path):
     assert len({w for w in rows["worker"]}) == 2  # both workers ran jobs
 
 
+def test_results_of_schema_version_1_read_with_nothing_flagged(reference_run, tmp_path):
+    """A results file written before rows had flagged, silent and recomputed reads back with no
+    image flagged or recomputed and every wrong prediction silent; a resumed campaign keeps it."""
+    from accel_sim.campaign.store import _ROW_DTYPE_V1
+
+    _, path = reference_run
+    with h5py.File(path, "r") as f:
+        attrs, rows = dict(f.attrs), f["jobs"][()]
+    old = tmp_path / "results.h5"
+    with h5py.File(old, "w") as f:
+        f.attrs.update({**attrs, "schema_version": 1})
+        f.create_dataset("jobs", data=np.array([tuple(r[n] for n in _ROW_DTYPE_V1.names) for r in rows],
+                                               dtype=_ROW_DTYPE_V1))
+    config, back = read_results(old)
+    assert len(back) == len(rows) and back.dtype == rows.dtype
+    for name in _ROW_DTYPE_V1.names:
+        np.testing.assert_array_equal(back[name], rows[name])
+    assert not back["flagged"].any() and not back["recomputed"].any()
+    np.testing.assert_array_equal(back["silent"], back["total"] - back["correct"])
+    np.testing.assert_array_equal(rows["silent"], rows["total"] - rows["correct"])  # nothing flags on this hardware
+    store = ResultsStore(old, config["campaign"]["name"], config)
+    assert store.finished() == {k.decode() for k in rows["key"]}
+
+
 def test_other_campaign_in_output_folder_is_refused(reference_run, tmp_path):
     config, path = reference_run
     changed = SMALL.replace("seed = 7", "seed = 8").replace("OUT", str(path.parent))
@@ -455,34 +479,45 @@ def test_ecc_variant_keeps_fault_free_accuracy(tmp_path):
     assert ecc and all(r["correct"] == fault_free for r in ecc)
     assert any(r["correct"] < fault_free for r in table if r["variant"] == "relu")
     assert min(r["faults"] for r in ecc) > max(r["faults"] for r in table if r["variant"] == "relu")  # 39-bit code words
-    with pytest.raises(ValueError, match=r"variants\[1\].protection \(line 32\) must be one of none, ecc, tmr"):
-        load_campaign(write_campaign(tmp_path, text.replace('protection = "ecc"', 'protection = "dmr"'), "bad.toml"))
+    with pytest.raises(ValueError, match=r"variants\[1\].protection \(line 32\) must be one of none, ecc, dmr, "
+                                         r"dmr-recompute, tmr"):
+        load_campaign(write_campaign(tmp_path, text.replace('protection = "ecc"', 'protection = "abft"'), "bad.toml"))
 
 
 @pytest.mark.slow
 def test_tmr_variant_and_the_comparison_of_protections(tmp_path, capsys):
-    """PE faults on a TMR variant are drawn over three replicas and the voters (more faults than
-    the unprotected array at the same rate); `campaign compare` puts every variant's accuracy
-    per rate beside its cost: stored bits per weight (SEC-DED code words), PEs and voters."""
+    """PE faults on a TMR variant are drawn over three replicas and the voters, on a DMR variant
+    over two replicas (more faults than the unprotected array at the same rate); DMR flags the
+    images whose replicas disagreed and counts wrong, unflagged ones as silent; `campaign
+    compare` puts every variant's accuracy per rate beside its cost: stored bits per weight
+    (SEC-DED code words), PEs, voters and comparators."""
     text = (SMALL.replace('format = "fp32"', 'format = "fixed16"').replace('preset = "edge16"', 'preset = "edge16-os"')
             .replace('site = "weight_memory"\nrates = [1e-6, 1e-5]\ntrials = 4',
                      'site = "pe"\nrates = [3e-4]\ntrials = 2\ncount_mode = "exact"')
             .replace('[[variants]]\nname = "clipact"\nactivation = "clipact"\nthresholds = "act_max"',
                      '[[variants]]\nname = "relu-tmr"\nprotection = "tmr"\n\n[[variants]]\nname = "relu-ecc"\n'
-                     'protection = "ecc"'))
+                     'protection = "ecc"\n\n[[variants]]\nname = "relu-dmr"\nprotection = "dmr"'))
     path = write_campaign(tmp_path, text)
     _, rows = read_results(run_campaign(load_campaign(path), progress=False))
     table = rows_as_dicts(rows)
-    faults = {v: [r["faults"] for r in table if r["variant"] == v] for v in ("relu", "relu-tmr", "relu-ecc")}
-    assert faults["relu"] == [7, 7] and faults["relu-tmr"] == [25, 25]  # int(bits × 3e-4): 24,576 and 86,016 bits
+    faults = {v: [r["faults"] for r in table if r["variant"] == v]
+              for v in ("relu", "relu-tmr", "relu-ecc", "relu-dmr")}
+    # int(bits × 3e-4): 24,576, 86,016 and 49,152 bits
+    assert faults["relu"] == [7, 7] and faults["relu-tmr"] == [25, 25] and faults["relu-dmr"] == [14, 14]
     assert faults["relu-ecc"] == faults["relu"]
+    for r in table:
+        wrong_flagged = r["total"] - r["correct"] - r["silent"]
+        assert 0 <= wrong_flagged <= r["flagged"] and r["recomputed"] == 0
+        assert r["flagged"] > 0 if r["variant"] == "relu-dmr" else r["flagged"] == 0
     assert main(["campaign", "compare", str(path), "--out", str(tmp_path / "cmp")]) == 0
     printed = capsys.readouterr().out
-    assert "768 + 256 voters" in printed and "22 bits (+38 %)" in printed
+    assert "768 + 256 voters" in printed and "512 + 256 comparators" in printed and "22 bits (+38 %)" in printed
+    assert "DMR: images flagged / wrong and not flagged (silent)" in printed
     with open(tmp_path / "cmp.csv") as f:
         costs = {r["variant"]: r for r in csv.DictReader(f)}
     assert (costs["relu-tmr"]["pe_replicas"], costs["relu-tmr"]["voters"], costs["relu"]["pe_replicas"]) == ("768", "256", "256")
     assert (costs["relu"]["stored_bits_per_weight"], costs["relu-ecc"]["stored_bits_per_weight"]) == ("16", "22")
+    assert (costs["relu-dmr"]["comparators"], float(costs["relu-dmr"]["flagged"]) > 0) == ("256", True)
     assert (tmp_path / "cmp.png").stat().st_size > 0
 
 

@@ -2,8 +2,10 @@
 and network each) at every rate, next to what its protection costs in hardware.
 
 The costs follow from the variant's hardware and word width alone: bits stored per weight word
-(SEC-DED code words under ECC), PEs and voters of the array (TMR), and the cycle model's
-verdict (neither the ECC decoder nor the voter adds a cycle in :mod:`accel_sim.hardware.cycles`).
+(SEC-DED code words under ECC), PEs, voters (TMR) and comparators (DMR) of the array, and the
+cycle model's verdict (neither the ECC decoder, the voter nor the comparator adds a cycle in
+:mod:`accel_sim.hardware.cycles`; DMR's ``recompute`` runs each flagged image again). Under DMR
+the share of images flagged and of wrong predictions not flagged (silent) go beside the accuracy.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from accel_sim.hardware.redundancy import array_cost
 from accel_sim.image.export import parse_export_format
 
 THRESHOLD_COST = "a comparison per activation (threshold in the activation unit)"  # clipact and clamp
+RERUN_CYCLES = "as unprotected, and again per flagged image"  # DMR recompute
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,12 @@ class ComparisonRow:
     storage_overhead: float  # percent over the unprotected word
     pe_replicas: int
     voters: int
+    comparators: int
     cycles: str  # against the unprotected array
     activation_cost: str
+    flagged: float  # percent of images flagged (DMR)
+    silent: float  # percent of images predicted wrong and not flagged
+    recomputed: float  # percent of images run a second time (DMR recompute)
 
 
 def comparison_rows(paths: list[str | os.PathLike]) -> list[ComparisonRow]:
@@ -79,26 +86,35 @@ def _campaign_rows(config: CampaignConfig, rows: np.ndarray) -> list[ComparisonR
         out.append(ComparisonRow(
             config.name, f"{config.model.zoo or Path(config.model.image).stem} {fmt}", config.faults.site, s.variant,
             spec.protection, spec.activation, s.rate, s.trials, s.mean_accuracy, s.ci95, stored,
-            100.0 * (stored - word) / word, array["pe_replicas"], array["voters"], "as unprotected",
-            "" if spec.activation == "relu" else THRESHOLD_COST))
+            100.0 * (stored - word) / word, array["pe_replicas"], array["voters"], array["comparators"],
+            RERUN_CYCLES if hw.dmr_mismatch == "recompute" else "as unprotected",
+            "" if spec.activation == "relu" else THRESHOLD_COST, s.flagged, s.silent, s.recomputed))
     return out
 
 
 def plot_comparison(rows: list[ComparisonRow], stem: str | os.PathLike) -> list[Path]:
-    """One panel per campaign (network and site), accuracy (mean, 95 % band) against the fault
-    rate on a log axis, one line per variant; writes ``stem.png`` and ``stem.svg``."""
+    """One panel per network and site (campaigns of the same pair share it), accuracy (mean, 95 %
+    band) against the fault rate on a log axis, one line per variant (named with its campaign
+    where two campaigns of a panel share a variant name); under DMR a dotted line for the images
+    not silently wrong. Writes ``stem.png`` and ``stem.svg``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    campaigns = list(dict.fromkeys(r.campaign for r in rows))
-    fig, axes = plt.subplots(1, len(campaigns), figsize=(5.2 * len(campaigns), 4.2), squeeze=False)
-    for ax, name in zip(axes[0], campaigns):
-        mine = [r for r in rows if r.campaign == name]
-        for variant in dict.fromkeys(r.variant for r in mine):
-            pts = sorted((r for r in mine if r.variant == variant), key=lambda r: r.rate)
-            draw_curve(ax, np.array([r.rate for r in pts]), np.array([r.accuracy for r in pts]),
-                       np.array([r.ci95 for r in pts]), variant, "--" if pts[0].protection != "none" else "-")
-        style_accuracy_axes(ax, f"{mine[0].network}, {mine[0].site}", legend_size=8)
+    panels = list(dict.fromkeys((r.network, r.site) for r in rows))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        mine = [r for r in rows if (r.network, r.site) == panel]
+        lines = list(dict.fromkeys((r.campaign, r.variant) for r in mine))
+        shared = {v for _, v in lines if sum(1 for _, w in lines if w == v) > 1}
+        for campaign, variant in lines:
+            pts = sorted((r for r in mine if (r.campaign, r.variant) == (campaign, variant)), key=lambda r: r.rate)
+            rates = np.array([r.rate for r in pts])
+            label = f"{variant} ({campaign})" if variant in shared else variant
+            draw_curve(ax, rates, np.array([r.accuracy for r in pts]), np.array([r.ci95 for r in pts]), label,
+                       "--" if pts[0].protection != "none" else "-")
+            if pts[0].comparators:  # DMR: the images that are right or flagged, i.e. not silently wrong
+                ax.plot(rates, [100.0 - r.silent for r in pts], ":", marker=".", label=f"{label}: not silent")
+        style_accuracy_axes(ax, f"{panel[0]}, {panel[1]}", legend_size=8)
     return save_figure(fig, stem, 110)

@@ -94,8 +94,11 @@ class FaultSpec:
 
 
 # a variant's hardware protection, as the hardware options it sets: ecc = SEC-DED on the memories,
+# dmr = duplicated PEs whose comparators flag an image, dmr-recompute = and rerun it once,
 # tmr = triplicated PEs with voters
-PROTECTIONS = {"none": {}, "ecc": {"memory_ecc": "secded"}, "tmr": {"pe_redundancy": "tmr"}}
+PROTECTIONS = {"none": {}, "ecc": {"memory_ecc": "secded"}, "dmr": {"pe_redundancy": "dmr"},
+               "dmr-recompute": {"pe_redundancy": "dmr", "dmr_mismatch": "recompute"},
+               "tmr": {"pe_redundancy": "tmr"}}
 
 
 def protected_hardware(hw: HardwareConfig, protection: str) -> HardwareConfig:

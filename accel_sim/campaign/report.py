@@ -28,6 +28,9 @@ class SummaryRow:
     improvement_ci95: float  # half-width of the improvement's 95 % CI (Welch), percentage points
     mean_faults: float
     nan_images: int
+    flagged: float  # mean percent of images the hardware flagged (DMR)
+    silent: float  # mean percent of images predicted wrong and not flagged
+    recomputed: float  # mean percent of images run a second time (DMR recompute)
 
 
 def summarize(rows: np.ndarray, variants: list[str], baseline: str | None = None) -> list[SummaryRow]:
@@ -50,12 +53,15 @@ def summarize(rows: np.ndarray, variants: list[str], baseline: str | None = None
             half = ci95_half_width(a)
             means[(variant, rate)] = float(a.mean())
             samples[(variant, rate)] = a
+            shares = [float((100.0 * rows[c][sel] / np.maximum(rows["total"][sel], 1)).mean())
+                      for c in ("flagged", "silent", "recomputed")]
             out.append((variant, rate, n, float(a.mean()), half, std, float(rows["faults"][sel].mean()),
-                        int(rows["nan_count"][sel].sum())))
+                        int(rows["nan_count"][sel].sum()), shares))
     return [SummaryRow(v, r, n, m, h, s, m - means.get((baseline, r), float("nan")),
                        0.0 if v == baseline else  # the baseline against itself: exactly 0
-                       difference_ci95_half_width(samples[(v, r)], samples.get((baseline, r), np.zeros(0))), f, nan)
-            for v, r, n, m, h, s, f, nan in out]
+                       difference_ci95_half_width(samples[(v, r)], samples.get((baseline, r), np.zeros(0))), f, nan,
+                       *shares)
+            for v, r, n, m, h, s, f, nan, shares in out]
 
 
 def ci95_half_width(values: np.ndarray) -> float:

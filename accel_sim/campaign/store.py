@@ -4,9 +4,11 @@ The file is rewritten whole, to a temporary name and renamed, after every finish
 campaign killed at any moment leaves the previous complete file (never a half-written one), and
 a resumed campaign skips exactly the jobs it holds.
 
-Layout: root attributes ``schema = "accel-sim-results"``, ``schema_version = 1``, ``campaign``
+Layout: root attributes ``schema = "accel-sim-results"``, ``schema_version = 2``, ``campaign``
 (name), ``config`` (the resolved campaign as JSON); dataset ``jobs``, a table with the columns of
-:data:`ROW_DTYPE`.
+:data:`ROW_DTYPE`. Version 1 lacked ``flagged``, ``silent`` and ``recomputed`` (no hardware could
+flag an image then); its files read with no image flagged or recomputed and every wrong
+prediction silent.
 """
 
 from __future__ import annotations
@@ -22,13 +24,18 @@ import numpy as np
 from accel_sim.errors import AccelSimError
 
 SCHEMA = "accel-sim-results"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RESULTS_NAME = "results.h5"
 LOCK_NAME = ".campaign.lock"
+# flagged: images the hardware flagged (DMR); silent: wrong predictions not flagged;
+# recomputed: images run a second time after a flag
 ROW_DTYPE = np.dtype([
     ("key", "S128"), ("variant", "S64"), ("rate", "f8"), ("trial", "i4"), ("seed", "i8"), ("faults", "i8"),
-    ("correct", "i8"), ("total", "i8"), ("nan_count", "i8"), ("seconds", "f8"), ("worker", "S64"),
+    ("correct", "i8"), ("total", "i8"), ("nan_count", "i8"), ("flagged", "i8"), ("silent", "i8"),
+    ("recomputed", "i8"), ("seconds", "f8"), ("worker", "S64"),
 ])
+_ROW_DTYPE_V1 = np.dtype([(name, ROW_DTYPE[name]) for name in ROW_DTYPE.names
+                          if name not in ("flagged", "silent", "recomputed")])
 TIMING_COLUMNS = ("seconds", "worker")
 
 
@@ -80,7 +87,7 @@ def read_results(path: str | os.PathLike) -> tuple[dict, np.ndarray]:
         with h5py.File(path, "r") as f:
             if f.attrs.get("schema") != SCHEMA:
                 raise AccelSimError(f"{str(path)!r} is not an accel-sim results file")
-            if not isinstance(f.get("jobs"), h5py.Dataset) or f["jobs"].dtype != ROW_DTYPE:
+            if not isinstance(f.get("jobs"), h5py.Dataset) or f["jobs"].dtype not in (ROW_DTYPE, _ROW_DTYPE_V1):
                 raise AccelSimError(f"results file {str(path)!r} has no jobs table of the expected columns")
             if "config" not in f.attrs:
                 raise AccelSimError(f"results file {str(path)!r} lacks its config attribute")
@@ -90,9 +97,20 @@ def read_results(path: str | os.PathLike) -> tuple[dict, np.ndarray]:
                 raise AccelSimError(f"results file {str(path)!r}: its config attribute is not JSON ({exc})") from None
             if not isinstance(config, dict) or not isinstance(config.get("campaign"), dict):
                 raise AccelSimError(f"results file {str(path)!r}: its config attribute holds no campaign")
-            return config, np.array(f["jobs"][()], dtype=ROW_DTYPE)
+            return config, _current_rows(f["jobs"][()])
     except OSError as exc:
         raise AccelSimError(f"results file {str(path)!r} is not a readable HDF5 file: {exc}") from None
+
+
+def _current_rows(stored: np.ndarray) -> np.ndarray:
+    """Rows of either schema version as :data:`ROW_DTYPE`."""
+    if stored.dtype == ROW_DTYPE:
+        return np.array(stored, dtype=ROW_DTYPE)
+    rows = np.zeros(stored.shape, dtype=ROW_DTYPE)
+    for name in stored.dtype.names:
+        rows[name] = stored[name]
+    rows["silent"] = stored["total"] - stored["correct"]  # version 1: nothing was flagged
+    return rows
 
 
 def rows_as_dicts(rows: np.ndarray) -> list[dict]:

@@ -68,12 +68,15 @@ def report(path: Path, baseline: str | None) -> int:
           f"{campaign['model']['format']}, {faults['site']} {faults['model']} {faults['persistence']}; "
           f"data: {resolved['data']}; hardware {resolved['hardware']['name']}; {len(rows)} jobs")
     versus = f"vs {baseline or variants[0]} pp"
+    columns = ["variant", "rate", "trials", "accuracy %", "95% CI ±", versus, "its CI ±", "faults", "NaN images"]
+    if any(s.flagged for s in summary):  # hardware that flags images (DMR)
+        columns += ["flagged %", "silent errors %"]
     print_table([{
         "variant": s.variant, "rate": f"{s.rate:g}", "trials": s.trials, "accuracy %": f"{s.mean_accuracy:.2f}",
         "95% CI ±": f"{s.ci95:.2f}", versus: f"{s.improvement:+.2f}", "its CI ±": f"{s.improvement_ci95:.2f}",
-        "faults": f"{s.mean_faults:.1f}", "NaN images": s.nan_images,
-    } for s in summary], ["variant", "rate", "trials", "accuracy %", "95% CI ±", versus, "its CI ±", "faults",
-                          "NaN images"])
+        "faults": f"{s.mean_faults:.1f}", "NaN images": s.nan_images, "flagged %": f"{s.flagged:.2f}",
+        "silent errors %": f"{s.silent:.2f}",
+    } for s in summary], columns)
     print("AUC (mean accuracy over equally spaced rates, ± 95% CI over trials): " +
           ", ".join(f"{a.variant} {a.mean:.2f} ± {a.ci95:.2f}" for a in auc_summary(rows, variants)))
     folder = Path(path).parent
@@ -92,17 +95,24 @@ def run_compare(args: argparse.Namespace) -> int:
 
     rows = comparison_rows(args.files)
     rates = sorted({r.rate for r in rows})
-    table = {}
+    table, flags = {}, {}
     for r in rows:
+        checkers = f" + {r.voters} voters" if r.voters else f" + {r.comparators} comparators" if r.comparators else ""
         entry = table.setdefault((r.campaign, r.variant), {
             "network": r.network, "site": r.site, "variant": r.variant,
             "weight word": f"{r.stored_bits_per_weight} bits (+{r.storage_overhead:.0f} %)",
-            "PEs": f"{r.pe_replicas}" + (f" + {r.voters} voters" if r.voters else ""), "cycles": r.cycles,
-            **{f"{rate:g}": "" for rate in rates}})
+            "PEs": f"{r.pe_replicas}{checkers}", "cycles": r.cycles, **{f"{rate:g}": "" for rate in rates}})
         entry[f"{r.rate:g}"] = f"{r.accuracy:.2f} ± {r.ci95:.2f}"
+        if r.comparators:
+            flags.setdefault((r.campaign, r.variant), {"network": r.network, "variant": r.variant,
+                                                       **{f"{rate:g}": "" for rate in rates}})[f"{r.rate:g}"] = (
+                f"{r.flagged:.1f} / {r.silent:.1f}" + (f" / {r.recomputed:.1f}" if r.recomputed else ""))
     print("top-1 accuracy (%) ± 95 % CI per fault rate, and each protection's hardware cost:")
     print_table(list(table.values()), ["network", "site", "variant", *(f"{rate:g}" for rate in rates), "weight word",
                                        "PEs", "cycles"])
+    if flags:
+        print("DMR: images flagged / wrong and not flagged (silent) [/ run again] (%) per fault rate:")
+        print_table(list(flags.values()), ["network", "variant", *(f"{rate:g}" for rate in rates)])
     csv_path = write_rows_csv(rows, args.out.with_suffix(".csv"))
     plots = plot_comparison(rows, args.out)
     print(f"written: {csv_path}, {plots[0]}, {plots[1]}")
@@ -125,9 +135,10 @@ def run_replay(args: argparse.Namespace) -> int:
     variant, rate, trial = args.job.rsplit("/", 2)
     row = run_job(Job(variant, float(rate), int(trial)), context)
     same = all(row[c] == (stored[c].item() if not isinstance(stored[c], bytes) else stored[c].decode())
-               for c in ("faults", "correct", "total", "nan_count"))
+               for c in ("faults", "correct", "total", "nan_count", "flagged", "silent", "recomputed"))
     print(f"job {args.job}: {row['faults']} faults, {row['correct']}/{row['total']} correct, "
-          f"{row['nan_count']} NaN images; stored: {int(stored['faults'])} faults, "
-          f"{int(stored['correct'])}/{int(stored['total'])}, {int(stored['nan_count'])} NaN")
+          f"{row['nan_count']} NaN images, {row['flagged']} flagged; stored: {int(stored['faults'])} faults, "
+          f"{int(stored['correct'])}/{int(stored['total'])}, {int(stored['nan_count'])} NaN, "
+          f"{int(stored['flagged'])} flagged")
     print("replay identical" if same else "REPLAY DIFFERS")
     return 0 if same else 1

@@ -72,7 +72,7 @@ def run_eval(args: argparse.Namespace) -> int:
         model = load_weights(args.model, weights)
         preds = predict(model, data.images, batch_size=args.batch_size, device=args.device)
         print(f"model:    {args.model} ({weights}, sha256 {file_sha256(weights)[:12]})")
-        nan_count = 0
+        nan_count, flagged = 0, None
     else:
         from accel_sim.hardware import Accelerator, load_hardware
         from accel_sim.image.hdf5 import read_image
@@ -88,7 +88,7 @@ def run_eval(args: argparse.Namespace) -> int:
             out = run_with_faults(accelerator, image, data.images, fmap)
         else:
             out = accelerator.run(image, data.images)
-        preds, nan_count = out.predictions, out.nan_count
+        preds, nan_count, flagged = out.predictions, out.nan_count, out.flagged
         print(f"image:    {image.model} {image.format_name} ({args.image})")
         print(f"hardware: {hw.name}: {hw.rows}x{hw.cols} {hw.dataflow}, {hw.acc_bits}-bit {hw.overflow} accumulator, "
               f"{hw.rounding} rescaling; engine {args.engine}")
@@ -101,6 +101,10 @@ def run_eval(args: argparse.Namespace) -> int:
     print(f"top-1:    {100.0 * correct / len(data):.2f} % ({correct}/{len(data)})")
     if nan_count:
         print(f"non-finite logits: {nan_count} images")
+    if flagged is not None and hw.pe_redundancy == "dmr":
+        silent = int(np.sum((preds != data.labels) & ~flagged))
+        again = f", {int(out.recomputed.sum())} run again" if hw.dmr_mismatch == "recompute" else ""
+        print(f"dmr:      {int(flagged.sum())} images flagged{again}; {silent} wrong and not flagged (silent)")
     return 0
 
 
@@ -142,5 +146,7 @@ def cycle_report(image, image_path: Path, hw, csv_path: str) -> None:
           f"{100 * total_macs / (total_cycles * hw.rows * hw.cols):.1f}%; table written to {path}")
     if hw.pe_redundancy != "none":
         cost = array_cost(hw.rows, hw.cols, hw.pe_redundancy)
-        print(f"{hw.pe_redundancy}: {cost['pe_replicas']:,} PE replicas and {cost['voters']:,} voters for "
-              f"{hw.rows * hw.cols:,} array positions; the cycles are the unprotected array's")
+        checkers = f"{cost['voters']:,} voters" if cost["voters"] else f"{cost['comparators']:,} comparators"
+        rerun = " (and again for each image a comparator flags)" if hw.dmr_mismatch == "recompute" else ""
+        print(f"{hw.pe_redundancy}: {cost['pe_replicas']:,} PE replicas and {checkers} for "
+              f"{hw.rows * hw.cols:,} array positions; the cycles are the unprotected array's{rerun}")

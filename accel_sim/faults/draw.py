@@ -57,8 +57,8 @@ class DrawSpec:
     bits : tuple of int or None
         Bit positions to restrict to (positions beyond a word's width are ignored for it).
     registers : tuple of str or None
-        PE registers to restrict to (``weight``, ``product``, ``psum``: in every TMR replica;
-        ``voter``: a TMR voter's output).
+        PE registers to restrict to (``weight``, ``product``, ``psum``: in every DMR or TMR
+        replica; ``voter``: a TMR voter's output).
     """
 
     site: str

@@ -2,7 +2,8 @@
 
 Recipe: SGD with Nesterov momentum, weight decay, a one-cycle learning-rate schedule, label
 smoothing, random crop (padding 4) + horizontal flip done on whole batches on the training device,
-channels-last memory format. Every epoch ends with an atomic checkpoint; ``resume=True`` continues
+channels-last memory format. Optionally from given weights (fine-tuning) and with weight bit flips
+injected into every step (fault-aware training, :mod:`accel_sim.models.fault_aware`). Every epoch ends with an atomic checkpoint; ``resume=True`` continues
 from it with the same data order and augmentation as an uninterrupted run (each epoch's shuffling
 and augmentation come from a generator seeded by ``(seed, epoch)``).
 """
@@ -15,6 +16,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +29,8 @@ from accel_sim.data import ImageSet
 from accel_sim.errors import AccelSimError
 from accel_sim.models.architectures import ARCHITECTURES, build_model
 from accel_sim.models.evaluation import predict, to_input
-from accel_sim.models.zoo import save_weights
+from accel_sim.models.fault_aware import InjectedFaults, TrainingFaults
+from accel_sim.models.zoo import load_state, save_weights
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,13 @@ class TrainConfig:
         ``cpu``, ``cuda`` or ``cuda:N``.
     amp : bool
         bfloat16 autocast for the forward pass (CUDA only).
+    init : str
+        Weights file to start from (fine-tuning); empty: the architecture's random initialisation.
+    fault_rate : float
+        Per-bit probability of a weight or bias bit flip, drawn afresh for every step (fault-aware
+        training); 0: none. A step whose loss is not finite (an fp32 exponent flip) is skipped.
+    fault_format : str
+        ``fp32`` or ``fixedW``: the words the flips act on (``fixedW`` also fake-quantises).
     """
 
     arch: str
@@ -74,8 +84,14 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     amp: bool = False
+    init: str = ""
+    fault_rate: float = 0.0
+    fault_format: str = "fp32"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.init, str):
+            raise AccelSimError(f"init must be a weights file path or empty, got {self.init!r}")
+        TrainingFaults(self.fault_rate, self.fault_format)  # validates both
         if self.arch not in ARCHITECTURES:
             raise AccelSimError(f"arch must be one of {', '.join(sorted(ARCHITECTURES))}, got {self.arch!r}")
         for name in ("epochs", "batch_size"):
@@ -152,7 +168,10 @@ def train(
         raise AccelSimError(f"{str(ckpt_path)!r} exists: pass --resume to continue it or choose another --out")
     device = _deterministic_device(config.device)
     torch.manual_seed(config.seed)
-    model = build_model(config.arch).to(device, memory_format=torch.channels_last)
+    model = build_model(config.arch)
+    if config.init:
+        load_state(model, config.init, config.arch)
+    model = model.to(device, memory_format=torch.channels_last)
     steps_per_epoch = -(-len(train_set) // config.batch_size)
     optimizer, scheduler = _optimizer(model, config, steps_per_epoch)
     start_epoch, elapsed, history = 0, 0.0, []
@@ -210,7 +229,9 @@ def _resume(ckpt_path: Path, config: TrainConfig, model, optimizer, scheduler, d
     """Load a checkpoint made with ``config`` into model, optimizer, scheduler and the RNGs;
     returns (epochs done, seconds so far, history)."""
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    if ckpt["config"] != dataclasses.asdict(config):
+    # a checkpoint from before an option existed was made with its default
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    if {**defaults, **ckpt["config"]} != dataclasses.asdict(config):
         raise AccelSimError(
             f"checkpoint {str(ckpt_path)!r} was made with another configuration "
             f"({ckpt['config']}); resume with the same options"
@@ -228,8 +249,12 @@ def _resume(ckpt_path: Path, config: TrainConfig, model, optimizer, scheduler, d
 def _train_epoch(model, optimizer, scheduler, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor,
                  epoch: int, device: torch.device, progress: bool | None) -> dict:
     """One epoch over the training images in a seeded order; returns its history row (epoch,
-    final learning rate, mean loss, training accuracy in %)."""
+    final learning rate, mean loss, training accuracy in %; with injected faults, the mean bit
+    flips per step and the steps skipped for a non-finite loss)."""
     gen = torch.Generator().manual_seed(config.seed * _EPOCH_SEED_STRIDE + epoch)
+    faults = TrainingFaults(config.fault_rate, config.fault_format)
+    fault_rng = np.random.default_rng([config.seed, epoch])  # the faults of an epoch, resumable
+    flips, skipped, counted = 0, 0, 0
     order = torch.randperm(len(images), generator=gen).to(device)
     steps = -(-len(images) // config.batch_size)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -242,20 +267,47 @@ def _train_epoch(model, optimizer, scheduler, config: TrainConfig, images: torch
         idx = order[step * config.batch_size:(step + 1) * config.batch_size]
         x = to_input(augment(images[idx], gen))
         y = labels[idx]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
-            logits = model(x)
-            loss = loss_fn(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        loss_sum += loss.detach() * len(idx)
-        correct += (logits.argmax(1) == y).sum()
+        with InjectedFaults(model, faults, fault_rng) if faults.rate else _Clean() as injected:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
+                logits = model(x)
+                loss = loss_fn(logits.float(), y)
+            finite = bool(torch.isfinite(loss)) if faults.rate else True  # no sync without faults
+            if finite:
+                loss.backward()  # the gradient at the faulty weights, applied to the clean ones
+        flips += injected.flips
+        if finite:
+            optimizer.step()
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.argmax(1) == y).sum()
+            counted += len(idx)
+            scheduler.step()
+        else:
+            skipped += 1
+            with warnings.catch_warnings():  # the schedule counts steps, skipped ones too
+                warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before")
+                scheduler.step()
         if not bar.disable and step % 20 == 0:
             seen = min((step + 1) * config.batch_size, len(images))
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}%")
-    return {"epoch": epoch + 1, "lr_end": scheduler.get_last_lr()[0],
-            "train_loss": loss_sum.item() / len(images), "train_accuracy": 100.0 * correct.item() / len(images)}
+    counted = max(counted, 1)  # every step skipped: the row shows zeros
+    row = {"epoch": epoch + 1, "lr_end": scheduler.get_last_lr()[0],
+           "train_loss": loss_sum.item() / counted, "train_accuracy": 100.0 * correct.item() / counted}
+    if faults.rate:
+        row.update(flips_per_step=flips / steps, skipped_steps=skipped)
+    return row
+
+
+class _Clean:
+    """:class:`InjectedFaults` without faults."""
+
+    flips = 0
+
+    def __enter__(self) -> "_Clean":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
 
 
 def _save_checkpoint(path, model, optimizer, scheduler, config, epoch, elapsed, history, device) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from accel_sim.campaign import build_context, campaign_from_dict, load_campaign, plan_jobs, read_results, run_campaign, run_job
@@ -482,6 +483,29 @@ def test_ecc_variant_keeps_fault_free_accuracy(tmp_path):
     with pytest.raises(ValueError, match=r"variants\[1\].protection \(line 32\) must be one of none, ecc, dmr, "
                                          r"dmr-recompute, tmr"):
         load_campaign(write_campaign(tmp_path, text.replace('protection = "ecc"', 'protection = "abft"'), "bad.toml"))
+
+
+def test_a_variant_runs_other_weights_of_the_zoo_architecture(tmp_path):
+    """A variant's weights file (e.g. fault-aware trained) is exported like the zoo's and runs
+    beside it; the option is left out of the resolved campaign when unused; a missing file, or
+    weights with a given image file, are refused with the key and line."""
+    from accel_sim.models import load_weights, save_weights, zoo_weights_path
+
+    model = load_weights("alexnet", zoo_weights_path("alexnet"))
+    with torch.no_grad():
+        model[-1].bias += 1.0  # some other weights of the same architecture
+    other = save_weights(model, "alexnet", tmp_path / "other.pt")
+    text = SMALL.replace('[[variants]]\nname = "clipact"\nactivation = "clipact"\nthresholds = "act_max"',
+                         f'[[variants]]\nname = "relu-other"\nactivation = "relu"\nweights = "{other}"')
+    config = load_campaign(write_campaign(tmp_path, text))
+    assert config.variants[1].weights == str(other) and campaign_from_dict(config.to_dict()) == config
+    assert "weights" not in config.to_dict()["variants"][0]
+    context = build_context(config)
+    assert context.image_hashes["relu"] != context.image_hashes["relu-other"]
+    zoo = context.images["relu"].layers[-1].bias
+    assert not np.array_equal(zoo, context.images["relu-other"].layers[-1].bias)
+    with pytest.raises(ValueError, match=r"variants\[1\].weights \(line \d+\) names a missing file"):
+        load_campaign(write_campaign(tmp_path, text.replace(str(other), "nope.pt"), "bad.toml"))
 
 
 @pytest.mark.slow

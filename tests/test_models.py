@@ -1,3 +1,4 @@
+import csv
 import math
 
 import numpy as np
@@ -116,12 +117,55 @@ def test_train_config_validates(field, value):
         TrainConfig(**{"arch": "alexnet", field: value})
 
 
+@pytest.mark.parametrize("field,value", [("fault_rate", -0.1), ("fault_rate", 2), ("fault_format", "fixed64"),
+                                         ("fault_format", "int8"), ("init", None)])
+def test_fault_aware_options_validate(field, value):
+    with pytest.raises(ValueError, match=field.replace("_", " ")):
+        TrainConfig(**{"arch": "alexnet", field: value})
+
+
+@pytest.mark.parametrize("fmt", ["fp32", "fixed8", "fixed16"])
+def test_training_faults_flip_the_drawn_bits_of_the_stored_words(fmt):
+    """Without faults the values are the stored words (fp32 exact; fixedW quantised per tensor);
+    with them, the stored patterns differ from the clean ones in exactly the counted bits, and
+    the same generator state draws the same faults."""
+    from accel_sim.models.fault_aware import TrainingFaults, faulty_values
+    from accel_sim.numerics import Float32, format_for
+    from accel_sim.numerics.formats import to_bits
+
+    values = np.random.default_rng(0).normal(0, 0.05, (64, 3, 5, 5)).astype(np.float32)
+    clean, none = faulty_values(values, TrainingFaults(0.0, fmt), np.random.default_rng(1))
+    fmt_obj = Float32() if fmt == "fp32" else format_for(values.reshape(-1), int(fmt[5:]))
+    stored = _stored(fmt_obj, values)
+    assert none == 0 and clean.dtype == np.float32
+    np.testing.assert_array_equal(to_bits(fmt_obj, stored), to_bits(fmt_obj, _stored(fmt_obj, clean)))
+    faulty, flips = faulty_values(values, TrainingFaults(1e-3, fmt), np.random.default_rng(2))
+    again, _ = faulty_values(values, TrainingFaults(1e-3, fmt), np.random.default_rng(2))
+    np.testing.assert_array_equal(faulty, again)
+    differ = to_bits(fmt_obj, stored) ^ to_bits(fmt_obj, _stored(fmt_obj, faulty))
+    assert flips > 0 and sum(bin(int(d)).count("1") for d in differ) == flips
+    assert flips == pytest.approx(values.size * fmt_obj.word_bits * 1e-3, rel=0.5)
+
+
+def _stored(fmt, values):
+    """The words ``values`` are stored as in ``fmt``."""
+    from accel_sim.numerics import quantize
+
+    flat = values.reshape(-1)
+    return flat if fmt.is_float else quantize(fmt, flat.astype(np.float64))
+
+
 @pytest.mark.slow
-def test_resumed_training_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("faults", [{}, {"fault_rate": 1e-4, "fault_format": "fixed8", "init": "zoo"}])
+def test_resumed_training_equals_uninterrupted(tmp_path, faults):
+    """Plain training from scratch, and fault-aware fine-tuning of the zoo's weights: a run
+    killed after an epoch and resumed ends with the weights of an uninterrupted run."""
     data = load_bundled_sample().subset(192)
-    config = TrainConfig("alexnet", epochs=2, batch_size=64, lr=0.02, seed=5)
+    if faults.get("init") == "zoo":
+        faults = {**faults, "init": str(zoo_weights_path("alexnet"))}
+    config = TrainConfig("alexnet", epochs=2, batch_size=64, lr=0.02, seed=5, **faults)
     straight = train(config, data, tmp_path / "a", progress=False)
-    first = TrainConfig("alexnet", epochs=2, batch_size=64, lr=0.02, seed=5)
+    first = TrainConfig("alexnet", epochs=2, batch_size=64, lr=0.02, seed=5, **faults)
     # run one epoch, then stop (as if killed) by training a copy that ends after epoch 1 ...
     import accel_sim.models.training as training
 
@@ -147,9 +191,28 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     b = torch.load(resumed, weights_only=True)["state_dict"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
-    other = TrainConfig("alexnet", epochs=2, batch_size=64, lr=0.03, seed=5)
+    other = TrainConfig("alexnet", epochs=2, batch_size=64, lr=0.03, seed=5, **faults)
     with pytest.raises(ValueError, match="another configuration"):
         train(other, data, tmp_path / "b", resume=True, progress=False)
+    if faults:  # flips were drawn at every step, and the fine-tuned weights moved
+        with open(tmp_path / "b" / "history.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert all(float(r["flips_per_step"]) > 0 and r["skipped_steps"] == "0" for r in rows)
+        start = torch.load(faults["init"], weights_only=True)["state_dict"]
+        assert any(not torch.equal(start[k], b[k]) for k in start)
+
+
+def test_fp32_steps_with_a_non_finite_loss_are_skipped(tmp_path):
+    """fp32 flips at a high rate hit exponent bits, and such steps' losses are not finite: they
+    are skipped and counted, and the clean weights stay finite."""
+    data = load_bundled_sample().subset(128)
+    config = TrainConfig("alexnet", epochs=1, batch_size=64, lr=0.01, seed=1, fault_rate=1e-4,
+                         init=str(zoo_weights_path("alexnet")))
+    path = train(config, data, tmp_path, progress=False)
+    with open(tmp_path / "history.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert int(row["skipped_steps"]) >= 1 and float(row["flips_per_step"]) > 1000
+    assert all(torch.isfinite(t.float()).all() for t in torch.load(path, weights_only=True)["state_dict"].values())
 
 
 @pytest.mark.parametrize("arch", ["alexnet", "vgg16"])

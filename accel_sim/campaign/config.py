@@ -113,6 +113,7 @@ class VariantSpec:
     thresholds: str = ""
     format: str = ""
     protection: str = "none"
+    weights: str = ""  # a weights file of the zoo architecture (e.g. fault-aware trained); "": the zoo's
 
 
 _TUNE = TuneSettings()  # the [tuning] defaults are the tuning layer's
@@ -168,12 +169,14 @@ class CampaignConfig:
 
     def to_dict(self) -> dict:
         """The campaign as plain data (lists, as in a parsed file: ``campaign_from_dict`` reads it
-        back); a variant's protection is left out when it is "none", so that results files
-        written before the option existed still match their campaign."""
+        back); a variant's protection is left out when it is "none", its weights when they are
+        the zoo's, so that results files written before those options existed still match their
+        campaign."""
         data = _as_lists(dataclasses.asdict(self))
         for variant in data["variants"]:
-            if variant["protection"] == "none":
-                del variant["protection"]
+            for option, off in (("protection", "none"), ("weights", "")):
+                if variant[option] == off:
+                    del variant[option]
         return data
 
 
@@ -353,6 +356,8 @@ def _check_values(c: CampaignConfig, fail) -> None:
         raise fail("tuning", str(exc)) from None
     if m.image and any(v.format and v.format != m.format for v in c.variants):
         raise fail("variants", "cannot change the format of a given image file (use model.zoo)")
+    if m.image and any(v.weights for v in c.variants):
+        raise fail("variants", "cannot change the weights of a given image file (use model.zoo)")
 
 
 def _check_variant(key: str, v: VariantSpec, fail) -> None:
@@ -370,6 +375,8 @@ def _check_variant(key: str, v: VariantSpec, fail) -> None:
         _check_format(v.format, f"{key}.format", fail)
     if v.protection not in PROTECTIONS:
         raise fail(f"{key}.protection", f"must be one of {', '.join(PROTECTIONS)}, got {v.protection!r}")
+    if v.weights and not Path(v.weights).is_file():
+        raise fail(f"{key}.weights", f"names a missing file {v.weights!r}")
 
 
 def _check_format(text: str, key: str, fail) -> None:

@@ -153,27 +153,27 @@ def build_context(config: CampaignConfig, out_dir: str | os.PathLike | None = No
     calibration = draw_sample(train, min(config.model.calibration, len(train)), rng).images
     profile = draw_sample(train, min(d.profile_count, len(train)), rng).images
     accelerator = Accelerator(hw, batch_size=config.execution.batch_size)
-    relu: dict[str, Image] = {}  # per format: the ReLU image every variant of it starts from
+    relu: dict[tuple[str, str], Image] = {}  # per (format, weights): the ReLU image its variants start from
     for variant in config.variants:
-        fmt = variant.format or config.model.format
-        if fmt not in relu:
-            relu[fmt] = with_activation(_base_image(config, fmt, calibration), "relu")
+        source = (variant.format or config.model.format, variant.weights)
+        if source not in relu:
+            relu[source] = with_activation(_base_image(config, *source, calibration), "relu")
             # before any profiling or tuning: an image the hardware cannot run, or faults that
             # could never be drawn on it (layers it lacks, bits beyond its words), fail now
-            accelerator.check_image(relu[fmt])
+            accelerator.check_image(relu[source])
             for rate in config.faults.rates:
-                eligible_bits(relu[fmt], hw, config.faults.draw_spec(rate))
+                eligible_bits(relu[source], hw, config.faults.draw_spec(rate))
     images, thresholds, act_max = {}, {}, {}
     for variant in config.variants:
-        fmt = variant.format or config.model.format
-        image = relu[fmt]
+        source = (variant.format or config.model.format, variant.weights)
+        image = relu[source]
         if variant.activation == "relu":
             images[variant.name], thresholds[variant.name] = image, {}
             continue
         if variant.thresholds == "act_max":
-            if fmt not in act_max:  # profiled once per format, whatever the variants make of it
-                act_max[fmt] = profile_act_max(image, profile, accelerator)
-            th = act_max[fmt]
+            if source not in act_max:  # profiled once per image, whatever the variants make of it
+                act_max[source] = profile_act_max(image, profile, accelerator)
+            th = act_max[source]
         elif variant.thresholds == "tuned":
             th = _tuned_thresholds(config, variant.activation, image, accelerator, train, out_dir)
         else:
@@ -184,13 +184,15 @@ def build_context(config: CampaignConfig, out_dir: str | os.PathLike | None = No
                            data.labels, thresholds, data.name)
 
 
-def _base_image(config: CampaignConfig, fmt: str, calibration: np.ndarray) -> Image:
+def _base_image(config: CampaignConfig, fmt: str, weights_file: str, calibration: np.ndarray) -> Image:
+    """The campaign's image file, or the zoo model (with ``weights_file``'s weights when given)
+    exported in ``fmt``."""
     if config.model.image:
         return read_image(config.model.image)
     from accel_sim.models import load_weights, zoo_weights_path
     from accel_sim.models.zoo import file_sha256
 
-    weights = zoo_weights_path(config.model.zoo)
+    weights = weights_file or zoo_weights_path(config.model.zoo)
     bits, frac = parse_export_format(fmt)
     return export_model(load_weights(config.model.zoo, weights), calibration, bits, model_name=config.model.zoo,
                         source_sha256=file_sha256(weights), frac_bits=frac)

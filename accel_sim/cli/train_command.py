@@ -31,6 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     train.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
     train.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation after each epoch")
+    train.add_argument("--init", type=Path, default=None,
+                       help="weights file to start from (fine-tuning; e.g. the zoo's models/zoo/alexnet/weights.pt)")
+    train.add_argument("--fault-rate", type=float, default=0.0,
+                       help="fault-aware training: per-bit probability of a weight or bias bit flip, drawn each step")
+    train.add_argument("--fault-format", default="fp32",
+                       help="the words the flips act on: fp32 or fixedW (fake-quantised per tensor)")
     train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="progress bar (default: when stderr is a terminal)")
     train.set_defaults(handler=run_train)
@@ -44,6 +50,7 @@ def run_train(args: argparse.Namespace) -> int:
         arch=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
         warmup=args.warmup, seed=args.seed, device=args.device, amp=args.amp,
+        init="" if args.init is None else str(args.init), fault_rate=args.fault_rate, fault_format=args.fault_format,
     )
     train_set = load_cifar10(args.data_dir, "train", download=args.download)
     eval_set = None if args.no_eval else load_cifar10(args.data_dir, "test", download=args.download)

@@ -668,10 +668,11 @@ def test_patched_wide_weights_equal_reference(seed, conv, overflow, widths, faul
     x_bits = min(x_bits, bits - 1)
     if conv:
         c, k = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        stride, padding = (int(rng.integers(1, 3)), int(rng.integers(1, 3))), (int(rng.integers(0, 3)), 1)
         weight = rng.integers(-(2**w_bits), 2**w_bits, (int(rng.integers(1, 6)), c, k, k))
-        layer = Conv2d("conv", (c, 6, 5), (weight.shape[0], *conv_output_hw(6, 5, (k, k), (1, 1), (1, 1))), weight,
+        layer = Conv2d("conv", (c, 6, 5), (weight.shape[0], *conv_output_hw(6, 5, (k, k), stride, padding)), weight,
                        rng.integers(-(2**20), 2**20, weight.shape[0]), word, word, word, word, "relu", None,
-                       stride=(1, 1), padding=(1, 1))
+                       stride=stride, padding=padding)
     else:
         weight = rng.integers(-(2**w_bits), 2**w_bits, (int(rng.integers(1, 6)), int(rng.integers(1, 30))))
         layer = Linear("fc", weight.shape[1:], weight.shape[:1], weight, rng.integers(-(2**20), 2**20, weight.shape[0]),

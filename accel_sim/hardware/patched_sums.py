@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from accel_sim.image import Conv2d, WeightedLayer
 
@@ -39,11 +38,14 @@ def add_patch_products(sums: np.ndarray, layer: WeightedLayer, index: np.ndarray
             a = x.reshape(x.shape[0], -1).numpy().astype(np.int64)  # (N, features)
             np.add.at(sums[:, :, 0], (slice(None), filters), a[:, k] * delta)
             return
-        positions = layer.kernel[0] * layer.kernel[1]
-        channel, position = np.divmod(k, positions)
-        for c in np.unique(channel):
-            at = channel == c
-            # the channel's im2col columns: (N, positions, pixels)
-            a = F.unfold(x[:, c:c + 1], layer.kernel, padding=layer.padding, stride=layer.stride).numpy()
-            products = a[:, position[at], :].astype(np.int64) * delta[at][None, :, None]
-            np.add.at(sums, (slice(None), filters[at]), products)
+        (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
+        _, oh, ow = layer.out_shape
+        channel, position = np.divmod(k, kh * kw)
+        ky, kx = np.divmod(position, kw)
+        channels, which = np.unique(channel, return_inverse=True)
+        # the faulty channels only, zero-padded: (N, len(channels), H + 2·ph, W + 2·pw)
+        padded = np.pad(x[:, torch.from_numpy(channels)].numpy().astype(np.int64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        for f, c, y, z, d in zip(filters, which, ky, kx, delta):
+            # the inputs a word at kernel position (y, z) meets: one strided window per output pixel
+            window = padded[:, c, y:y + sh * (oh - 1) + 1:sh, z:z + sw * (ow - 1) + 1:sw]
+            sums[:, f, :] += window.reshape(window.shape[0], -1) * d

@@ -115,6 +115,7 @@ def plot_comparison(rows: list[ComparisonRow], stem: str | os.PathLike) -> list[
             draw_curve(ax, rates, np.array([r.accuracy for r in pts]), np.array([r.ci95 for r in pts]), label,
                        "--" if pts[0].protection != "none" else "-")
             if pts[0].comparators:  # DMR: the images that are right or flagged, i.e. not silently wrong
-                ax.plot(rates, [100.0 - r.silent for r in pts], ":", marker=".", label=f"{label}: not silent")
+                ax.plot(rates, [100.0 - r.silent for r in pts], ":", marker="s", color=ax.lines[-1].get_color(),
+                        clip_on=False, label=f"{label}: right or flagged")
         style_accuracy_axes(ax, f"{panel[0]}, {panel[1]}", legend_size=8)
     return save_figure(fig, stem, 110)

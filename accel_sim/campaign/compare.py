@@ -103,8 +103,12 @@ def plot_comparison(rows: list[ComparisonRow], stem: str | os.PathLike) -> list[
     import matplotlib.pyplot as plt
 
     panels = list(dict.fromkeys((r.network, r.site) for r in rows))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
+    cols = min(len(panels), 2)  # two panels a row, so that many stay legible
+    grid_rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(grid_rows, cols, figsize=(6.0 * cols, 4.6 * grid_rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.flat, panels):
         mine = [r for r in rows if (r.network, r.site) == panel]
         lines = list(dict.fromkeys((r.campaign, r.variant) for r in mine))
         shared = {v for _, v in lines if sum(1 for _, w in lines if w == v) > 1}

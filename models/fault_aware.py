@@ -20,7 +20,7 @@ from torch import nn
 
 from accel_sim.errors import AccelSimError
 from accel_sim.numerics import Float32, format_for, quantize
-from accel_sim.numerics.formats import dequantize, flip
+from accel_sim.numerics.formats import dequantize, fault_rounds, flip
 
 FORMAT_PATTERN = r"fp32|fixed(\d+)"
 
@@ -65,25 +65,15 @@ def faulty_values(values: np.ndarray, faults: TrainingFaults, rng: np.random.Gen
     # distinct bit positions (a repeated draw would flip a bit back)
     positions = np.unique(rng.integers(0, total_bits, size=count)) if count else np.zeros(0, np.int64)
     word, bit = np.divmod(positions, fmt.word_bits)
-    for bits_of_word in _rounds(word):  # a word hit twice gets one flip per round
-        raw[word[bits_of_word]] = flip(fmt, raw[word[bits_of_word]], bit[bits_of_word])
+    for now in fault_rounds(word):  # a word hit twice gets one flip per round
+        raw[word[now]] = flip(fmt, raw[word[now]], bit[now])
     return dequantize(fmt, raw).astype(np.float32).reshape(values.shape), int(positions.size)
-
-
-def _rounds(word: np.ndarray):
-    """Index sets of ``word`` (sorted) in which no word repeats."""
-    if not word.size:
-        return
-    first = np.r_[True, word[1:] != word[:-1]]
-    rank = np.arange(word.size) - np.maximum.accumulate(np.where(first, np.arange(word.size), 0))
-    for r in range(int(rank.max()) + 1):
-        yield np.flatnonzero(rank == r)
 
 
 class InjectedFaults:
     """Context manager: the parameters of ``model`` hold faulty values inside the block and their
     clean values again after it (gradients computed inside are kept). ``flips`` counts the bits
-    flipped."""
+    flipped. With a rate of 0 it leaves the parameters alone (no fake quantisation either)."""
 
     def __init__(self, model: nn.Module, faults: TrainingFaults, rng: np.random.Generator):
         self.model, self.faults, self.rng = model, faults, rng
@@ -91,6 +81,8 @@ class InjectedFaults:
         self.flips = 0
 
     def __enter__(self) -> "InjectedFaults":
+        if not self.faults.rate:
+            return self
         with torch.no_grad():
             for p in self.model.parameters():
                 values, n = faulty_values(p.detach().float().cpu().numpy(), self.faults, self.rng)

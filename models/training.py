@@ -3,9 +3,10 @@
 Recipe: SGD with Nesterov momentum, weight decay, a one-cycle learning-rate schedule, label
 smoothing, random crop (padding 4) + horizontal flip done on whole batches on the training device,
 channels-last memory format. Optionally from given weights (fine-tuning) and with weight bit flips
-injected into every step (fault-aware training, :mod:`accel_sim.models.fault_aware`). Every epoch ends with an atomic checkpoint; ``resume=True`` continues
-from it with the same data order and augmentation as an uninterrupted run (each epoch's shuffling
-and augmentation come from a generator seeded by ``(seed, epoch)``).
+injected into every step (fault-aware training, :mod:`accel_sim.models.fault_aware`). Every epoch
+ends with an atomic checkpoint; ``resume=True`` continues from it with the same data order,
+augmentation and injected faults as an uninterrupted run (each epoch's shuffling and
+augmentation come from a generator seeded by ``(seed, epoch)``, its faults from another).
 """
 
 from __future__ import annotations
@@ -268,7 +269,7 @@ def _train_epoch(model, optimizer, scheduler, config: TrainConfig, images: torch
         x = to_input(augment(images[idx], gen))
         y = labels[idx]
         optimizer.zero_grad(set_to_none=True)
-        with InjectedFaults(model, faults, fault_rng) if faults.rate else _Clean() as injected:
+        with InjectedFaults(model, faults, fault_rng) as injected:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
                 logits = model(x)
                 loss = loss_fn(logits.float(), y)
@@ -281,14 +282,13 @@ def _train_epoch(model, optimizer, scheduler, config: TrainConfig, images: torch
             loss_sum += loss.detach() * len(idx)
             correct += (logits.argmax(1) == y).sum()
             counted += len(idx)
-            scheduler.step()
         else:
             skipped += 1
-            with warnings.catch_warnings():  # the schedule counts steps, skipped ones too
-                warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before")
-                scheduler.step()
+        with warnings.catch_warnings():  # the schedule counts steps, skipped ones too (resumes stay exact)
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before")
+            scheduler.step()
         if not bar.disable and step % 20 == 0:
-            seen = min((step + 1) * config.batch_size, len(images))
+            seen = max(counted, 1)
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}%")
     counted = max(counted, 1)  # every step skipped: the row shows zeros
     row = {"epoch": epoch + 1, "lr_end": scheduler.get_last_lr()[0],
@@ -296,18 +296,6 @@ def _train_epoch(model, optimizer, scheduler, config: TrainConfig, images: torch
     if faults.rate:
         row.update(flips_per_step=flips / steps, skipped_steps=skipped)
     return row
-
-
-class _Clean:
-    """:class:`InjectedFaults` without faults."""
-
-    flips = 0
-
-    def __enter__(self) -> "_Clean":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
 
 
 def _save_checkpoint(path, model, optimizer, scheduler, config, epoch, elapsed, history, device) -> None:

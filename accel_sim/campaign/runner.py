@@ -236,11 +236,10 @@ def run_job(job: Job, context: CampaignContext) -> dict:
     fmap = draw_fault_map(image, hw, spec, job_rng(config.seed, job.draw_key), len(context.inputs),
                           config.seed, job.key, image_hash=context.image_hashes[job.variant])
     out = run_with_faults(context.accelerator(job.variant), image, context.inputs, fmap)
-    right = out.predictions == context.labels
     return {
         "key": job.key, "variant": job.variant, "rate": job.rate, "trial": job.trial, "seed": config.seed,
-        "faults": len(fmap), "correct": int(right.sum()), "total": len(context.labels), "nan_count": out.nan_count,
-        "flagged": int(out.flagged.sum()), "silent": int(np.sum(~right & ~out.flagged)),
+        "faults": len(fmap), "correct": int(np.sum(out.predictions == context.labels)), "total": len(context.labels),
+        "nan_count": out.nan_count, "flagged": int(out.flagged.sum()), "silent": out.silent_errors(context.labels),
         "recomputed": int(out.recomputed.sum()), "seconds": time.perf_counter() - started,
         "worker": f"{socket.gethostname()}:{os.getpid()}",
     }

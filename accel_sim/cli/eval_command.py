@@ -72,7 +72,7 @@ def run_eval(args: argparse.Namespace) -> int:
         model = load_weights(args.model, weights)
         preds = predict(model, data.images, batch_size=args.batch_size, device=args.device)
         print(f"model:    {args.model} ({weights}, sha256 {file_sha256(weights)[:12]})")
-        nan_count, flagged = 0, None
+        nan_count, out = 0, None
     else:
         from accel_sim.hardware import Accelerator, load_hardware
         from accel_sim.image.hdf5 import read_image
@@ -88,7 +88,7 @@ def run_eval(args: argparse.Namespace) -> int:
             out = run_with_faults(accelerator, image, data.images, fmap)
         else:
             out = accelerator.run(image, data.images)
-        preds, nan_count, flagged = out.predictions, out.nan_count, out.flagged
+        preds, nan_count = out.predictions, out.nan_count
         print(f"image:    {image.model} {image.format_name} ({args.image})")
         print(f"hardware: {hw.name}: {hw.rows}x{hw.cols} {hw.dataflow}, {hw.acc_bits}-bit {hw.overflow} accumulator, "
               f"{hw.rounding} rescaling; engine {args.engine}")
@@ -101,10 +101,10 @@ def run_eval(args: argparse.Namespace) -> int:
     print(f"top-1:    {100.0 * correct / len(data):.2f} % ({correct}/{len(data)})")
     if nan_count:
         print(f"non-finite logits: {nan_count} images")
-    if flagged is not None and hw.pe_redundancy == "dmr":
-        silent = int(np.sum((preds != data.labels) & ~flagged))
+    if out is not None and hw.pe_redundancy == "dmr":
         again = f", {int(out.recomputed.sum())} run again" if hw.dmr_mismatch == "recompute" else ""
-        print(f"dmr:      {int(flagged.sum())} images flagged{again}; {silent} wrong and not flagged (silent)")
+        print(f"dmr:      {int(out.flagged.sum())} images flagged{again}; {out.silent_errors(data.labels)} wrong and "
+              "not flagged (silent)")
     return 0
 
 

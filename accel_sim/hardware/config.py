@@ -136,8 +136,8 @@ class HardwareConfig:
 
     def to_dict(self) -> dict:
         """The fields, less options that are off (``memory_ecc``, ``pe_redundancy`` = ``"none"``,
-        ``dmr_mismatch`` = ``"flag"``): a config reads and
-        hashes as it did before such an option existed, so earlier results and maps still match."""
+        ``dmr_mismatch`` = ``"flag"``): a config reads and hashes as it did before such an option
+        existed, so earlier results and maps still match."""
         return {k: v for k, v in asdict(self).items() if _OPTIONS_OFF.get(k, object()) != v}
 
     def config_hash(self) -> str:

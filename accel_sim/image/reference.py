@@ -68,6 +68,10 @@ class RunOutput:
                                     f"not one per image {self.predictions.shape}")
             object.__setattr__(self, name, value)
 
+    def silent_errors(self, labels: np.ndarray) -> int:
+        """Images predicted wrong (against ``labels``, int (N,)) that the hardware did not flag."""
+        return int(np.sum((self.predictions != labels) & ~self.flagged))
+
     @property
     def nan_count(self) -> int:
         """Images whose logits hold a NaN or an infinity."""

@@ -60,16 +60,14 @@ def balanced_digits(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def split_matmul_is_exact(abs_col_sum_max: float) -> bool:
-    """Whether :func:`split_matmul` is exact for weights whose largest ``Σ_k |W[n, k]|`` is
+    """Whether the two products of :func:`join_split` are exact for weights whose largest ``Σ_k |W[n, k]|`` is
     ``abs_col_sum_max`` (every partial sum of either product stays below 2**53)."""
     return _HALF * abs_col_sum_max < EXACT_LIMIT * MARGIN
 
 
-def split_matmul(w: torch.Tensor, a_hi: torch.Tensor, a_lo: torch.Tensor) -> torch.Tensor:
-    """``w @ (2**16·a_hi + a_lo)`` as ``int64`` modulo 2**64 from the balanced digits of the
-    second operand (:func:`balanced_digits`), exact when :func:`split_matmul_is_exact` holds for
-    ``w``."""
-    high = torch.matmul(w, a_hi).numpy().astype(np.int64)
-    low = torch.matmul(w, a_lo).numpy().astype(np.int64)
+def join_split(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    """``2**16·high + low`` as ``int64`` modulo 2**64: the sums ``W @ A_hi`` and ``W @ A_lo`` of the
+    balanced digits of ``A`` (:func:`balanced_digits`, each product exact in float64 when
+    :func:`split_matmul_is_exact` holds for ``W``) joined into ``W @ A``."""
     with np.errstate(over="ignore"):  # modulo 2**64, as in matmul_int64
-        return torch.from_numpy(high * np.int64(1 << 16) + low)
+        return torch.from_numpy(high.numpy().astype(np.int64) * np.int64(1 << 16) + low.numpy().astype(np.int64))

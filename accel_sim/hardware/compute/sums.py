@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from accel_sim.hardware import wide_gemm
 from accel_sim.hardware.activation_unit import wrap_float
 from accel_sim.hardware.compute.faithful import faithful_accumulators
-from accel_sim.hardware.compute.gemm_forms import abs_max, from_columns, from_rows, unfold
+from accel_sim.hardware.compute.gemm_forms import abs_max, from_columns, from_rows, unfold, window_sums
 from accel_sim.hardware.compute.int8_path import int8_accumulators, uses_int8
 from accel_sim.hardware.compute.prepared import PreparedLayer
 from accel_sim.hardware.config import HardwareConfig
@@ -33,17 +33,17 @@ def fast_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConf
     if uses_int8(prepared):
         acc, exact_limit = int8_accumulators(prepared, x), math.inf  # exact whatever the size
     else:
-        acc = from_columns(layer, torch.matmul(prepared.weight_2d, unfold(layer, x)))
+        acc = window_sums(layer, prepared.weight_2d, x)
         exact_limit = EXACT_LIMIT
     limit = min(exact_limit, float(dp.acc_max)) if dp.overflow == "saturate" else exact_limit
     if abs_max(x) * prepared.abs_col_sum_max < limit * MARGIN:
         return acc if dp.overflow == "saturate" else wrap_float(acc, dp.acc_bits)
     # Per-output bounds; im2col rows (image, pixel) holding an output that might round or
     # saturate are recomputed by the faithful kernel.
-    bound = torch.matmul(prepared.weight_2d.abs(), unfold(layer, x).abs())  # (N, O, pixels)
-    risky_rows = (bound >= limit * MARGIN).any(dim=1).reshape(-1)  # (N·pixels,)
+    bound = window_sums(layer, prepared.weight_2d.abs(), x.abs())  # logical output shape
+    risky_rows = (bound >= limit * MARGIN).any(dim=1).reshape(-1)  # (N·pixels,), pixel-major
     if dp.overflow == "wrap":
-        acc = wrap_float(torch.where(from_columns(layer, bound) >= limit * MARGIN, 0.0, acc), dp.acc_bits)
+        acc = wrap_float(torch.where(bound >= limit * MARGIN, 0.0, acc), dp.acc_bits)
     if risky_rows.any():
         rows = torch.nonzero(risky_rows).reshape(-1).numpy()
         exact = faithful_accumulators(prepared, x, hw, None, rows, np.arange(layer.out_channels))
@@ -72,7 +72,7 @@ def wide_accumulators(prepared: PreparedLayer, x: torch.Tensor, hw: HardwareConf
     # im2col rows holding an output of those filters whose partial sums might saturate: added
     # MAC by MAC
     weights = torch.from_numpy(np.abs(prepared.weight.reshape(layer.out_channels, -1)[filters]).astype(np.float64))
-    risky = torch.matmul(weights, unfold(layer, x).abs()) >= limit
+    risky = window_sums(layer, weights, x.abs()) >= limit
     rows = torch.nonzero(risky.any(dim=1).reshape(-1)).reshape(-1).numpy()
     if rows.size:
         exact = faithful_accumulators(prepared, x, hw, None, rows, filters)
@@ -91,17 +91,19 @@ def wide_sums(prepared: PreparedLayer, x: torch.Tensor, x_max: float) -> torch.T
     layer, stored = prepared.layer, prepared.stored
     w, col_max = stored.weight_2d, stored.abs_col_sum_max
     if x_max * col_max < EXACT_LIMIT * MARGIN:
-        sums = torch.matmul(w, unfold(layer, x)).to(torch.int64)
+        sums = window_sums(layer, w, x).to(torch.int64)
     elif wide_gemm.split_matmul_is_exact(col_max):
         hi, lo = wide_gemm.balanced_digits(x)
-        sums = wide_gemm.split_matmul(w, unfold(layer, hi), unfold(layer, lo))
+        sums = wide_gemm.join_split(window_sums(layer, w, hi), window_sums(layer, w, lo))
     elif w.shape[1] <= wide_gemm.MAX_DEPTH:
-        sums = wide_gemm.matmul_int64(w, unfold(layer, x))
+        sums = from_columns(layer, wide_gemm.matmul_int64(w, unfold(layer, x)))
     else:
         return None
     if prepared.patch is not None:
-        add_patch_products(sums.numpy(), layer, prepared.patch.index, prepared.patch.values, x)
-    return from_columns(layer, sums)
+        sums = sums.contiguous()  # (N, O, pixels) below is a view of it
+        add_patch_products(sums.numpy().reshape(sums.shape[0], sums.shape[1], -1), layer, prepared.patch.index,
+                           prepared.patch.values, x)
+    return sums
 
 
 def float_accumulators(prepared: PreparedLayer, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -147,6 +147,28 @@ def test_replay_reproduces_a_stored_job(reference_run, capsys):
     assert main(["campaign", "replay", str(path), "--job", "nope/1/1"]) == 2
 
 
+def test_a_focused_run_computes_the_rows_of_the_whole_campaign(reference_run, tmp_path, capsys):
+    """``--variants``/``--rates`` run some cells only, with exactly the rows the whole campaign has
+    for them; the whole campaign then resumes from that file and ends with the reference rows."""
+    config, ref_path = reference_run
+    reference = read_results(ref_path)[1]
+    path = write_campaign(tmp_path)
+    assert main(["campaign", "run", str(path), "--no-progress", "--variants", "clipact", "--rates", "1e-5"]) == 0
+    stored, rows = read_results(tmp_path / "out" / "results.h5")
+    cell = reference[(reference["variant"] == b"clipact") & (reference["rate"] == 1e-5)]
+    assert len(rows) == 4 and comparable(rows) == comparable(cell)
+    assert set(stored["image_hashes"]) == {"clipact"}
+    assert main(["campaign", "report", str(tmp_path / "out" / "results.h5")]) == 0  # a partial table
+    assert "clipact" in capsys.readouterr().out
+    whole = read_results(run_campaign(load_campaign(path), progress=False))
+    assert comparable(whole[1]) == comparable(reference)
+    assert whole[0]["image_hashes"] == read_results(ref_path)[0]["image_hashes"]
+    for flags, message in ((["--variants", "relu,nope"], "variant 'nope'"), (["--rates", "3e-6"], "rate 3e-06"),
+                           (["--rates", "fast"], "--rates takes numbers")):
+        assert main(["campaign", "run", str(path), "--no-progress", *flags]) == 2
+        assert message in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_resume_after_kill_minus_9_equals_uninterrupted_run(reference_run, tmp_path):
     config, ref_path = reference_run

@@ -103,16 +103,45 @@ class CampaignContext:
                 "thresholds": {v: {str(k): t for k, t in th.items()} for v, th in self.thresholds.items()}}
 
 
+@dataclass(frozen=True)
+class Focus:
+    """The part of a campaign a run works on: some of its variants and some of its rates (None:
+    all). A focused run computes exactly the rows the whole campaign computes for those cells (the
+    jobs and their rounds depend on the cell only), into the same results file, so the whole
+    campaign resumes from it later."""
+
+    variants: tuple[str, ...] | None = None
+    rates: tuple[float, ...] | None = None
+
+    def check(self, config: CampaignConfig) -> None:
+        """Refuse variants or rates the campaign does not have."""
+        names = [v.name for v in config.variants]
+        for name in self.variants or ():
+            if name not in names:
+                raise AccelSimError(f"variant {name!r} is not one of the campaign's: {', '.join(names)}")
+        for rate in self.rates or ():
+            if rate not in config.faults.rates:
+                raise AccelSimError(f"rate {rate!r} is not one of the campaign's: "
+                                    f"{', '.join(f'{r:g}' for r in config.faults.rates)}")
+        if self.variants is not None and not self.variants or self.rates is not None and not self.rates:
+            raise AccelSimError("a focus names at least one variant and one rate, or leaves them out")
+
+    def cells(self, config: CampaignConfig) -> list[tuple[str, float]]:
+        """The (variant, rate) cells in the campaign's order."""
+        return [(v.name, rate) for v in config.variants for rate in config.faults.rates
+                if (self.variants is None or v.name in self.variants) and (self.rates is None or rate in self.rates)]
+
+
 def plan_jobs(config: CampaignConfig, planned: dict[tuple[str, float], int] | None = None) -> list[Job]:
     """One job per (variant, rate, trial) in a fixed order: the trials ``planned`` per (variant,
     rate), by default those of the first round (all of them without a CI target)."""
     planned = planned if planned is not None else first_plan(config)
-    return [Job(v.name, rate, trial) for v in config.variants for rate in config.faults.rates
-            for trial in range(planned[(v.name, rate)])]
+    return [Job(variant, rate, trial) for (variant, rate), n in planned.items() for trial in range(n)]
 
 
-def first_plan(config: CampaignConfig) -> dict[tuple[str, float], int]:
-    return {(v.name, rate): config.faults.first_trials for v in config.variants for rate in config.faults.rates}
+def first_plan(config: CampaignConfig, focus: Focus = Focus()) -> dict[tuple[str, float], int]:
+    """The first round's trials of every cell of ``focus`` (in the campaign's order)."""
+    return {cell: config.faults.first_trials for cell in focus.cells(config)}
 
 
 def grow_plan(config: CampaignConfig, rows: np.ndarray, planned: dict[tuple[str, float], int]) -> dict[tuple[str, float], int]:
@@ -137,10 +166,13 @@ def load_campaign_hardware(config: CampaignConfig) -> HardwareConfig:
     return load_hardware(config.hardware.file) if config.hardware.file else load_preset(config.hardware.preset)
 
 
-def build_context(config: CampaignConfig, out_dir: str | os.PathLike | None = None) -> CampaignContext:
-    """Export or load the images of every variant, profile or tune their thresholds, load the
-    evaluation data. Tuned thresholds are kept in ``out_dir/thresholds/`` (with the tuning's
-    resume file), named by what decides them, and read from there when present."""
+def build_context(config: CampaignConfig, out_dir: str | os.PathLike | None = None,
+                  variants: tuple[str, ...] | None = None) -> CampaignContext:
+    """Export or load the images of every variant (of ``variants`` when given), profile or tune
+    their thresholds, load the evaluation data. Tuned thresholds are kept in
+    ``out_dir/thresholds/`` (with the tuning's resume file), named by what decides them, and read
+    from there when present."""
+    chosen = [v for v in config.variants if variants is None or v.name in variants]
     hw = load_campaign_hardware(config)
     d = config.data
     if d.source == "bundled":
@@ -154,7 +186,7 @@ def build_context(config: CampaignConfig, out_dir: str | os.PathLike | None = No
     profile = draw_sample(train, min(d.profile_count, len(train)), rng).images
     accelerator = Accelerator(hw, batch_size=config.execution.batch_size)
     relu: dict[tuple[str, str], Image] = {}  # per (format, weights): the ReLU image its variants start from
-    for variant in config.variants:
+    for variant in chosen:
         source = (variant.format or config.model.format, variant.weights)
         if source not in relu:
             relu[source] = with_activation(_base_image(config, *source, calibration), "relu")
@@ -164,7 +196,7 @@ def build_context(config: CampaignConfig, out_dir: str | os.PathLike | None = No
             for rate in config.faults.rates:
                 eligible_bits(relu[source], hw, config.faults.draw_spec(rate))
     images, thresholds, act_max = {}, {}, {}
-    for variant in config.variants:
+    for variant in chosen:
         source = (variant.format or config.model.format, variant.weights)
         image = relu[source]
         if variant.activation == "relu":
@@ -245,13 +277,16 @@ def run_job(job: Job, context: CampaignContext) -> dict:
     }
 
 
-def run_campaign(config: CampaignConfig, out_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
-    """Run (or resume) a campaign; returns the path of its results file."""
+def run_campaign(config: CampaignConfig, out_dir: str | os.PathLike | None = None, progress: bool = True,
+                 focus: Focus = Focus()) -> Path:
+    """Run (or resume) a campaign, or the cells of ``focus``; returns the path of its results
+    file."""
+    focus.check(config)
     out = Path(out_dir or config.output or f"results/{config.name}")
     created = not out.exists()
     with folder_lock(out):
         try:
-            context = build_context(config, out)
+            context = build_context(config, out, focus.variants)
             store = ResultsStore(out / RESULTS_NAME, config.name, context.resolved())
         except BaseException:
             if created:
@@ -259,12 +294,13 @@ def run_campaign(config: CampaignConfig, out_dir: str | os.PathLike | None = Non
                 if not any(out.iterdir()):
                     out.rmdir()
             raise
-        return _run_jobs(config, context, store, progress)
+        return _run_jobs(config, context, store, progress, focus)
 
 
-def _run_jobs(config: CampaignConfig, context: CampaignContext, store: ResultsStore, progress: bool) -> Path:
+def _run_jobs(config: CampaignConfig, context: CampaignContext, store: ResultsStore, progress: bool,
+              focus: Focus) -> Path:
     store.save()  # the resolved config is on disk from the start
-    planned = first_plan(config)
+    planned = first_plan(config, focus)
     with _executor(config, context, store, progress) as execute:
         for round_number in itertools.count(1):  # ends: every round doubles some cell towards the cap
             jobs = plan_jobs(config, planned)

@@ -45,13 +45,14 @@ class ResultsStore:
     def __init__(self, path: Path, campaign: str, config: dict):
         self.path = Path(path)
         self.campaign = campaign
-        self.config_json = json.dumps(config, sort_keys=True)
         self.rows = np.zeros(0, dtype=ROW_DTYPE)
         if self.path.exists():
             stored_config, self.rows = read_results(self.path)
-            if json.dumps(stored_config, sort_keys=True) != self.config_json:
+            config = merged_config(stored_config, config)
+            if config is None:
                 raise AccelSimError(f"{str(self.path)!r} holds results of a different campaign configuration; "
-                                 "choose another output folder (--out) or remove it")
+                                    "choose another output folder (--out) or remove it")
+        self.config_json = json.dumps(config, sort_keys=True)
 
     def finished(self) -> set[str]:
         return {k.decode() for k in self.rows["key"]}
@@ -76,6 +77,26 @@ class ResultsStore:
             f.flush()
             os.fsync(f.id.get_vfd_handle())
         os.replace(tmp, self.path)
+
+
+# what a run resolves per variant: a run focused on some variants resolves only theirs
+PER_VARIANT = ("image_hashes", "thresholds")
+
+
+def merged_config(stored: dict, resolved: dict) -> dict | None:
+    """The resolved configuration of a results file after a run resolved ``resolved`` on it: the
+    same campaign, hardware and data, and the same images and thresholds for every variant both
+    resolved (the union of them is kept); None when they differ."""
+    resolved = json.loads(json.dumps(resolved))  # as read back: lists, string keys
+    if set(stored) != set(resolved) or any(stored[k] != resolved[k] for k in stored if k not in PER_VARIANT):
+        return None
+    merged = dict(resolved)
+    for key in PER_VARIANT:
+        old, new = stored[key], resolved[key]
+        if any(old[v] != new[v] for v in set(old) & set(new)):
+            return None
+        merged[key] = {**old, **new}
+    return merged
 
 
 def read_results(path: str | os.PathLike) -> tuple[dict, np.ndarray]:

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--out", type=Path, help="output folder (overrides the file's output)")
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--report", action="store_true", help="print the report when done")
+    run.add_argument("--variants", help="run only these variants (comma-separated names from the file); the "
+                     "rows are those the whole campaign computes, and it resumes from them")
+    run.add_argument("--rates", help="run only these rates (comma-separated, from the file), likewise")
     run.set_defaults(handler=run_run)
     rep = csub.add_parser("report", help="table, CSV and plots of a results file")
     rep.add_argument("results", type=Path)
@@ -37,14 +40,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    from accel_sim.campaign import load_campaign, run_campaign
+    from accel_sim.campaign import Focus, load_campaign, run_campaign
 
     config = load_campaign(args.file)
-    path = run_campaign(config, args.out, progress=not args.no_progress)
+    focus = Focus(_names(args.variants), None if args.rates is None else tuple(_rate(r) for r in _names(args.rates)))
+    path = run_campaign(config, args.out, progress=not args.no_progress, focus=focus)
     print(f"results: {path}")
     if args.report:
         return report(path, None)
     return 0
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _rate(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise AccelSimError(f"--rates takes numbers such as 5e-7, got {text!r}") from None
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -128,11 +143,11 @@ def run_replay(args: argparse.Namespace) -> int:
         raise AccelSimError(f"job {args.job!r} is not in {str(args.results)!r} (first keys: {', '.join(keys[:3])})")
     stored = rows[keys.index(args.job)]
     config = campaign_from_dict(resolved["campaign"], str(args.results), json.dumps(resolved["campaign"]))
-    context = build_context(config, Path(args.results).parent)
-    if context.image_hashes != resolved["image_hashes"]:
-        raise AccelSimError("the images rebuilt from the stored configuration differ from the campaign's "
-                         "(different zoo weights or accel-sim version?)")
     variant, rate, trial = args.job.rsplit("/", 2)
+    context = build_context(config, Path(args.results).parent, (variant,))
+    if context.image_hashes[variant] != resolved["image_hashes"].get(variant):
+        raise AccelSimError("the image rebuilt from the stored configuration differs from the campaign's "
+                            "(different zoo weights or accel-sim version?)")
     row = run_job(Job(variant, float(rate), int(trial)), context)
     same = all(row[c] == (stored[c].item() if not isinstance(stored[c], bytes) else stored[c].decode())
                for c in ("faults", "correct", "total", "nan_count", "flagged", "silent", "recomputed"))

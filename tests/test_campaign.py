@@ -169,6 +169,33 @@ def test_a_focused_run_computes_the_rows_of_the_whole_campaign(reference_run, tm
         assert message in capsys.readouterr().err
 
 
+def test_a_campaign_grown_by_a_variant_and_a_rate_runs_only_the_new_cells(reference_run, tmp_path, capsys):
+    """A finished campaign's file given more variants and rates resumes from its results: the
+    old rows stay as they are, the new cells run; changing a stored variant is refused."""
+    import shutil
+
+    _, ref_path = reference_run
+    (tmp_path / "out").mkdir()
+    shutil.copy(ref_path, tmp_path / "out" / "results.h5")
+    grown = SMALL.replace("rates = [1e-6, 1e-5]", "rates = [1e-6, 3e-6, 1e-5]") + """
+[[variants]]
+name = "clamp"
+activation = "clamp"
+thresholds = "act_max"
+"""
+    rows = read_results(run_campaign(load_campaign(write_campaign(tmp_path, grown)), progress=False))[1]
+    reference = read_results(ref_path)[1]
+    assert len(rows) == 3 * 3 * 4
+    old = np.isin(rows["key"], reference["key"])
+    assert old.sum() == len(reference)
+    np.testing.assert_array_equal(np.sort(rows[old], order="key"), np.sort(reference, order="key"))  # not rerun
+    assert set(read_results(tmp_path / "out" / "results.h5")[0]["image_hashes"]) == {"relu", "clipact", "clamp"}
+    changed = grown.replace('name = "clipact"\nactivation = "clipact"', 'name = "clipact"\nactivation = "clamp"')
+    assert changed != grown
+    with pytest.raises(ValueError, match="different campaign configuration"):
+        run_campaign(load_campaign(write_campaign(tmp_path, changed, "changed.toml")), progress=False)
+
+
 @pytest.mark.slow
 def test_resume_after_kill_minus_9_equals_uninterrupted_run(reference_run, tmp_path):
     config, ref_path = reference_run

@@ -2,7 +2,8 @@
 
 The file is rewritten whole, to a temporary name and renamed, after every finished job: a
 campaign killed at any moment leaves the previous complete file (never a half-written one), and
-a resumed campaign skips exactly the jobs it holds.
+a resumed campaign skips exactly the jobs it holds. A campaign with more variants or rates than
+the file's (the others unchanged) resumes from it too: only the new cells run.
 
 Layout: root attributes ``schema = "accel-sim-results"``, ``schema_version = 2``, ``campaign``
 (name), ``config`` (the resolved campaign as JSON); dataset ``jobs``, a table with the columns of
@@ -81,14 +82,21 @@ class ResultsStore:
 
 # what a run resolves per variant: a run focused on some variants resolves only theirs
 PER_VARIANT = ("image_hashes", "thresholds")
+# campaign keys that do not change any row: where the rows are written, and how jobs are spread
+NO_BEARING = ("output", "execution")
 
 
 def merged_config(stored: dict, resolved: dict) -> dict | None:
-    """The resolved configuration of a results file after a run resolved ``resolved`` on it: the
-    same campaign, hardware and data, and the same images and thresholds for every variant both
-    resolved (the union of them is kept); None when they differ."""
+    """The resolved configuration of a results file after a run resolved ``resolved`` on it, or
+    None when that run's rows would not be comparable with the stored ones.
+
+    The run's campaign may extend the stored one (:func:`extends`); the hardware and data must be
+    the same, and so must the images and thresholds of every variant both resolved (the union of
+    them is kept)."""
     resolved = json.loads(json.dumps(resolved))  # as read back: lists, string keys
-    if set(stored) != set(resolved) or any(stored[k] != resolved[k] for k in stored if k not in PER_VARIANT):
+    if set(stored) != set(resolved) or not extends(stored["campaign"], resolved["campaign"]):
+        return None
+    if any(stored[k] != resolved[k] for k in stored if k not in PER_VARIANT and k != "campaign"):
         return None
     merged = dict(resolved)
     for key in PER_VARIANT:
@@ -97,6 +105,28 @@ def merged_config(stored: dict, resolved: dict) -> dict | None:
             return None
         merged[key] = {**old, **new}
     return merged
+
+
+def extends(old: dict, new: dict) -> bool:
+    """Whether campaign ``new`` (a campaign's ``to_dict``) computes every row of ``old`` as ``old``
+    does: the same settings but perhaps more variants and rates (the stored variants unchanged), or
+    another output folder or execution engine."""
+    if set(old) != set(new):
+        return False
+    for key in old:
+        if key in NO_BEARING:
+            continue
+        if key == "faults":
+            if {**old[key], "rates": None} != {**new[key], "rates": None} or not set(old[key]["rates"]) <= set(
+                    new[key]["rates"]):
+                return False
+        elif key == "variants":
+            by_name = {v["name"]: v for v in new[key]}
+            if any(by_name.get(v["name"]) != v for v in old[key]):
+                return False
+        elif old[key] != new[key]:
+            return False
+    return True
 
 
 def read_results(path: str | os.PathLike) -> tuple[dict, np.ndarray]:

@@ -350,3 +350,51 @@ def test_cli_draw_show_eval_and_errors(small_images, tmp_path, capsys):
     assert main(["faults", "draw", "--image", str(image_path), "--site", "pe", "--rate", "2", "--seed", "1",
                  "-o", str(tmp_path / "x.h5")]) == 2
     assert "--rate: must lie in [0, 1]" in capsys.readouterr().err and not (tmp_path / "x.h5").exists()
+
+
+@pytest.mark.parametrize("fmt", ["fixed16", "fp32", "fixed32.16"])
+def test_runs_from_a_kept_fault_free_prefix_equal_whole_runs(images, fmt):
+    """A fault map whose faults start in layer L runs from the kept input of L (computed by the
+    first such run, read by the next): bit for bit what a whole run without the cache gives, for
+    every site, permanent and transient, two batches."""
+    cal = load_bundled_sample("train").images[:32]
+    bits, frac = {"fixed16": (16, None), "fp32": (None, None), "fixed32.16": (32, 16)}[fmt]
+    image = export_model(small_net(), cal, bits, model_name="small", frac_bits=frac)
+    hw = dataclasses.replace(HW["os"], **({"weight_bits": 32, "act_bits": 32, "acc_bits": 64} if bits == 32 else {}))
+    kept, whole = Accelerator(hw, batch_size=4), Accelerator(hw, batch_size=4, prefix_cache_bytes=0)
+    weighted = [i for i, layer in enumerate(image.layers) if isinstance(layer, WeightedLayer)]
+    starts = set()
+    for n, layer in enumerate(weighted):
+        for site in RATES:
+            for persistence in ("permanent", "transient"):
+                spec = DrawSpec(site, RATES[site] * 20, persistence=persistence, layers=(layer,))
+                fmap = draw_fault_map(image, hw, spec, job_rng(n, f"{site}/{persistence}"), n_images=len(images))
+                expected = run_with_faults(whole, image, images, fmap).raw_logits
+                for _ in range(2):  # the second run finds the prefix kept
+                    got = run_with_faults(kept, image, images, fmap).raw_logits
+                    np.testing.assert_array_equal(got.view(np.uint32) if fmt == "fp32" else got,
+                                                  expected.view(np.uint32) if fmt == "fp32" else expected)
+                if persistence == "permanent" and len(fmap):
+                    ready = kept.prepare(image, *corrupted_parameters(image, hw, fmap))
+                    first = kept.first_faulty_layer(image, ready, layer_faults(image, hw, fmap))
+                    assert first == layer
+                    starts.add(first)
+    assert max(starts) == weighted[-1]  # faults in the last layer only: every layer before it is skipped
+    assert len(kept.prefixes) > 0 and kept.prefixes.bytes <= kept.prefixes.max_bytes and not len(whole.prefixes)
+
+
+def test_kept_prefixes_stay_within_their_memory():
+    from accel_sim.errors import AccelSimError
+    from accel_sim.hardware.clean_prefix import CleanPrefixes
+
+    cache, image = CleanPrefixes(100), object()
+    batch = np.zeros((2, 3), np.uint8)
+    for layer in range(4):  # 40 bytes each: the oldest goes
+        cache.put(cache.key(image, batch, layer), image, torch.zeros(10, dtype=torch.float32))
+    assert len(cache) == 2 and cache.bytes == 80
+    assert cache.get(cache.key(image, batch, 0)) is None and cache.get(cache.key(image, batch, 3)) is not None
+    cache.put(cache.key(image, batch, 9), image, torch.zeros(30))  # larger than the whole cache: not kept
+    assert cache.get(cache.key(image, batch, 9)) is None
+    assert cache.get(cache.key(image, batch + 1, 3)) is None  # other pixels, other entry
+    with pytest.raises(AccelSimError, match="prefix cache size"):
+        CleanPrefixes(-1)

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from accel_sim.errors import AccelSimError
 from accel_sim.hardware.activation_unit import activate, threshold_in_accumulator
+from accel_sim.hardware.clean_prefix import CleanPrefixes
 from accel_sim.hardware.compute import PreparedLayer, WeightPatch, biased_accumulators, prepare_layer, run_layer
 from accel_sim.hardware.config import HardwareConfig
 from accel_sim.hardware.pe_faults import PeFaults
@@ -54,9 +55,14 @@ class Accelerator:
         Images per batch.
     progress : bool
         Show a progress bar over batches.
+    prefix_cache_bytes : int
+        Memory (bytes) for the fault-free prefixes of runs (:mod:`accel_sim.hardware.clean_prefix`):
+        a run whose faults start in layer L takes the input of L from an earlier run of the same
+        image on the same batch when one is kept. 0 turns it off.
     """
 
-    def __init__(self, hw: HardwareConfig, engine: str = "fast", batch_size: int = 50, progress: bool = False):
+    def __init__(self, hw: HardwareConfig, engine: str = "fast", batch_size: int = 50, progress: bool = False,
+                 prefix_cache_bytes: int = 512 << 20):
         if engine not in ENGINES:
             raise AccelSimError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -66,6 +72,7 @@ class Accelerator:
         self.batch_size = batch_size
         self.progress = progress
         self._clean: tuple[Image, list] | None = None  # clean prepared layers of the last image
+        self.prefixes = CleanPrefixes(prefix_cache_bytes)
 
     def check_image(self, image: Image) -> None:
         """Refuse an image whose words are wider than this hardware's multipliers, or whose biases
@@ -101,15 +108,45 @@ class Accelerator:
                 raise AccelSimError("the reference engine runs fault-free images only")
             return run_reference(image, images, self.hw.datapath, self.batch_size)
         prepared = prepared if prepared is not None else self.prepare(image)
+        first = self.first_faulty_layer(image, prepared, layer_faults)
+        begin = first if first < len(image.layers) else 0  # a fault-free run has no prefix to skip
         outputs = []
         flagged = np.zeros(len(images), dtype=np.bool_)
         starts = range(0, len(images), self.batch_size)
         for start in tqdm(starts, desc=f"{image.model} {image.format_name}", disable=not self.progress, leave=False):
-            x = self.input_words(image, images[start:start + self.batch_size])
-            outputs.append(self.run_layers(image, x, prepared, layer_faults,
+            batch = images[start:start + self.batch_size]
+            x = self._clean_prefix(image, batch, prepared, begin)
+            outputs.append(self.run_layers(image, x, prepared, layer_faults, start=begin,
                                            flagged=flagged[start:start + self.batch_size]).numpy())
         raw = np.concatenate(outputs) if outputs else np.zeros((0, len(image.class_names)))
         return self.output(image, raw, flagged)
+
+    def first_faulty_layer(self, image: Image, prepared: list[PreparedLayer | None],
+                           layer_faults: dict[int, LayerFaults] | None) -> int:
+        """The first layer a fault acts in: the first whose prepared weights are not this
+        accelerator's clean ones for ``image`` or that has layer faults; 0 when the clean ones are
+        not known (nothing before it can then be taken as fault-free), the number of layers for a
+        fault-free run."""
+        if self._clean is None or self._clean[0] is not image:
+            return 0
+        clean = self._clean[1]
+        for i in range(len(image.layers)):
+            if prepared[i] is not clean[i] or (layer_faults and i in layer_faults):
+                return i
+        return len(image.layers)
+
+    def _clean_prefix(self, image: Image, batch: np.ndarray, prepared: list[PreparedLayer | None],
+                      begin: int) -> torch.Tensor:
+        """The input words of layer ``begin`` for ``batch``, fault-free: kept from an earlier run,
+        or computed (and kept); the batch's input words for ``begin = 0``."""
+        if begin == 0:
+            return self.input_words(image, batch)
+        key = self.prefixes.key(image, batch, begin)
+        x = self.prefixes.get(key)
+        if x is None:
+            x = self.run_layers(image, self.input_words(image, batch), prepared, stop=begin)
+            self.prefixes.put(key, image, x)
+        return x
 
     # Stages of a run, for callers that reuse part of it (profiling, threshold tuning): the words
     # they pass between stages are those :meth:`run` passes between layers.

@@ -123,7 +123,7 @@ class Focus:
             if rate not in config.faults.rates:
                 raise AccelSimError(f"rate {rate!r} is not one of the campaign's: "
                                     f"{', '.join(f'{r:g}' for r in config.faults.rates)}")
-        if self.variants is not None and not self.variants or self.rates is not None and not self.rates:
+        if (self.variants is not None and not self.variants) or (self.rates is not None and not self.rates):
             raise AccelSimError("a focus names at least one variant and one rate, or leaves them out")
 
     def cells(self, config: CampaignConfig) -> list[tuple[str, float]]:

@@ -159,7 +159,8 @@ def test_a_focused_run_computes_the_rows_of_the_whole_campaign(reference_run, tm
     assert len(rows) == 4 and comparable(rows) == comparable(cell)
     assert set(stored["image_hashes"]) == {"clipact"}
     assert main(["campaign", "report", str(tmp_path / "out" / "results.h5")]) == 0  # a partial table
-    assert "clipact" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "clipact" in out and "AUC" not in out  # one rate: no area under a curve
     whole = read_results(run_campaign(load_campaign(path), progress=False))
     assert comparable(whole[1]) == comparable(reference)
     assert whole[0]["image_hashes"] == read_results(ref_path)[0]["image_hashes"]
@@ -497,6 +498,21 @@ def test_resilience_analysis_by_layer_and_bit(tmp_path, capsys):
     assert "--by takes groupings among layer, bit, layer-bit" in capsys.readouterr().err
     assert main(["analyze", "--zoo", "alexnet", "--format", "fixed16.x", "-o", str(tmp_path / "x")]) == 2
     assert "--format must be fp32, fixedW (e.g. fixed16) or fixedW.F" in capsys.readouterr().err
+
+
+def test_auc_of_a_partial_campaign_is_over_the_rates_every_variant_has():
+    from accel_sim.campaign.report import common_rates
+    from accel_sim.campaign.store import ROW_DTYPE
+
+    cells = [("relu", 1e-6, 0, 30), ("relu", 1e-5, 0, 10), ("clipact", 1e-5, 0, 80), ("clipact", 1e-6, 0, 90),
+             ("clipact", 3e-6, 0, 85), ("clamp", 1e-6, 0, 50)]
+    rows = np.zeros(len(cells), dtype=ROW_DTYPE)
+    for row, (variant, rate, trial, correct) in zip(rows, cells):
+        row["variant"], row["rate"], row["trial"], row["correct"], row["total"] = variant.encode(), rate, trial, correct, 100
+    assert common_rates(rows, ["relu", "clipact", "clamp", "tuned"]) == (["relu", "clipact", "clamp"], [1e-6])
+    assert common_rates(rows, ["relu", "clipact"]) == (["relu", "clipact"], [1e-6, 1e-5])
+    relu, clipact = auc_summary(rows, ["relu", "clipact"], [1e-6, 1e-5])
+    assert (relu.mean, clipact.mean) == (20.0, 85.0)  # clipact's 3e-6 is left out
 
 
 def test_improvement_ci_is_welchs_interval():

@@ -102,20 +102,31 @@ class AucRow:
     ci95: float  # half-width over trials, percentage points
 
 
-def auc_summary(rows: np.ndarray, variants: list[str]) -> list[AucRow]:
+def common_rates(rows: np.ndarray, variants: list[str]) -> tuple[list[str], list[float]]:
+    """The variants of ``variants`` that have rows, and the rates every one of them has (a
+    campaign run some cells at a time may hold different rates per variant)."""
+    names = np.array([v.decode() for v in rows["variant"]])
+    present = [v for v in variants if (names == v).any()]
+    shared = set.intersection(*(set(rows["rate"][names == v].tolist()) for v in present)) if present else set()
+    return present, sorted(shared)
+
+
+def auc_summary(rows: np.ndarray, variants: list[str], rates: list[float] | None = None) -> list[AucRow]:
     """Per variant: the AUC of each trial (trial t at every rate: its own faults at each rate)
     and their mean with a 95 % confidence interval (Student t over trials; 0 for one trial).
-    Trials not finished at every rate are left out."""
+    Over ``rates`` when given, else over every rate the variant has; trials not finished at
+    every one of them are left out."""
     acc = 100.0 * rows["correct"] / np.maximum(rows["total"], 1)
     names = np.array([v.decode() for v in rows["variant"]])
     out = []
     for variant in variants:
-        sel = names == variant
-        rates = sorted(set(rows["rate"][sel].tolist()))
+        sel = (names == variant) & (np.isin(rows["rate"], rates) if rates is not None else True)
+        rates_here = sorted(set(rows["rate"][sel].tolist()))
         by_trial: dict[int, dict[float, float]] = {}
         for rate, trial, a in zip(rows["rate"][sel], rows["trial"][sel], acc[sel]):
             by_trial.setdefault(int(trial), {})[float(rate)] = float(a)
-        aucs = np.array([auc_of([points[r] for r in rates]) for points in by_trial.values() if len(points) == len(rates)])
+        aucs = np.array([auc_of([points[r] for r in rates_here]) for points in by_trial.values()
+                         if len(points) == len(rates_here)])
         n = aucs.size
         half = ci95_half_width(np.asarray(aucs))
         out.append(AucRow(variant, n, float(aucs.mean()) if n else float("nan"), half))

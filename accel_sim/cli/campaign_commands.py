@@ -68,7 +68,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 def report(path: Path, baseline: str | None) -> int:
     from accel_sim.campaign import read_results, write_csv
-    from accel_sim.campaign.report import auc_summary, plot, summarize, write_rows_csv
+    from accel_sim.campaign.report import auc_summary, common_rates, plot, summarize, write_rows_csv
 
     resolved, rows = read_results(path)
     if not len(rows):
@@ -92,8 +92,11 @@ def report(path: Path, baseline: str | None) -> int:
         "faults": f"{s.mean_faults:.1f}", "NaN images": s.nan_images, "flagged %": f"{s.flagged:.2f}",
         "silent errors %": f"{s.silent:.2f}",
     } for s in summary], columns)
-    print("AUC (mean accuracy over equally spaced rates, ± 95% CI over trials): " +
-          ", ".join(f"{a.variant} {a.mean:.2f} ± {a.ci95:.2f}" for a in auc_summary(rows, variants)))
+    present, rates = common_rates(rows, variants)
+    if len(rates) > 1:
+        over = "" if len(rates) == len(faults["rates"]) else f" ({', '.join(f'{r:g}' for r in rates)} only)"
+        print(f"AUC (mean accuracy over equally spaced rates{over}, ± 95% CI over trials): " +
+              ", ".join(f"{a.variant} {a.mean:.2f} ± {a.ci95:.2f}" for a in auc_summary(rows, present, rates)))
     folder = Path(path).parent
     jobs_csv = write_csv(rows, folder / "jobs.csv")
     summary_csv = write_rows_csv(summary, folder / "summary.csv")

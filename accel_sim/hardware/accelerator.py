@@ -109,7 +109,8 @@ class Accelerator:
             return run_reference(image, images, self.hw.datapath, self.batch_size)
         prepared = prepared if prepared is not None else self.prepare(image)
         first = self.first_faulty_layer(image, prepared, layer_faults)
-        begin = first if first < len(image.layers) else 0  # a fault-free run has no prefix to skip
+        # a fault-free run has no prefix to skip; without a cache there is nothing to skip it with
+        begin = first if first < len(image.layers) and self.prefixes.max_bytes else 0
         outputs = []
         flagged = np.zeros(len(images), dtype=np.bool_)
         starts = range(0, len(images), self.batch_size)
